@@ -1,0 +1,165 @@
+"""Coupled self-attention (JeDi, sec. 3.2 and Fig. 6) as diffusers attention processors.
+
+The U-Net is touched only through ``set_attn_processor``: every self-attention module
+(``attn1``) gets a :class:`CoupledAttnProcessor`, which reshapes the tokens of the N images of a
+set into one sequence, runs an ordinary per-image processor on it and reshapes back; every
+cross-attention module (``attn2``) gets a :class:`PerImageAttnProcessor`, which only accepts the
+set arguments and runs its inner processor unchanged, so each image keeps its own prompt.
+
+The set size and an optional slot mask travel with each forward call through the U-Net's
+``cross_attention_kwargs`` (``{"set_size": N, "slot_mask": mask}``), never through global state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from diffusers.models.attention_processor import Attention, AttnProcessor2_0
+
+SET_KWARGS = ("set_size", "slot_mask")
+
+
+def _check_set_args(batch: int, set_size: int | None, slot_mask: torch.Tensor | None) -> int:
+    """Validate the per-call set arguments against a packed batch of ``batch`` images."""
+    if set_size is None:
+        set_size = 1 if slot_mask is None else slot_mask.shape[-1]
+    if not isinstance(set_size, int) or set_size < 1:
+        raise ValueError(f"set_size must be a positive int, got {set_size!r}")
+    if batch % set_size != 0:
+        raise ValueError(f"set_size={set_size} does not divide the batch of {batch} images")
+    if slot_mask is not None:
+        expected = (batch // set_size, set_size)
+        if slot_mask.dtype != torch.bool or tuple(slot_mask.shape) != expected:
+            raise ValueError(
+                f"slot_mask must be a bool tensor of shape (num_sets, set_size) = {expected}, "
+                f"got {slot_mask.dtype} {tuple(slot_mask.shape)}"
+            )
+    return set_size
+
+
+class CoupledAttnProcessor:
+    """Coupled self-attention (JeDi sec. 3.2, Fig. 6): all tokens of a set attend to each other.
+
+    ``(B*N, L, C) -> (B, N*L, C)``, the wrapped per-image processor, then back. With
+    ``slot_mask`` (bool, ``(B, N)``, True = slot takes part) the included slots of a set attend
+    jointly among themselves only, and every excluded slot attends to itself alone, exactly as
+    an uncoupled image. That is what guidance branches without references and padded sets of
+    different sizes need.
+    """
+
+    def __init__(self, inner: Any | None = None) -> None:
+        self.inner = inner if inner is not None else AttnProcessor2_0()
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        set_size: int | None = None,
+        slot_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if encoder_hidden_states is not None:
+            raise ValueError("CoupledAttnProcessor is for self-attention (attn1) only")
+        if hidden_states.ndim != 3:
+            raise ValueError(f"coupled attention expects (B*N, L, C) tokens, got {tuple(hidden_states.shape)}")
+        bn, length, channels = hidden_states.shape
+        n = _check_set_args(bn, set_size, slot_mask)
+        if n == 1:
+            return self.inner(attn, hidden_states, attention_mask=attention_mask, temb=temb)
+        if attention_mask is not None:
+            raise ValueError("a token attention_mask is not supported with set_size > 1; use slot_mask")
+
+        b = bn // n
+        joint = hidden_states.reshape(b, n * length, channels)  # (B*N, L, C) -> (B, N*L, C)
+        if slot_mask is None or bool(slot_mask.all()):
+            out = self.inner(attn, joint, temb=temb)
+            return out.reshape(bn, length, channels)  # (B, N*L, C) -> (B*N, L, C)
+
+        # Included slots attend to included slots only: an additive key mask over N*L tokens.
+        # Sets with no included slot get an all-open mask (no NaN); their rows are replaced below.
+        keys = slot_mask | ~slot_mask.any(dim=1, keepdim=True)  # (B, N)
+        bias = torch.zeros(b, n, dtype=hidden_states.dtype, device=hidden_states.device)
+        bias = bias.masked_fill(~keys.to(bias.device), torch.finfo(hidden_states.dtype).min)
+        bias = bias.repeat_interleave(length, dim=1).unsqueeze(1)  # (B, N) -> (B, 1, N*L)
+        out = self.inner(attn, joint, attention_mask=bias, temb=temb)
+        out = out.reshape(bn, length, channels)  # (B, N*L, C) -> (B*N, L, C)
+
+        # Excluded slots: ordinary per-image self-attention.
+        excluded = (~slot_mask).reshape(bn).nonzero().squeeze(1).to(hidden_states.device)  # (E,)
+        single = self.inner(attn, hidden_states.index_select(0, excluded), temb=temb)  # (E, L, C)
+        return out.index_copy(0, excluded, single.to(out.dtype))
+
+
+class PerImageAttnProcessor:
+    """Cross-attention stays per image (JeDi Fig. 6): runs ``inner`` and ignores the set arguments."""
+
+    def __init__(self, inner: Any | None = None) -> None:
+        self.inner = inner if inner is not None else AttnProcessor2_0()
+
+    def __call__(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        encoder_hidden_states: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        temb: torch.Tensor | None = None,
+        set_size: int | None = None,
+        slot_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        return self.inner(
+            attn,
+            hidden_states,
+            encoder_hidden_states=encoder_hidden_states,
+            attention_mask=attention_mask,
+            temb=temb,
+        )
+
+
+def _role(name: str) -> str | None:
+    """'attn1' / 'attn2' for the processors of transformer blocks, else None."""
+    module = name.rsplit(".", 2)[-2] if name.endswith(".processor") else ""
+    return module if module in ("attn1", "attn2") else None
+
+
+def install_joint_attention(unet: torch.nn.Module) -> None:
+    """Couple every ``attn1`` of ``unet`` across the images of a set (JeDi sec. 3.2); idempotent.
+
+    The processors already on the modules become the inner per-image processors, so an
+    optimised processor installed before (fused, xformers, ...) keeps working.
+    """
+    procs = dict(unet.attn_processors)
+    modules = dict(unet.named_modules())
+    found = False
+    for name, proc in procs.items():
+        role = _role(name)
+        if role == "attn1":
+            module = modules[name.removesuffix(".processor")]
+            if getattr(module, "group_norm", None) is not None or getattr(module, "spatial_norm", None) is not None:
+                raise ValueError(f"{name}: self-attention with group/spatial norm cannot be coupled per token")
+            if not isinstance(proc, CoupledAttnProcessor):
+                procs[name] = CoupledAttnProcessor(proc)
+            found = True
+        elif role == "attn2" and not isinstance(proc, PerImageAttnProcessor):
+            procs[name] = PerImageAttnProcessor(proc)
+    if not found:
+        raise ValueError("the U-Net has no transformer self-attention (attn1) modules to couple")
+    unet.set_attn_processor(procs)
+
+
+def remove_joint_attention(unet: torch.nn.Module) -> None:
+    """Undo :func:`install_joint_attention`: restore the inner per-image processors."""
+    procs = {
+        name: proc.inner if isinstance(proc, (CoupledAttnProcessor, PerImageAttnProcessor)) else proc
+        for name, proc in unet.attn_processors.items()
+    }
+    unet.set_attn_processor(procs)
+
+
+def has_joint_attention(unet: torch.nn.Module) -> bool:
+    """True when every ``attn1`` of ``unet`` carries a :class:`CoupledAttnProcessor`."""
+    roles = [(_role(n), p) for n, p in unet.attn_processors.items()]
+    attn1 = [p for role, p in roles if role == "attn1"]
+    return bool(attn1) and all(isinstance(p, CoupledAttnProcessor) for p in attn1)

@@ -1,0 +1,42 @@
+"""Shared fixtures: tiny random SD components built from the real diffusers/transformers classes."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from jointdiff.model import convert_unet
+from jointdiff.testing import TEXT_DIM, tiny_components
+
+
+@pytest.fixture(scope="session")
+def _components():
+    return tiny_components(seed=0)
+
+
+@pytest.fixture
+def components(_components):
+    """A fresh copy of the tiny components (tests may mutate them)."""
+    return copy.deepcopy(_components)
+
+
+@pytest.fixture
+def unet(components):
+    return components["unet"].eval()
+
+
+@pytest.fixture
+def joint_unet(components):
+    """A converted tiny U-Net (plain module; coupling is installed by JointUNet)."""
+    return convert_unet(components["unet"]).eval()
+
+
+def randn(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def text(b: int, n: int, seed: int = 1) -> torch.Tensor:
+    """Random per-image text embeddings (B, N, T, D)."""
+    return randn(b, n, 5, TEXT_DIM, seed=seed)

@@ -1,0 +1,95 @@
+import json
+
+import pytest
+import torch
+from conftest import randn, text
+from diffusers import DiffusionPipeline
+
+from jointdiff.cli import main
+from jointdiff.model import JointUNet, convert_unet, joint_layout
+from jointdiff.pipeline import JointDiffusionPipeline
+from jointdiff.testing import save_tiny_base
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("base")
+    save_tiny_base(path, seed=0)
+    return path
+
+
+def _one_line_error(capsys, rc, *needles):
+    err = capsys.readouterr().err.strip()
+    assert rc == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("jointdiff: error: ")
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_convert_round_trips_and_reproduces_the_base(base_dir, tmp_path, capsys):
+    out = tmp_path / "joint"
+    assert main(["convert", "--base", str(base_dir), "--out", str(out)]) == 0
+    assert "9 channels" in capsys.readouterr().out
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["_class_name"] == "JointDiffusionPipeline"
+    assert not list(out.rglob("*.bin")) and list(out.rglob("*.safetensors"))
+
+    pipe = JointDiffusionPipeline.from_pretrained(out)
+    assert joint_layout(pipe.unet).in_channels == 9
+    # Same outputs as converting the base in memory, and as the base U-Net itself (no references).
+    original = DiffusionPipeline.from_pretrained(base_dir).unet
+    x, emb, known = randn(1, 3, 4, 8, 8), text(1, 3), torch.tensor([[True, False, False]])
+    with torch.no_grad():
+        expected = original(x[:, 0], 30, emb[:, 0]).sample
+        in_memory = JointUNet(convert_unet(original))
+        assert torch.equal(pipe.joint_unet(x, 30, emb, x, known), in_memory(x, 30, emb, x, known))
+        single = pipe.joint_unet(x[:, :1], 30, emb[:, :1])[:, 0]
+    assert torch.allclose(single, expected, atol=1e-5)
+
+    # Converting the converted model again is refused.
+    rc = main(["convert", "--base", str(out), "--out", str(tmp_path / "again")])
+    _one_line_error(capsys, rc, "already")
+
+
+def test_convert_rejects_missing_paths_and_non_models(tmp_path, capsys):
+    rc = main(["convert", "--base", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    _one_line_error(capsys, rc, "no such directory")
+    rc = main(["convert", "--base", str(tmp_path), "--out", str(tmp_path / "o")])
+    _one_line_error(capsys, rc, "model_index.json not found")
+    (tmp_path / "model_index.json").write_text(
+        json.dumps({"_class_name": "Thing", "vae": ["diffusers", "AutoencoderKL"]})
+    )
+    rc = main(["convert", "--base", str(tmp_path), "--out", str(tmp_path / "o")])
+    _one_line_error(capsys, rc, "not a Stable-Diffusion-layout text-to-image model", "unet")
+
+
+def test_convert_refuses_a_non_empty_output(base_dir, tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    rc = main(["convert", "--base", str(base_dir), "--out", str(tmp_path)])
+    _one_line_error(capsys, rc, "--overwrite")
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_pickle_weights_need_an_explicit_flag(tmp_path, capsys):
+    base = tmp_path / "pickled"
+    save_tiny_base(base, safe_serialization=False)
+    assert not list((base / "unet").glob("*.safetensors"))  # transformers 5 always writes safetensors
+    rc = main(["convert", "--base", str(base), "--out", str(tmp_path / "o1")])
+    _one_line_error(capsys, rc, "--allow-pickle")
+    assert main(["convert", "--base", str(base), "--out", str(tmp_path / "o2"), "--allow-pickle"]) == 0
+    assert list((tmp_path / "o2").rglob("*.safetensors"))
+
+
+def test_hub_id_without_network_is_a_one_line_error(tmp_path, capsys, monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no retries against a closed network
+    rc = main(["convert", "--base", "nobody-xyz/not-a-model", "--out", str(tmp_path / "o")])
+    _one_line_error(capsys, rc, "Hugging Face Hub")
+
+
+def test_selftest_passes(capsys):
+    assert main(["selftest"]) == 0
+    assert capsys.readouterr().out.count("[ok]") == 2
