@@ -7,11 +7,16 @@ set ``JOINTDIFF_DEBUG=1`` to see the traceback instead.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+# Subcommands that live beside the code they drive: each module has `register(sub)`, which adds
+# its subparser(s) with `set_defaults(func=...)` and keeps heavy imports inside the handlers.
+COMMAND_MODULES: tuple[str, ...] = ()
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -58,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("selftest", help="check the install: convert a tiny random model, verify parity and coupling")
     p.add_argument("--seed", type=int, default=0, help="seed of the tiny random model")
     p.set_defaults(func=_cmd_selftest)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
