@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import randn, text
@@ -93,3 +94,59 @@ def test_hub_id_without_network_is_a_one_line_error(tmp_path, capsys, monkeypatc
 def test_selftest_passes(capsys):
     assert main(["selftest"]) == 0
     assert capsys.readouterr().out.count("[ok]") == 2
+
+
+@pytest.fixture(scope="module")
+def joint_dir(base_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("joint") / "model"
+    assert main(["convert", "--base", str(base_dir), "--out", str(out)]) == 0
+    return out
+
+
+def test_generate_writes_images_with_settings_and_a_grid(joint_dir, tmp_path, capsys):
+    from PIL import Image
+
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (24, 20), (200, 30, 30)).save(ref)
+    args = ["generate", "--model", str(joint_dir), "--ref", str(ref), "--prompt", "a toy on the beach"]
+    args += ["--prompt", "a toy in the snow", "--out", str(tmp_path / "out"), "--steps", "2", "--seed", "7"]
+    assert main(args) == 0
+    pngs = sorted((tmp_path / "out").glob("00-*.png"))
+    assert len(pngs) == 2
+    with Image.open(pngs[1]) as im:
+        settings = json.loads(im.text["jointdiff"])
+        assert im.size == (16, 16)
+    assert settings["prompt"] == "a toy in the snow" and settings["seed"] == 7 and settings["steps"] == 2
+    assert settings["references"] == [str(ref)]
+    with Image.open(tmp_path / "out" / "grid.png") as grid:
+        assert grid.width > 3 * 128  # reference + two targets
+    # Same seed, same pixels.
+    assert main([*args[:-6], "--out", str(tmp_path / "again"), "--steps", "2", "--seed", "7"]) == 0
+    first = np.asarray(Image.open(pngs[0]))
+    assert (first == np.asarray(Image.open(sorted((tmp_path / "again").glob("00-*.png"))[0]))).all()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        (["--steps", "0"], "--steps must be a positive integer"),
+        (["--guidance-scale", "-2"], "guidance scale must be >= 0"),
+        (["--ref", "BAD"], "cannot read reference image"),
+        (["--ref", "MISSING"], "reference image not found"),
+        (["--ref", "GOOD", "--ref-prompt", "a", "--ref-prompt", "b"], "2 --ref-prompt for 1 --ref"),
+    ],
+)
+def test_generate_rejects_bad_input_in_one_line(joint_dir, tmp_path, capsys, extra, needle):
+    from PIL import Image
+
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    Image.new("RGB", (8, 8)).save(tmp_path / "good.png")
+    names = {"BAD": "bad.png", "MISSING": "missing.png", "GOOD": "good.png"}
+    extra = [str(tmp_path / names[a]) if a in names else a for a in extra]
+    rc = main(["generate", "--model", str(joint_dir), "--prompt", "x", "--out", str(tmp_path / "o"), *extra])
+    _one_line_error(capsys, rc, needle)
+
+
+def test_generate_refuses_a_model_that_is_not_reference_conditioned(base_dir, tmp_path, capsys):
+    rc = main(["generate", "--model", str(base_dir), "--prompt", "x", "--out", str(tmp_path / "o")])
+    _one_line_error(capsys, rc, "not reference-conditioned")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from diffusers import ModelMixin, SchedulerMixin, UNet2DConditionModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from jointdiff.model import LAYOUT_KEY, convert_unet
+from jointdiff.paths import is_hub_id
 from jointdiff.pipeline import JointDiffusionPipeline
 
 # Component name -> base class its loaded object must have.
@@ -29,7 +29,6 @@ REQUIRED = {
     "tokenizer": PreTrainedTokenizerBase,
     "scheduler": SchedulerMixin,
 }
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 SAFETENSORS_HINT = "pass --allow-pickle (use_safetensors=False) to load pickle weights, only from a source you trust"
 
 
@@ -39,7 +38,7 @@ def _read_json(base: str, filename: str, revision: str | None) -> dict[str, Any]
         path = Path(base, filename)
         if not path.is_file():
             raise ValueError(f"{base} is not a diffusers model directory: {filename} not found")
-    elif _HUB_ID.match(base) and not base.startswith("."):
+    elif is_hub_id(base):
         from huggingface_hub import hf_hub_download
 
         try:

@@ -74,6 +74,7 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
         set_alpha_to_one=False,
         steps_offset=1,
     )
+    unet.eval(), vae.eval(), text_encoder.eval()  # as from_pretrained returns them
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
 
 

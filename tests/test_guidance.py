@@ -1,0 +1,61 @@
+import pytest
+import torch
+
+from jointdiff.guidance import (
+    FULL,
+    IMAGE,
+    NULL,
+    TEXT,
+    branches_for,
+    cfg,
+    combine,
+    joint_guidance,
+    two_stage_guidance,
+)
+
+E0, ET, EI, EF = (torch.tensor([v]) for v in (1.0, 2.0, 4.0, 8.0))  # null, text-only, image-only, full
+EPS = {NULL: E0, TEXT: ET, IMAGE: EI, FULL: EF}
+
+
+def test_eq3_on_hand_made_tensors():
+    assert torch.equal(joint_guidance(E0, EF, 3.0), torch.tensor([1.0 + 3.0 * 7.0]))
+    assert torch.equal(combine(EPS, "joint", 3.0, 3.0), torch.tensor([22.0]))
+
+
+def test_eq4_text_first_and_image_first_on_hand_made_tensors():
+    # text first: eps1 = image-only; lambda_1 = image scale, lambda_2 = text scale.
+    assert torch.equal(combine(EPS, "text_first", 2.0, 5.0), torch.tensor([1.0 + 5.0 * 3.0 + 2.0 * 4.0]))
+    # image first: eps1 = text-only; lambda_1 = text scale, lambda_2 = image scale.
+    assert torch.equal(combine(EPS, "image_first", 2.0, 5.0), torch.tensor([1.0 + 2.0 * 1.0 + 5.0 * 6.0]))
+    assert torch.equal(two_stage_guidance(E0, ET, EF, 2.0, 5.0), torch.tensor([1.0 + 2.0 + 30.0]))
+
+
+def test_text_only_is_cfg_with_references_in_both_branches():
+    assert torch.equal(combine(EPS, "text_only", 3.0, 3.0), cfg(EI, EF, 3.0))
+
+
+def test_reductions_to_plain_classifier_free_guidance():
+    x = {b: torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(i)) for i, b in enumerate(EPS)}
+    # Equal scales: both two-stage strategies equal eq. 3.
+    for strategy in ("text_first", "image_first"):
+        assert torch.allclose(combine(x, strategy, 6.0, 6.0), combine(x, "joint", 6.0, 6.0), atol=1e-5)
+    # Scale 1: the conditional prediction itself; scale 0: the unconditional one.
+    assert torch.allclose(joint_guidance(x[NULL], x[FULL], 1.0), x[FULL], atol=1e-6)
+    assert torch.equal(joint_guidance(x[NULL], x[FULL], 0.0), x[NULL])
+    # Image scale 1 in text-first: guidance acts on the text only, from the reference-conditioned branch.
+    assert torch.allclose(
+        combine(x, "text_first", 4.0, 1.0), x[NULL] + (x[IMAGE] - x[NULL]) + 4.0 * (x[FULL] - x[IMAGE])
+    )
+
+
+def test_branches_per_strategy_and_no_guidance_shortcut():
+    assert branches_for("joint", 7.5, 7.5) == (NULL, FULL)
+    assert branches_for("text_first", 7.5, 3.0) == (NULL, IMAGE, FULL)
+    assert branches_for("image_first", 7.5, 3.0) == (NULL, TEXT, FULL)
+    assert branches_for("text_only", 7.5, 7.5) == (IMAGE, FULL)
+    assert branches_for("joint", 1.0, 1.0) == (FULL,)
+    assert branches_for("text_first", 1.0, 2.0) == (NULL, IMAGE, FULL)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        branches_for("joint", -1.0, 1.0)
+    with pytest.raises(ValueError, match="unknown guidance strategy"):
+        branches_for("both", 1.0, 1.0)

@@ -1,0 +1,170 @@
+import copy
+
+import PIL.Image
+import pytest
+import torch
+from conftest import randn
+from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
+
+from jointdiff.guidance import FULL, IMAGE, NULL
+from jointdiff.model import convert_unet
+from jointdiff.pipeline import JointDiffusionPipeline
+from jointdiff.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
+
+
+@pytest.fixture
+def pipe(components):
+    c = copy.deepcopy(components)
+    convert_unet(c["unet"])
+    p = JointDiffusionPipeline(**c)
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+def _image(seed: int, size: int = 16) -> PIL.Image.Image:
+    g = torch.Generator().manual_seed(seed)
+    return PIL.Image.fromarray((torch.rand(size, size, 3, generator=g) * 255).byte().numpy())
+
+
+def test_parity_with_stable_diffusion_pipeline_without_references(components, pipe):
+    sd = StableDiffusionPipeline(
+        **copy.deepcopy(components), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    sd.set_progress_bar_config(disable=True)
+    for steps, scale in ((6, 7.5), (3, 1.0)):
+        kw = {"num_inference_steps": steps, "guidance_scale": scale, "output_type": "np", "num_images_per_prompt": 2}
+        a = sd("a red toy", generator=torch.Generator().manual_seed(3), **kw).images
+        b = pipe("a red toy", generator=torch.Generator().manual_seed(3), **kw).images
+        assert a.shape == b.shape == (2, 16, 16, 3)
+        assert abs(a - b).max() < 1e-4
+
+
+@pytest.mark.parametrize("scheduler_cls", [DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler])
+def test_known_slots_equal_forward_diffusion_of_references_every_step(pipe, scheduler_cls):
+    pipe.scheduler = scheduler_cls.from_config(pipe.scheduler.config)
+    refs = [_image(1), _image(2)]
+    ref_latents = pipe.encode_references(refs, 16, 16, torch.device("cpu"))  # (n, C, h, w)
+    seen, fed = [], []
+    original = pipe.joint_unet.forward
+
+    def spy(sample, t, *args, **kwargs):
+        fed.append(sample[:, :2].clone())  # reference slots as the U-Net sees them
+        return original(sample, t, *args, **kwargs)
+
+    pipe.joint_unet.forward = spy
+
+    def record(_pipe, i, t, tensors):
+        seen.append((t, tensors["set_latents"][:, :2].clone(), tensors["reference_noise"].clone()))
+
+    out = pipe(
+        ["a toy", "a toy in snow"],
+        reference_images=refs,
+        num_inference_steps=4,
+        generator=torch.Generator().manual_seed(0),
+        callback_on_step_end=record,
+        output_type="latent",
+    ).images
+    assert out.shape == (2, 4, 8, 8) and len(seen) == len(fed) == 4
+    check = scheduler_cls.from_config(pipe.scheduler.config)
+    check.set_timesteps(4)
+    for (t, known, noise), model_in in zip(seen, fed, strict=True):
+        expected = check.add_noise(ref_latents, noise[0], t.reshape(1))
+        assert torch.allclose(known[0], expected, atol=1e-6)
+        # Every guidance branch sees the same scaled reference slots.
+        scaled = check.scale_model_input(expected, t)
+        assert all(torch.allclose(m, scaled, atol=1e-5) for m in model_in)
+        check.step(torch.zeros(2, 4, 8, 8), t, torch.zeros(2, 4, 8, 8))  # advance step index like the loop
+
+
+def test_replacement_loop_keeps_only_target_updates():
+    sched = DDIMScheduler()
+    sched.set_timesteps(3)
+    refs, latents = randn(1, 2, 4, 8, 8, seed=1), randn(1, 1, 4, 8, 8, seed=2)
+    calls = []
+
+    def denoise(x, t):
+        calls.append(x.shape)
+        return torch.zeros_like(x).index_fill_(1, torch.tensor([0, 1]), 1e6)  # garbage on known slots only
+
+    out = replacement_sample(denoise, sched, sched.timesteps, latents, refs, generator=torch.Generator())
+    assert calls == [torch.Size([1, 3, 4, 8, 8])] * 3
+    assert torch.isfinite(out).all() and out.abs().max() < 100  # the huge known-slot eps never reached a target
+
+
+def test_determinism_and_seed_dependence(pipe):
+    kw = {"reference_images": [_image(5)], "num_inference_steps": 3, "output_type": "np"}
+    a = pipe(["a toy"], generator=torch.Generator().manual_seed(1), **kw).images
+    b = pipe(["a toy"], generator=torch.Generator().manual_seed(1), **kw).images
+    c = pipe(["a toy"], generator=torch.Generator().manual_seed(2), **kw).images
+    assert (a == b).all() and abs(a - c).max() > 1e-3
+
+
+def test_references_change_targets_and_null_reference_modes_differ(pipe):
+    with torch.no_grad():
+        pipe.unet.conv_in.weight[:, 5:] = randn(*pipe.unet.conv_in.weight[:, 5:].shape, seed=3) * 0.2
+    kw = {"num_inference_steps": 3, "output_type": "np", "guidance_scale": 3.0}
+    a = pipe("a toy", reference_images=[_image(5)], generator=torch.Generator().manual_seed(1), **kw).images
+    b = pipe("a toy", reference_images=[_image(6)], generator=torch.Generator().manual_seed(1), **kw).images
+    m = pipe(
+        "a toy", reference_images=[_image(5)], null_reference="mask", generator=torch.Generator().manual_seed(1), **kw
+    ).images
+    assert abs(a - b).max() > 1e-4 and abs(a - m).max() > 1e-5
+
+
+def test_denoiser_batches_branches_and_drops_reference_slots_in_null_branch(joint_unet):
+    from jointdiff.model import JointUNet
+
+    model = JointUNet(joint_unet)
+    cond = SetConditioning(
+        text=randn(1, 3, 5, 16), null_text=randn(1, 3, 5, 16, seed=2), references=randn(1, 1, 4, 8, 8)
+    )
+    d = GuidedSetDenoiser(model, cond, "text_first", 5.0, 2.0, null_reference="drop")
+    assert d.branches == (NULL, IMAGE, FULL)
+    assert d.known.tolist() == [[False, False, False], [True, False, False], [True, False, False]]
+    assert d.slot_mask.tolist() == [[False, True, True], [True, True, True], [True, True, True]]
+    x = randn(1, 3, 4, 8, 8, seed=4)
+    with torch.no_grad():
+        eps = d(x, torch.tensor(500))
+        # Branch by branch, by hand: the null branch equals the targets run as a set of their own.
+        null_targets = model(x[:, 1:], 500, cond.null_text[:, 1:])
+        img = model(
+            x,
+            500,
+            cond.null_text,
+            reference=torch.cat([cond.references, torch.zeros(1, 2, 4, 8, 8)], 1),
+            known=torch.tensor([[True, False, False]]),
+        )
+        full = model(
+            x,
+            500,
+            cond.text,
+            reference=torch.cat([cond.references, torch.zeros(1, 2, 4, 8, 8)], 1),
+            known=torch.tensor([[True, False, False]]),
+        )
+    expected = null_targets + 2.0 * (img[:, 1:] - null_targets) + 5.0 * (full[:, 1:] - img[:, 1:])
+    assert torch.allclose(eps[:, 1:], expected, atol=1e-5)
+
+
+def test_pipeline_rejects_bad_arguments(pipe):
+    with pytest.raises(ValueError, match="positive integer"):
+        pipe("a toy", num_inference_steps=0)
+    with pytest.raises(ValueError, match=">= 0"):
+        pipe("a toy", guidance_scale=-1.0)
+    with pytest.raises(ValueError, match="reference prompts for 1 reference"):
+        pipe("a toy", reference_images=[_image(1)], reference_prompts=["a", "b"])
+    with pytest.raises(ValueError, match="latents must have shape"):
+        pipe(["a", "b"], latents=torch.zeros(1, 1, 4, 8, 8), num_inference_steps=1)
+    with pytest.raises(ValueError, match="one scale"):
+        pipe("a toy", guidance="joint", image_guidance_scale=3.0)
+
+
+def test_pipeline_saves_and_loads_with_a_swapped_scheduler(pipe, tmp_path):
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config)
+    pipe.save_pretrained(tmp_path)
+    loaded = JointDiffusionPipeline.from_pretrained(tmp_path)
+    loaded.set_progress_bar_config(disable=True)
+    assert isinstance(loaded.scheduler, EulerDiscreteScheduler)
+    kw = {"reference_images": [_image(5)], "num_inference_steps": 3, "output_type": "np"}
+    a = pipe(["a toy", "a cup"], generator=torch.Generator().manual_seed(1), **kw).images
+    b = loaded(["a toy", "a cup"], generator=torch.Generator().manual_seed(1), **kw).images
+    assert abs(a - b).max() < 1e-5
