@@ -1,0 +1,203 @@
+import copy
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+from conftest import randn
+from diffusers.models.attention_processor import AttnProcessor2_0
+
+from jointdiff.cli import main
+from jointdiff.crossattn import AttentionStore, alignment_loss, collapse_score, install_recorders
+from jointdiff.dreamblend import BlendConfig, choose_overfit, guided_sample, record_maps
+from jointdiff.dreambooth import DreamBoothConfig, finetune, list_checkpoints, load_checkpoint
+from jointdiff.t2i import TextToImage
+from jointdiff.testing import TEXT_DIM, save_tiny_base, tiny_components
+
+PROMPT = "a photo of sks toy on the beach"
+
+
+def _sharpen(model: TextToImage, factor: float = 30.0) -> TextToImage:
+    """Scale cross-attention queries so the tiny random model has peaked, informative maps."""
+    with torch.no_grad():
+        for name, module in model.unet.named_modules():
+            if name.endswith("attn2"):
+                module.to_q.weight.mul_(factor)
+    return model
+
+
+def _model(seed: int = 0) -> TextToImage:
+    c = tiny_components(seed)
+    c["unet"].requires_grad_(False)
+    return _sharpen(TextToImage(**c))
+
+
+def test_recorder_matches_stock_attention_and_maps_are_distributions(unet):
+    x, emb = randn(2, 4, 8, 8), randn(2, 7, TEXT_DIM, seed=1)
+    unet.set_attn_processor(AttnProcessor2_0())
+    with torch.no_grad():
+        expected = unet(x, 10, emb).sample
+        store = AttentionStore()
+        names = install_recorders(unet, store)
+        store.start()
+        out = unet(x, 10, emb).sample
+        maps = store.stop()
+    assert torch.allclose(out, expected, atol=1e-5)
+    assert set(maps) == set(names) and len(names) == 4  # down (1), mid (1) and up (2) cross-attention of the tiny U-Net
+    for m in maps.values():
+        assert m.shape[0] == 2 and m.shape[2] == 7
+        assert torch.allclose(m.sum(-1), torch.ones(m.shape[:2]), atol=1e-5)
+
+
+def test_alignment_loss_and_collapse_score_on_hand_made_maps():
+    # Two layers of 4 pixels x 3 tokens; token 1 is the subject.
+    a = torch.tensor([[[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.1, 0.1, 0.8], [0.4, 0.3, 0.3]]])
+    maps = {"l1": a, "l2": a}
+    assert alignment_loss(maps, maps, [0, 1, 2]).item() == 0.0
+    b = a.flip(1)
+    # Token 0's spatial distribution is (0.8, .1, .1, .4)/1.4 vs reversed: squared distance summed, x 4 pixels.
+    da = a[0, :, 0] / a[0, :, 0].sum()
+    db = b[0, :, 0] / b[0, :, 0].sum()
+    expected = 2 * 4 * ((da - db) ** 2).sum()
+    assert torch.allclose(alignment_loss({"l1": a, "l2": a}, {"l1": b, "l2": b}, [0]), expected)
+    # Collapse: every token's map equals the subject's -> the others' mass sits in the subject region.
+    collapsed = {"l": a[:, :, [1, 1, 1]]}
+    normal = {"l": a}
+    assert collapse_score(collapsed, [1], [0, 2], quantile=0.75) > 0.5
+    assert collapse_score(normal, [1], [0, 2], quantile=0.75) < collapse_score(collapsed, [1], [0, 2], quantile=0.75)
+
+
+def test_collapse_score_ranks_a_collapsed_model_above_a_normal_one():
+    normal = _model()
+    collapsed = _model()
+    subject = normal.token_indices(PROMPT, ["sks", "toy"])
+    others = [i for i in normal.prompt_tokens(PROMPT) if i not in subject]
+    # Deliberate collapse: every prompt token carries the subject's text features, so every
+    # token's cross-attention map becomes the subject's map.
+    tokens = normal.prompt_tokens(PROMPT)
+    encoder = collapsed.text_encoder
+    original_forward = encoder.forward
+
+    def forward(*args, **kwargs):
+        out = original_forward(*args, **kwargs)
+        h = out[0].clone()
+        h[:, tokens] = h[:, subject].mean(dim=1, keepdim=True)
+        out.last_hidden_state = h
+        return out
+
+    encoder.forward = forward
+    x = randn(1, 4, 8, 8, seed=5)
+    cfg = BlendConfig(num_inference_steps=4)
+    scores = []
+    for model in (normal, collapsed):
+        _, maps = record_maps(model, PROMPT, x, cfg)
+        scores.append(collapse_score(maps[2], subject, others))
+    assert scores[1] > scores[0] + 0.08  # measured: 0.19 vs 0.33
+
+
+def test_overfit_choice_is_the_latest_checkpoint_before_collapse():
+    assert choose_overfit({5: 0.20, 50: 0.25, 250: 0.38, 1000: 0.71}, margin=0.2) == 250
+    assert choose_overfit({5: 0.20, 50: 0.9}, margin=0.2) == 5
+
+
+def test_guidance_lowers_attention_distance_to_the_reference():
+    underfit, overfit = _model(0), _model(0)
+    with torch.no_grad():  # a different checkpoint of the same model
+        for p in overfit.unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    x = randn(1, 4, 8, 8, seed=3)
+    cfg = BlendConfig(num_inference_steps=6, cag_scale=0.0, collapse_weight=0.0, cag_fraction=1.0)
+    _, reference = record_maps(underfit, PROMPT, x, cfg)
+    tokens = overfit.prompt_tokens(PROMPT)
+    _, unguided = record_maps(overfit, PROMPT, x, cfg)
+    free = [alignment_loss(unguided[i], reference[i], tokens).item() for i in range(6)]
+    cfg.cag_scale = 2.0
+    _, guided = guided_sample(overfit, PROMPT, x, reference, cfg, ["sks", "toy"])
+    # guided[i] is measured at step i on the guided trajectory (before that step's update).
+    assert np.mean(guided[1:]) < np.mean(free[1:])
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("db")
+    save_tiny_base(root / "base")
+    (root / "imgs").mkdir()
+    for i in range(3):
+        g = torch.Generator().manual_seed(i)
+        PIL.Image.fromarray((torch.rand(20, 20, 3, generator=g) * 255).byte().numpy()).save(root / "imgs" / f"{i}.png")
+    cfg = DreamBoothConfig(
+        base=str(root / "base"),
+        images=str(root / "imgs"),
+        class_word="toy",
+        out=str(root / "run"),
+        steps=6,
+        checkpoints=(2, 6),
+        num_class_images=2,
+        class_sampling_steps=2,
+    )
+    finetune(cfg)
+    return root
+
+
+def test_checkpoints_save_small_artefacts_and_load(run_dir):
+    run = run_dir / "run"
+    assert list_checkpoints(run) == [2, 6]
+    lora = run / "checkpoints" / "step-000006" / "lora.safetensors"
+    base_size = (run_dir / "base" / "unet" / "diffusion_pytorch_model.safetensors").stat().st_size
+    assert lora.stat().st_size < base_size / 2
+    m0, m2, m6 = (load_checkpoint(run, s) for s in (0, 2, 6))
+    x, emb = randn(1, 4, 8, 8), randn(1, 5, TEXT_DIM)
+    with torch.no_grad():
+        e0, e2, e6 = (m.eps(x, 100, emb) for m in (m0, m2, m6))
+    assert (e2 - e0).abs().max() > 1e-6 and (e6 - e2).abs().max() > 1e-6  # training changed the model
+    again = load_checkpoint(run, 6)
+    with torch.no_grad():
+        assert torch.equal(again.eps(x, 100, emb), e6)
+
+
+def test_interrupted_finetune_resumes_to_identical_weights(run_dir, tmp_path, monkeypatch):
+    import jointdiff.dreambooth as db
+
+    cfg = db.run_config(run_dir / "run")
+    cfg.out = str(tmp_path / "cut")
+    calls = {"n": 0}
+    save = db._save_state
+
+    def save_then_die(*args, **kwargs):
+        save(*args, **kwargs)
+        calls["n"] += 1
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(db, "_save_state", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        finetune(copy.deepcopy(cfg))
+    monkeypatch.setattr(db, "_save_state", save)
+    finetune(copy.deepcopy(cfg))
+    from safetensors.torch import load_file
+
+    a = load_file(run_dir / "run" / "checkpoints" / "step-000006" / "lora.safetensors")
+    b = load_file(tmp_path / "cut" / "checkpoints" / "step-000006" / "lora.safetensors")
+    assert calls["n"] == 1 and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_blend_cli_and_its_errors(run_dir, tmp_path, capsys):
+    run = str(run_dir / "run")
+    out = tmp_path / "b"
+    assert main(["blend", "--run", run, "--prompt", PROMPT, "--steps", "3", "--overfit", "6", "--out", str(out)]) == 0
+    assert (out / "blend.png").is_file() and (out / "grid.png").is_file()
+    for argv, needle in (
+        (["--underfit", "6", "--overfit", "2"], "must not be later than"),
+        (["--underfit", "3"], "no underfit checkpoint at step 3"),
+    ):
+        assert main(["blend", "--run", run, "--prompt", PROMPT, *argv]) == 2
+        assert needle in capsys.readouterr().err
+    assert main(["blend", "--run", str(run_dir / "base"), "--prompt", PROMPT]) == 2
+    assert "not a DreamBooth run directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.png").write_bytes(b"not a png")
+    for folder, needle in (("empty", "no input images"), ("bad", "cannot read image")):
+        argv = ["finetune", "--base", str(run_dir / "base"), "--images", str(tmp_path / folder), "--class-word", "toy"]
+        assert main([*argv, "--out", str(tmp_path / "r")]) == 2
+        assert needle in capsys.readouterr().err
