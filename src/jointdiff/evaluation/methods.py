@@ -1,0 +1,102 @@
+"""Methods the CLI can evaluate: ``jedi`` (a JointDiffusionPipeline) and ``real`` (the real images
+themselves, the upper-bound reference row). Factories take ``MethodOptions``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import PIL.Image
+import torch
+
+from jointdiff.evaluation.benchmarks import Subject
+from jointdiff.evaluation.protocol import MethodOptions, _stable_int
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class JeDiMethod:
+    """JeDi (sec. 3.3): each prompt is one target generated jointly with the references (set size refs + 1).
+
+    The target prompt is the template filled with the class word (no identifier: JeDi is finetuning-free);
+    every reference is captioned ``options.reference_caption`` with the class word. Each image uses its own
+    generator seeded by (seed, prompt), so it does not depend on which other prompts share the call.
+    """
+
+    identifier = None
+
+    def __init__(self, pipe: Any, options: MethodOptions, name: str = "jedi") -> None:
+        self.pipe = pipe
+        self.options = options
+        self.name = name
+
+    def generate(
+        self, subject: Subject, references: list[PIL.Image.Image], prompts: list[str], seed: int
+    ) -> list[PIL.Image.Image]:
+        """One image per prompt, each from an independent set of the references and one target."""
+        o = self.options
+        refs = [im.convert("RGB") for im in references]
+        caption = o.reference_caption.format(subject.class_word)
+        images = []
+        for prompt in prompts:
+            generator = torch.Generator("cpu").manual_seed(_stable_int(seed, prompt))
+            out = self.pipe(
+                prompt=[prompt],
+                reference_images=refs,
+                reference_prompts=[caption] * len(refs),
+                num_inference_steps=o.steps,
+                guidance_scale=o.guidance_scale,
+                image_guidance_scale=o.image_guidance_scale,
+                guidance=o.guidance,
+                height=o.resolution,
+                width=o.resolution,
+                generator=generator,
+                output_type="pil",
+            )
+            images.append(out.images[0])
+        return images
+
+
+def load_jedi(options: MethodOptions) -> JeDiMethod:
+    """A JointDiffusionPipeline from ``options.model`` (a converted or trained jointdiff directory / Hub id)."""
+    from jointdiff.pipeline import JointDiffusionPipeline
+
+    if not options.model:
+        raise ValueError("--method jedi needs --model DIR (a jointdiff pipeline directory)")
+    if options.dtype is not None and options.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {options.dtype!r}")
+    kwargs = {"torch_dtype": DTYPES[options.dtype]} if options.dtype else {}
+    pipe = JointDiffusionPipeline.from_pretrained(options.model, **kwargs).to(options.device)
+    pipe.set_progress_bar_config(disable=True)
+    return JeDiMethod(pipe, options)
+
+
+class RealImagesMethod:
+    """The "real images" row: for each prompt, a real image of the subject that is not an input
+    (cycling through them; the inputs themselves when the subject has no other image), resized so
+    its shorter side is ``resolution`` like a generator's output (None keeps the original size)."""
+
+    identifier = None
+    name = "real"
+
+    def __init__(self, resolution: int | None = 512) -> None:
+        self.resolution = resolution
+
+    def generate(
+        self, subject: Subject, references: list[PIL.Image.Image], prompts: list[str], seed: int
+    ) -> list[PIL.Image.Image]:
+        """``len(prompts)`` real images; ``seed`` is unused."""
+        refs = {id(r) for r in references}
+        others = [im for im in subject.images if id(im) not in refs] or list(subject.images)
+        return [self._resize(others[k % len(others)].convert("RGB")) for k in range(len(prompts))]
+
+    def _resize(self, image: PIL.Image.Image) -> PIL.Image.Image:
+        if self.resolution is None or min(image.size) <= self.resolution:
+            return image
+        scale = self.resolution / min(image.size)
+        size = (round(image.width * scale), round(image.height * scale))
+        return image.resize(size, PIL.Image.Resampling.BICUBIC)
+
+
+def load_real(options: MethodOptions) -> RealImagesMethod:
+    """The real-images method (needs no model); ``--resolution`` sets the shorter side (default 512)."""
+    return RealImagesMethod(options.resolution or 512)

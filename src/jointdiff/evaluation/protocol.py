@@ -1,0 +1,205 @@
+"""The evaluation protocol (JeDi supp. "Evaluation metric"): inputs, generation, caching, scoring."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import re
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import Protocol, runtime_checkable
+
+import PIL.Image
+from tqdm.auto import tqdm
+
+from jointdiff.evaluation.benchmarks import Benchmark, Subject
+from jointdiff.evaluation.cache import load_cached_image, save_image
+
+
+@runtime_checkable
+class Method(Protocol):
+    """A personalisation method: generates one image per prompt given reference images.
+
+    ``prompts`` are the benchmark templates filled with the subject phrase (the class word, or
+    ``f"{method.identifier} {class_word}"`` when the method defines a non-empty ``identifier``).
+    For resumable runs to reproduce full runs, each output should depend only on
+    ``(subject, references, prompt, seed)``, not on which other prompts share the call.
+    """
+
+    name: str
+
+    def generate(
+        self, subject: Subject, references: list[PIL.Image.Image], prompts: list[str], seed: int
+    ) -> list[PIL.Image.Image]: ...
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """What the CLI knows about a method; each method factory reads the fields it needs."""
+
+    model: str | None = None  # --model: pipeline directory or Hub id (methods that load weights)
+    device: str = "cpu"
+    dtype: str | None = None  # "fp32" | "fp16" | "bf16"; None keeps the stored dtype
+    steps: int = 50  # denoising steps
+    guidance_scale: float = 7.5  # text guidance (JeDi eq. 3 / eq. 4 lambda_1)
+    image_guidance_scale: float | None = None  # JeDi eq. 4 lambda_2; None = single-scale eq. 3
+    guidance: str = "joint"  # "joint" | "text_first" | "image_first" | "text_only"
+    resolution: int | None = None  # generated image side; None = the model's default
+    reference_caption: str = "a photo of a {}"  # caption of each reference image, "{}" = class word
+
+
+# name -> "module:function"; the function takes MethodOptions and returns a Method.
+# Add a method with one line here (no registration at import time).
+METHODS: Mapping[str, str] = MappingProxyType(
+    {
+        "jedi": "jointdiff.evaluation.methods:load_jedi",
+        "real": "jointdiff.evaluation.methods:load_real",
+    }
+)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How inputs are chosen and images generated (JeDi supp. "Evaluation metric")."""
+
+    refs: int = 1  # input images per generation: 1 finetuning-free, 3 for the finetuning comparison
+    inputs: str | None = None  # "all" choices of `refs` inputs or "random"; None: "all" if refs == 1 else "random"
+    num_random: int = 1  # how many random input choices per subject when inputs == "random"
+    images_per_prompt: int = 1  # samples per (prompt, input choice); >= 2 gives a diversity score
+    max_prompts: int | None = None  # only the first N prompt templates (quick runs); None = all
+    seed: int = 0  # base of every random choice (inputs) and generation seed
+    against: str = "all"  # image alignment to "all" real images of the subject, or only the "inputs"
+
+    def __post_init__(self) -> None:
+        if self.refs < 1:
+            raise ValueError(f"refs must be >= 1, got {self.refs}")
+        if self.inputs not in (None, "all", "random"):
+            raise ValueError(f"inputs must be 'all' or 'random', got {self.inputs!r}")
+        if self.num_random < 1 or self.images_per_prompt < 1:
+            raise ValueError("num_random and images_per_prompt must be >= 1")
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise ValueError(f"max_prompts must be >= 1, got {self.max_prompts}")
+        if self.against not in ("all", "inputs"):
+            raise ValueError(f"against must be 'all' or 'inputs', got {self.against!r}")
+
+    @property
+    def input_mode(self) -> str:
+        return self.inputs or ("all" if self.refs == 1 else "random")
+
+
+def _stable_int(*parts: object) -> int:
+    """A 31-bit integer from ``parts`` that is the same in every process (unlike ``hash``)."""
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+def input_choices(n_images: int, subject: str, config: EvalConfig) -> list[tuple[int, ...]]:
+    """Indices of the input images per generation: every ``refs``-subset ("all", JeDi's 1-input protocol)
+    or ``num_random`` distinct random subsets seeded by (seed, subject) (the 3-input protocol)."""
+    if config.refs > n_images:
+        raise ValueError(f"subject {subject!r} has {n_images} images, fewer than refs={config.refs}")
+    combos = list(itertools.combinations(range(n_images), config.refs))
+    if config.input_mode == "all":
+        return combos
+    rng = random.Random(_stable_int(config.seed, subject, "inputs"))
+    return sorted(rng.sample(combos, min(config.num_random, len(combos))))
+
+
+def generation_seed(seed: int, subject: str, choice: tuple[int, ...], sample: int) -> int:
+    """The seed passed to ``Method.generate`` for one (subject, input choice, sample)."""
+    return _stable_int(seed, subject, choice, sample)
+
+
+def subject_phrase(method: object, subject: Subject) -> str:
+    """What fills a template's "{}" for generation: the class word, after the method's identifier if any."""
+    identifier = getattr(method, "identifier", None)
+    return f"{identifier} {subject.class_word}" if identifier else subject.class_word
+
+
+def choice_name(choice: tuple[int, ...] | None) -> str:
+    """The cache folder of an input choice, e.g. (0, 3) -> "in0-3"."""
+    return "in" + "-".join(map(str, choice)) if choice is not None else "in-unknown"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image to score: where it is and what produced it."""
+
+    subject: str
+    prompt_index: int
+    template: str
+    choice: tuple[int, ...] | None  # input images used (None: unknown, e.g. --images without in* folders)
+    sample: str
+    path: Path
+
+
+def image_path(images_dir: Path, subject: str, choice: tuple[int, ...], prompt_index: int, sample: int) -> Path:
+    """``images/<subject>/in<i-j>/p<NN>_s<J>.png``."""
+    return images_dir / subject / choice_name(choice) / f"p{prompt_index:02d}_s{sample}.png"
+
+
+def generate_images(
+    method: Method,
+    benchmark: Benchmark,
+    subjects: Sequence[Subject],
+    config: EvalConfig,
+    images_dir: Path,
+) -> tuple[list[Sample], dict[str, int]]:
+    """Generate every missing image (resumable: valid cached files are kept, corrupt ones redone)."""
+    samples: list[Sample] = []
+    stats = {"generated": 0, "cached": 0}
+    jobs = [(s, c) for s in subjects for c in input_choices(len(s.images), s.name, config)]
+    for subject, choice in tqdm(jobs, desc=f"generate ({method.name})", unit="input", leave=False):
+        templates = benchmark.prompt_templates(subject)[: config.max_prompts]
+        prompts = [t.format(subject_phrase(method, subject)) for t in templates]
+        references = [subject.images[i] for i in choice]
+        for j in range(config.images_per_prompt):
+            paths = [image_path(images_dir, subject.name, choice, k, j) for k in range(len(templates))]
+            missing = [k for k, p in enumerate(paths) if load_cached_image(p) is None]
+            stats["cached"] += len(paths) - len(missing)
+            if missing:
+                seed = generation_seed(config.seed, subject.name, choice, j)
+                images = method.generate(subject, references, [prompts[k] for k in missing], seed)
+                if len(images) != len(missing):
+                    raise ValueError(f"method {method.name!r} returned {len(images)} images for {len(missing)} prompts")
+                for k, image in zip(missing, images, strict=True):
+                    save_image(image, paths[k])
+                stats["generated"] += len(missing)
+            samples += [Sample(subject.name, k, templates[k], choice, str(j), paths[k]) for k in range(len(templates))]
+    return samples, stats
+
+
+_NAME = re.compile(r"^p?(\d+)(?:[_\-.](.*))?$")
+_CHOICE = re.compile(r"^in(\d+(?:-\d+)*)$")
+
+
+def collect_images(images_dir: Path, benchmark: Benchmark, subjects: Sequence[Subject]) -> list[Sample]:
+    """Images made by another system: ``DIR/<subject>/[in<i-j>/]<NN>[_anything].<ext>``, NN = prompt index."""
+    from jointdiff.evaluation.benchmarks import IMAGE_EXTENSIONS
+
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"images directory {str(images_dir)!r} does not exist")
+    samples: list[Sample] = []
+    for subject in subjects:
+        folder = images_dir / subject.name
+        if not folder.is_dir():
+            continue
+        templates = benchmark.prompt_templates(subject)
+        for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS):
+            m = _NAME.match(path.stem)
+            if m is None:
+                raise ValueError(f"{str(path)!r}: file names must start with the prompt index (e.g. 03_0.png)")
+            k = int(m.group(1))
+            if k >= len(templates):
+                raise ValueError(f"{str(path)!r}: prompt index {k} out of range (subject has {len(templates)})")
+            c = _CHOICE.match(path.parent.name) if path.parent != folder else None
+            choice = tuple(int(i) for i in c.group(1).split("-")) if c else None
+            if choice is not None and max(choice) >= len(subject.images):
+                raise ValueError(f"{str(path)!r}: input index out of range ({len(subject.images)} real images)")
+            samples.append(Sample(subject.name, k, templates[k], choice, str(path.relative_to(folder)), path))
+    if not samples:
+        raise ValueError(f"no images found under {str(images_dir)!r} for the selected subjects")
+    return samples

@@ -1,0 +1,90 @@
+"""One evaluation run: generate (or collect) images, score them, write results and reports."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from jointdiff.evaluation.benchmarks import Benchmark, select_subjects
+from jointdiff.evaluation.protocol import EvalConfig, Method, collect_images, generate_images
+from jointdiff.evaluation.report import COLUMNS, json_safe, write_json, write_report
+from jointdiff.evaluation.scoring import Scorer, aggregate, score_samples
+
+# EvalConfig fields that change which images are generated (a cache made with others is not reused)
+_GENERATION_KEYS = ("refs", "inputs", "num_random", "seed")
+
+
+def _check_run_file(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Refuse to mix a cache with images made under other generation settings."""
+    path = out / "run.json"
+    if path.is_file() and not overwrite:
+        old = json.loads(path.read_text())
+        if old != settings:
+            diff = sorted(k for k in set(old) | set(settings) if old.get(k) != settings.get(k))
+            raise ValueError(
+                f"{str(out)!r} holds images made with other settings ({', '.join(diff)}); "
+                "use another --out, or --overwrite to reuse its images anyway"
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(settings, path)
+
+
+def evaluate(
+    out: Path,
+    benchmark: Benchmark,
+    scorer: Scorer,
+    config: EvalConfig,
+    method: Method | None = None,
+    images_dir: Path | None = None,
+    subjects: list[str] | None = None,
+    label: str | None = None,
+    method_settings: dict[str, Any] | None = None,
+    overwrite: bool = False,
+    report: bool = True,
+    paper: bool = True,
+) -> dict[str, Any]:
+    """Evaluate ``method`` (generating into ``out/images``, resumable) or the images in ``images_dir``."""
+    if (method is None) == (images_dir is None):
+        raise ValueError("give exactly one of a method or an images directory")
+    out = Path(out)
+    chosen = select_subjects(benchmark.subjects(), subjects)
+    stats: dict[str, int] = {}
+    if method is not None:
+        settings = {"method": method.name, "benchmark": benchmark.name}
+        settings |= {k: asdict(config)[k] for k in _GENERATION_KEYS} | {"method_settings": method_settings or {}}
+        _check_run_file(out, settings, overwrite)
+        samples, stats = generate_images(method, benchmark, chosen, config, out / "images")
+        refs = config.refs
+        label = label or f"{method.name} ({refs} input{'s' if refs > 1 else ''})"
+    else:
+        samples = collect_images(Path(images_dir), benchmark, chosen)  # type: ignore[arg-type]
+        stats = {"generated": 0, "cached": len(samples)}
+        label = label or Path(images_dir).resolve().name  # type: ignore[arg-type]
+        out.mkdir(parents=True, exist_ok=True)
+    rows, real = score_samples(samples, benchmark, chosen, scorer, out / "features", config.against)
+    summary = aggregate(rows, COLUMNS)
+    results = {
+        "label": label,
+        "method": method.name if method is not None else None,
+        "images_dir": str(images_dir) if images_dir is not None else None,
+        "benchmark": benchmark.name,
+        "config": asdict(config) | {"input_mode": config.input_mode},
+        "method_settings": method_settings or {},
+        "scoring": scorer.identity(),
+        "num_images": len(samples),
+        "num_subjects": len(summary["subjects"]),
+        "generation": stats,
+        "overall": summary["overall"],
+        "real_images": real,
+        "subjects": summary["subjects"],
+        "prompts": summary["prompts"],
+    }
+    write_json(results, out / "results.json")
+    with open(out / "scores.jsonl", "w") as f:  # per-image scores (and per-group diversity)
+        for r in rows:
+            f.write(json.dumps(json_safe(r)) + "\n")
+    if report:
+        write_report([results], out, paper=paper)
+    return results

@@ -1,0 +1,259 @@
+"""The DreamBooth loader and the evaluation protocol: input choices, averaging (real-images upper
+bound and noise), resumable caching with corrupt-file regeneration, --images scoring, the JeDi adapter."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+import torch
+
+from jointdiff.evaluation.benchmarks import Benchmark, Subject, load_dreambooth, parse_prompts_and_classes
+from jointdiff.evaluation.metrics import cosine_matrix
+from jointdiff.evaluation.protocol import EvalConfig, Method, MethodOptions, input_choices
+from jointdiff.evaluation.run import evaluate
+from jointdiff.evaluation.scoring import Scorer
+from jointdiff.evaluation.testing import HistogramDualEncoder, ThumbnailEncoder
+
+DREAMBOOTH = Path(os.environ.get("JOINTDIFF_DREAMBOOTH", Path(__file__).resolve().parents[2] / "shared" / "dreambooth"))
+needs_dreambooth = pytest.mark.skipif(not DREAMBOOTH.is_dir(), reason=f"DreamBooth dataset not at {DREAMBOOTH}")
+
+
+@dataclass
+class SmallDreamBooth:
+    """Real DreamBooth subjects with 64 px copies of their images (fast protocol tests)."""
+
+    subjects_: list[Subject]
+    full: Benchmark
+    name: str = "dreambooth-small"
+
+    def subjects(self) -> list[Subject]:
+        return self.subjects_
+
+    def prompt_templates(self, subject: Subject) -> list[str]:
+        return self.full.prompt_templates(subject)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread on a shared CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def small():
+    if not DREAMBOOTH.is_dir():
+        pytest.skip(f"DreamBooth dataset not at {DREAMBOOTH}")
+    full = load_dreambooth(str(DREAMBOOTH))
+    picked = {s.name: s for s in full.subjects()}
+    subjects = []
+    for name in ("dog", "teapot", "duck_toy"):  # live, object, the 4-image subject
+        s = picked[name]
+        images = [im.convert("RGB").resize((64, 64), PIL.Image.Resampling.BICUBIC) for im in s.images]
+        subjects.append(Subject(s.name, s.class_word, s.live, images))
+    return SmallDreamBooth(subjects, full)
+
+
+class FirstInput:
+    """Fake method: every output is the (first) input image itself."""
+
+    name = "inputs"
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+
+    def generate(self, subject, references, prompts, seed):
+        self.calls.append((subject.name, len(prompts)))
+        return [references[0].copy() for _ in prompts]
+
+
+class Noise:
+    """Fake method: uniform noise images, a function of (seed, prompt)."""
+
+    name = "noise"
+
+    def generate(self, subject, references, prompts, seed):
+        out = []
+        for p in prompts:
+            rng = np.random.default_rng([seed, len(p)])
+            out.append(PIL.Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)))
+        return out
+
+
+class TaggedFirstInput(FirstInput):
+    """FirstInput with the call count written into pixel (0, 0): every regeneration is a new file."""
+
+    def generate(self, subject, references, prompts, seed):
+        out = super().generate(subject, references, prompts, seed)
+        for im in out:
+            im.putpixel((0, 0), (len(self.calls) % 256, 0, 0))
+        return out
+
+
+def _scorer() -> Scorer:
+    return Scorer(HistogramDualEncoder(name="h-clip"), ThumbnailEncoder(name="thumb-dino"))
+
+
+def test_parse_prompts_and_classes_by_hand():
+    text = """Classes\n\nsubject_name,class\ndog,dog\nvase,vase\n\nObject Prompts\n\nprompt_list = [
+'a {0} {1} in the jungle'.format(unique_token, class_token),\n]\n\nLive Subject Prompts\n
+prompt_list = [\n'a {0} {1} wearing a red hat'.format(unique_token, class_token),\n'a red {0} {1}'.format(unique_token, class_token)\n]\n"""
+    classes, objects, live = parse_prompts_and_classes(text)
+    assert classes == {"dog": "dog", "vase": "vase"}
+    assert objects == ["a {} in the jungle"] and live == ["a {} wearing a red hat", "a red {}"]
+    with pytest.raises(ValueError, match="expected a class table"):
+        parse_prompts_and_classes("Classes\n")
+
+
+@needs_dreambooth
+def test_dreambooth_loader_matches_the_benchmark():
+    bench = load_dreambooth(str(DREAMBOOTH))
+    subjects = bench.subjects()
+    assert len(subjects) == 30 and sum(len(s.images) for s in subjects) == 158
+    live = {s.name for s in subjects if s.live}
+    assert live == {"cat", "cat2", "dog", "dog2", "dog3", "dog5", "dog6", "dog7", "dog8"}
+    by = {s.name: s for s in subjects}
+    assert by["bear_plushie"].class_word == "stuffed animal" and not by["bear_plushie"].live
+    obj, liv = bench.prompt_templates(by["vase"]), bench.prompt_templates(by["dog"])
+    assert len(obj) == len(liv) == 25 and all(t.count("{}") == 1 for t in obj + liv)
+    assert "a {} wearing a santa hat" in liv and "a {} wearing a santa hat" not in obj
+    assert obj[:10] == liv[:10] and obj[20:] == liv[20:]  # 10 shared contexts and 5 shared property prompts
+
+
+def test_input_choices():
+    assert input_choices(5, "dog", EvalConfig()) == [(0,), (1,), (2,), (3,), (4,)]
+    three = EvalConfig(refs=3, seed=7)
+    got = input_choices(6, "dog", three)
+    assert len(got) == 1 and len(set(got[0])) == 3 and got == input_choices(6, "dog", three)  # seeded
+    assert input_choices(6, "dog", EvalConfig(refs=3, inputs="all")) == list(itertools.combinations(range(6), 3))
+    many = input_choices(6, "dog", EvalConfig(refs=3, num_random=50))
+    assert len(many) == 20 and len(set(many)) == 20  # no more than C(6, 3) distinct choices
+    with pytest.raises(ValueError, match="fewer than refs=5"):
+        input_choices(4, "duck_toy", EvalConfig(refs=5))
+
+
+def test_upper_bound_row_and_noise_average_as_the_protocol_says(small, tmp_path):
+    """Outputs = the input image: CLIP-I / DINO equal the mean of each subject's full cosine matrix
+    (every input choice against all real images, itself included). Noise scores its own exact
+    average and lies below the real images."""
+    scorer = _scorer()
+    real = evaluate(tmp_path / "real", small, scorer, EvalConfig(max_prompts=2), method=FirstInput(), report=False)
+    noise = evaluate(tmp_path / "noise", small, scorer, EvalConfig(max_prompts=2), method=Noise(), report=False)
+    assert real["num_images"] == (5 + 5 + 4) * 2  # every choice of 1 input x 2 prompts
+    expect_subject = {}
+    for s in small.subjects():
+        f = scorer.dino.encode_images(s.images)
+        expect_subject[s.name] = cosine_matrix(f, f).mean().item()
+        assert real["subjects"][s.name]["DINO"] == pytest.approx(expect_subject[s.name], abs=1e-6)
+        # noise: each image against all real images, averaged over choices and prompts
+        rows = [json.loads(x) for x in (tmp_path / "noise" / "scores.jsonl").read_text().splitlines()]
+        paths = [r["path"] for r in rows if r["subject"] == s.name and "path" in r]
+        g = scorer.dino.encode_images([PIL.Image.open(p) for p in paths])
+        assert noise["subjects"][s.name]["DINO"] == pytest.approx(cosine_matrix(g, f).mean().item(), abs=1e-6)
+    assert real["overall"]["DINO"] == pytest.approx(np.mean(list(expect_subject.values())), abs=1e-6)
+    # the "real images" reference row excludes identical pairs, so it is below the inputs row
+    assert real["real_images"]["DINO"] < real["overall"]["DINO"]
+    assert noise["overall"]["DINO"] < 0.05 < real["real_images"]["DINO"] < real["overall"]["DINO"]
+    assert real["overall"]["MDINO"] is None  # no segmenter and no masks: masked metrics are absent
+    # the first two prompts are shared by the live (dog) and object lists: 14 images each
+    assert {t: p["images"] for t, p in real["prompts"].items()} == {"a {} in the jungle": 14, "a {} in the snow": 14}
+
+
+def test_resume_recomputes_nothing_and_regenerates_a_corrupt_image(small, tmp_path):
+    scorer, method = _scorer(), TaggedFirstInput()
+    config = EvalConfig(refs=2, inputs="random", num_random=2, max_prompts=3, images_per_prompt=2)
+    first = evaluate(tmp_path, small, scorer, config, method=method, report=False)
+    assert first["generation"] == {"generated": 3 * 2 * 3 * 2, "cached": 0}
+    encoded = scorer.clip.calls, scorer.dino.calls
+    calls = len(method.calls)
+
+    second = evaluate(tmp_path, small, scorer, config, method=method, report=False)
+    assert len(method.calls) == calls  # nothing generated
+    assert (scorer.clip.calls, scorer.dino.calls) == encoded  # no feature recomputed (real ones included)
+    assert second["overall"] == first["overall"] and second["generation"]["cached"] == 36
+
+    victim = sorted((tmp_path / "images" / "teapot").rglob("*.png"))[1]
+    victim.write_bytes(victim.read_bytes()[:100])  # truncated PNG
+    third = evaluate(tmp_path, small, scorer, config, method=method, report=False)
+    assert method.calls[calls:] == [("teapot", 1)]  # exactly the corrupt image, alone
+    assert third["generation"] == {"generated": 1, "cached": 35}
+    assert (scorer.clip.calls - encoded[0], scorer.dino.calls - encoded[1]) == (1, 1)  # only the new image
+    assert PIL.Image.open(victim).getpixel((0, 0)) == (len(method.calls), 0, 0)  # the regenerated file is scored
+    assert third["overall"]["DINO"] == pytest.approx(first["overall"]["DINO"], abs=1e-3)  # one pixel changed
+
+    with pytest.raises(ValueError, match=r"holds images made with other settings \(seed\)"):
+        evaluate(tmp_path, small, scorer, EvalConfig(refs=2, inputs="random", num_random=2, seed=1), method=method)
+
+
+def test_images_directory_scores_like_the_run_that_made_them(small, tmp_path):
+    scorer = _scorer()
+    config = EvalConfig(max_prompts=2, images_per_prompt=2)
+    run = evaluate(tmp_path / "run", small, scorer, config, method=Noise(), report=False)
+    ext = tmp_path / "other-system"
+    for p in (tmp_path / "run" / "images").rglob("*.png"):  # images/<subject>/in<i>/pNN_sJ.png
+        subject, choice = p.parts[-3], p.parts[-2]
+        dest = ext / subject / choice / (p.stem.removeprefix("p") + ".png")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest.write_bytes(p.read_bytes())
+    other = evaluate(tmp_path / "scored", small, scorer, config, images_dir=ext, report=False)
+    assert other["label"] == "other-system" and other["num_images"] == run["num_images"]
+    for m in ("CLIP-T", "CLIP-I", "DINO", "Diversity"):
+        assert other["overall"][m] == pytest.approx(run["overall"][m], abs=1e-9)
+    assert run["overall"]["Diversity"] > 0.0
+    (ext / "dog" / "in0" / "99_x.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="prompt index 99 out of range"):
+        evaluate(tmp_path / "bad", small, scorer, config, images_dir=ext, report=False)
+
+
+@pytest.fixture(scope="module")
+def tiny_jedi(tmp_path_factory):
+    from jointdiff.convert import convert_pipeline
+    from jointdiff.testing import save_tiny_base
+
+    root = tmp_path_factory.mktemp("jedi")
+    save_tiny_base(root / "base")
+    convert_pipeline(str(root / "base"), root / "jedi")
+    return root / "jedi"
+
+
+def test_jedi_adapter_on_the_real_pipeline(tiny_jedi):
+    """JointDiffusionPipeline.__call__ with tiny components: one image per prompt, each a function of
+    (seed, prompt) only, so resumed runs reproduce full runs."""
+    from jointdiff.evaluation.methods import load_jedi
+
+    method = load_jedi(MethodOptions(model=str(tiny_jedi), steps=2, guidance_scale=2.0))
+    assert isinstance(method, Method) and method.name == "jedi"
+    rng = np.random.default_rng(0)
+    refs = [PIL.Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))]
+    subject = Subject("dog", "dog", True, refs)
+    both = method.generate(subject, refs, ["a dog in the snow", "a dog on the beach"], seed=3)
+    alone = method.generate(subject, refs, ["a dog on the beach"], seed=3)
+    assert len(both) == 2 and all(isinstance(im, PIL.Image.Image) for im in both)
+    size = method.pipe.unet.config.sample_size * method.pipe.vae_scale_factor
+    assert both[0].size == (size, size)
+    np.testing.assert_array_equal(np.asarray(both[1]), np.asarray(alone[0]))
+    assert not np.array_equal(np.asarray(both[0]), np.asarray(both[1]))  # different prompts and seeds
+    other = method.generate(subject, refs, ["a dog on the beach"], seed=4)
+    assert not np.array_equal(np.asarray(other[0]), np.asarray(alone[0]))
+    with pytest.raises(ValueError, match="needs --model DIR"):
+        load_jedi(MethodOptions())
+
+
+def test_real_method_returns_held_out_real_images(small):
+    from jointdiff.evaluation.methods import RealImagesMethod
+
+    s = small.subjects()[0]
+    out = RealImagesMethod().generate(s, [s.images[0]], ["a", "b", "c", "d", "e"], seed=0)
+    expect = [s.images[i] for i in (1, 2, 3, 4, 1)]  # cycling through the non-inputs
+    assert [np.asarray(o).tobytes() for o in out] == [np.asarray(e).tobytes() for e in expect]
+    small_out = RealImagesMethod(resolution=32).generate(s, [s.images[0]], ["a"], seed=0)[0]
+    assert small_out.size == (32, 32)  # a generator-sized copy of images[1]
