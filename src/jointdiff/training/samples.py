@@ -1,0 +1,76 @@
+"""Sample grids during training (JeDi sec. 3.3 sampling through :class:`JointDiffusionPipeline`)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jointdiff.training.config import Config
+
+logger = logging.getLogger(__name__)
+
+
+def has_sampling() -> bool:
+    """True once :class:`JointDiffusionPipeline` defines its own ``__call__`` (sampling)."""
+    from jointdiff.pipeline import JointDiffusionPipeline
+
+    return any("__call__" in vars(c) for c in JointDiffusionPipeline.__mro__ if c.__module__.startswith("jointdiff"))
+
+
+def write_sample_grid(
+    config: Config,
+    accelerator: Any,
+    components: dict[str, Any],
+    model: Any,
+    text_model: Any,
+    ema: Any,
+    out: Path,
+    step: int,
+) -> None:
+    """Generate the configured prompts with the EMA weights and write ``samples/step-XXXXXXXX.png`` (main process)."""
+    import PIL.Image
+
+    from jointdiff.grid import captioned_grid
+    from jointdiff.pipeline import JointDiffusionPipeline
+
+    s = config.sample
+    if not s.prompts:
+        return
+    unet = accelerator.unwrap_model(model).unet
+    if ema is not None:
+        ema.store(unet.parameters())
+        ema.copy_to(unet.parameters())
+    try:
+        pipe = JointDiffusionPipeline(**dict(components, unet=unet, text_encoder=accelerator.unwrap_model(text_model)))
+        pipe.set_progress_bar_config(disable=True)
+        refs = [PIL.Image.open(p).convert("RGB") for p in s.reference_images]
+        generator = torch.Generator(device=accelerator.device).manual_seed(s.seed)
+        with accelerator.autocast():
+            images = pipe(
+                prompt=list(s.prompts),
+                reference_images=refs or None,
+                reference_prompts=list(s.reference_prompts) or None,
+                num_inference_steps=s.num_inference_steps,
+                guidance_scale=s.guidance_scale,
+                height=config.data.resolution,
+                width=config.data.resolution,
+                generator=generator,
+            ).images
+        rows = [[(im, f"reference: {p}") for im, p in zip(refs, s.reference_prompts or [""] * len(refs), strict=False)]]
+        rows = [r for r in rows if r] + [[(im, p) for im, p in zip(images, s.prompts, strict=False)]]
+        grid = captioned_grid(rows, cell=min(256, max(128, config.data.resolution)))
+        (out / "samples").mkdir(parents=True, exist_ok=True)
+        grid.save(out / "samples" / f"step-{step:08d}.png")
+        for tracker in accelerator.trackers:
+            if tracker.name == "tensorboard":
+                import numpy as np
+
+                tracker.log_images({"samples": np.asarray(grid)[None]}, step=step, dataformats="NHWC")
+    except Exception as e:  # a failed preview must not end a long run
+        logger.warning("sample grid at step %d failed: %s: %s", step, type(e).__name__, e)
+    finally:
+        if ema is not None:
+            ema.restore(unet.parameters())

@@ -1,0 +1,129 @@
+"""The JeDi objective (eq. 2): the loss equals the epsilon-MSE of the model's inputs, masks and dropout hold."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from diffusers import DDPMScheduler
+from torch import nn
+
+from jointdiff.model import JointUNet
+from jointdiff.training.objective import JediObjective, draw_known
+
+
+class Recorder(nn.Module):
+    """A stand-in model: records its inputs and returns a fixed prediction."""
+
+    def __init__(self, pred: torch.Tensor) -> None:
+        super().__init__()
+        self.pred, self.calls = pred, []
+
+    def forward(self, sample, timestep, text, reference=None, known=None, slot_mask=None):
+        self.calls.append(
+            {"x_t": sample, "t": timestep, "text": text, "reference": reference, "known": known, "slot_mask": slot_mask}
+        )
+        return self.pred
+
+
+def g(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def setup(b=6, n=3, seed=0):
+    x0 = torch.randn(b, n, 4, 2, 2, generator=g(seed))
+    text = torch.randn(b, n, 5, 8, generator=g(seed + 1))
+    null = torch.randn(5, 8, generator=g(seed + 2))
+    pred = torch.randn(b, n, 4, 2, 2, generator=g(seed + 3))
+    return x0, text, null, pred
+
+
+@pytest.mark.parametrize("unknown_only", [False, True])
+def test_loss_is_eps_mse_of_the_model_inputs(unknown_only):
+    """Recover eps from x_t = sqrt(a_t) x0 + sqrt(1 - a_t) eps and recompute eq. 2 by hand."""
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    x0, text, null, pred = setup()
+    model = Recorder(pred)
+    out = JediObjective(unknown_only=unknown_only)(model, sched, x0, text, null, generator=g(7))
+    call = model.calls[0]
+    a = sched.alphas_cumprod[call["t"]][:, None, None, None, None]  # (B, 1, 1, 1, 1): one t per set
+    eps = (call["x_t"] - a.sqrt() * x0) / (1 - a).sqrt()
+    per_slot = (pred - eps).pow(2).mean(dim=(2, 3, 4))  # (B, N)
+    w = (~out.known).float() if unknown_only else torch.ones_like(per_slot)
+    assert torch.allclose(out.loss, (per_slot * w).sum() / w.sum(), rtol=1e-4, atol=1e-5)
+    assert torch.equal(call["known"], out.known) and torch.equal(call["reference"], x0)
+    assert bool((~out.known).any(dim=1).all())  # every set has an image to generate
+    assert call["t"].shape == (6,) and int(call["t"].min()) >= 0 and int(call["t"].max()) < 1000
+
+
+def test_text_and_reference_dropout():
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    x0, text, null, pred = setup(b=200, n=2)
+    model = Recorder(pred)
+    out = JediObjective(text_dropout=0.3, reference_dropout=0.5)(model, sched, x0, text, null, generator=g(1))
+    seen = model.calls[0]["text"]
+    for b in range(200):  # dropped sets see the empty prompt in every slot, the others their own prompts
+        expected = null.expand(2, 5, 8) if out.text_dropped[b] else text[b]
+        assert torch.equal(seen[b], expected)
+    assert not bool(out.known[out.reference_dropped].any())  # dropped references: every slot generated
+    assert (
+        0.2 < float(out.text_dropped.float().mean()) < 0.4 and 0.4 < float(out.reference_dropped.float().mean()) < 0.6
+    )
+    # independent draws: the joint rate is close to the product of the rates
+    both = float((out.text_dropped & out.reference_dropped).float().mean())
+    assert abs(both - 0.3 * 0.5) < 0.07
+    none = JediObjective(text_dropout=0.0, reference_dropout=0.0)(Recorder(pred), sched, x0, text, null, generator=g(1))
+    assert not bool(none.text_dropped.any()) and not bool(none.reference_dropped.any())
+
+
+def test_draw_known_with_slot_mask():
+    slot_mask = torch.tensor([[True, True, True, False]] * 300 + [[True, False, False, False]] * 300)
+    known = draw_known(slot_mask, 0.5, generator=g(2))
+    assert not bool((known & ~slot_mask).any())  # padding never a reference
+    assert bool(((~known) & slot_mask).any(dim=1).all())  # >= 1 real slot to generate
+    assert not bool(known[300:].any())  # a set of one is always generated
+    # P(known) per real slot of a 3-set conditioned on not-all-known: 0.5 * (1 - 0.25) / (1 - 0.125) = 3/7
+    assert abs(float(known[:300, :3].float().mean()) - 3 / 7) < 0.05
+
+
+def test_padded_slots_excluded_from_loss():
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    x0, text, null, pred = setup(b=2, n=3)
+    slot_mask = torch.tensor([[True, True, False], [True, True, True]])
+    out = JediObjective()(Recorder(pred), sched, x0, text, null, slot_mask=slot_mask, generator=g(3))
+    assert torch.equal(out.weights, slot_mask.float())
+    pred2 = pred.clone()
+    pred2[0, 2] += 100.0  # a padded slot's prediction does not change the loss
+    out2 = JediObjective()(Recorder(pred2), sched, x0, text, null, slot_mask=slot_mask, generator=g(3))
+    assert torch.equal(out.loss, out2.loss)
+
+
+def test_v_prediction_target_and_determinism():
+    sched = DDPMScheduler(num_train_timesteps=1000, prediction_type="v_prediction")
+    x0, text, null, pred = setup()
+    model = Recorder(pred)
+    out = JediObjective()(model, sched, x0, text, null, generator=g(4))
+    call = model.calls[0]
+    a = sched.alphas_cumprod[call["t"]][:, None, None, None, None]
+    eps = (call["x_t"] - a.sqrt() * x0) / (1 - a).sqrt()
+    v = a.sqrt() * eps - (1 - a).sqrt() * x0
+    assert torch.allclose(out.loss, (pred - v).pow(2).mean(), rtol=1e-4, atol=1e-5)
+    again = JediObjective()(Recorder(pred), sched, x0, text, null, generator=g(4))
+    assert torch.equal(out.loss, again.loss) and torch.equal(out.known, again.known)
+
+
+def test_real_joint_unet_gets_gradients(joint_unet):
+    model = JointUNet(joint_unet).train()
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    x0 = torch.randn(2, 3, 4, 8, 8, generator=g(0))
+    text = torch.randn(2, 3, 5, 16, generator=g(1))
+    out = JediObjective()(model, sched, x0, text, torch.zeros(5, 16), generator=g(2))
+    out.loss.backward()
+    extra = model.unet.conv_in.weight.grad[:, [0, 5, 6, 7, 8]]  # mask and reference channels learn
+    assert torch.isfinite(out.loss) and float(extra.abs().sum()) > 0
+
+
+def test_invalid_rates():
+    with pytest.raises(ValueError, match="reference_probability"):
+        JediObjective(reference_probability=1.0)
+    with pytest.raises(ValueError, match="text_dropout"):
+        JediObjective(text_dropout=-0.1)
