@@ -24,7 +24,7 @@ from jointdiff.app_services import NO_DREAMBLEND, BlendService, JeDiService
 from jointdiff.cli import main
 from jointdiff.convert import convert_pipeline
 from jointdiff.pipeline import JointDiffusionPipeline
-from jointdiff.testing import save_tiny_base
+from jointdiff.testing import save_tiny_base, save_tiny_run
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -280,26 +280,7 @@ def test_dreamblend_tab_passes_the_request_to_blend_from_run(pipe, tmp_path, mon
 
 def make_tiny_run(root: Path) -> Path:
     """A real ``jointdiff finetune`` run of the tiny model: 6 steps, checkpoints at steps 2 and 6 (~2 s)."""
-    from jointdiff.dreambooth import DreamBoothConfig, finetune
-
-    save_tiny_base(root / "base")
-    (root / "imgs").mkdir()
-    for i in range(3):
-        PIL.Image.fromarray(np.random.default_rng(i).integers(0, 256, (20, 20, 3), dtype=np.uint8)).save(
-            root / "imgs" / f"{i}.png"
-        )
-    cfg = DreamBoothConfig(
-        base=str(root / "base"),
-        images=str(root / "imgs"),
-        class_word="toy",
-        out=str(root / "run"),
-        steps=6,
-        checkpoints=(2, 6),
-        num_class_images=2,
-        class_sampling_steps=2,
-    )
-    finetune(cfg)
-    return root / "run"
+    return save_tiny_run(root)
 
 
 def test_dreamblend_tab_matches_blend_from_run_on_a_real_run(tmp_path):

@@ -1,7 +1,6 @@
 import copy
 
 import numpy as np
-import PIL.Image
 import pytest
 import torch
 from conftest import randn
@@ -10,9 +9,9 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 from jointdiff.cli import main
 from jointdiff.crossattn import AttentionStore, alignment_loss, collapse_score, install_recorders
 from jointdiff.dreamblend import BlendConfig, choose_overfit, guided_sample, record_maps
-from jointdiff.dreambooth import DreamBoothConfig, finetune, list_checkpoints, load_checkpoint
+from jointdiff.dreambooth import finetune, list_checkpoints, load_checkpoint
 from jointdiff.t2i import TextToImage
-from jointdiff.testing import TEXT_DIM, save_tiny_base, tiny_components
+from jointdiff.testing import TEXT_DIM, save_tiny_run, tiny_components
 
 PROMPT = "a photo of sks toy on the beach"
 
@@ -120,22 +119,7 @@ def test_guidance_lowers_attention_distance_to_the_reference():
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("db")
-    save_tiny_base(root / "base")
-    (root / "imgs").mkdir()
-    for i in range(3):
-        g = torch.Generator().manual_seed(i)
-        PIL.Image.fromarray((torch.rand(20, 20, 3, generator=g) * 255).byte().numpy()).save(root / "imgs" / f"{i}.png")
-    cfg = DreamBoothConfig(
-        base=str(root / "base"),
-        images=str(root / "imgs"),
-        class_word="toy",
-        out=str(root / "run"),
-        steps=6,
-        checkpoints=(2, 6),
-        num_class_images=2,
-        class_sampling_steps=2,
-    )
-    finetune(cfg)
+    save_tiny_run(root)
     return root
 
 

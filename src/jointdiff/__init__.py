@@ -1,41 +1,44 @@
-"""jointdiff: JeDi joint-image diffusion and DreamBlend personalisation on diffusers."""
+"""jointdiff: JeDi joint-image diffusion and DreamBlend personalisation on diffusers.
 
-from jointdiff.attention import (
-    CoupledAttnProcessor,
-    PerImageAttnProcessor,
-    has_joint_attention,
-    install_joint_attention,
-    remove_joint_attention,
-)
-from jointdiff.guidance import cfg, joint_guidance, two_stage_guidance
-from jointdiff.model import JointLayout, JointUNet, convert_unet, joint_layout
-from jointdiff.pipeline import JointDiffusionPipeline, JointDiffusionPipelineOutput
-from jointdiff.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
-from jointdiff.sets import mask_channel, masked_reference, pack_sets, random_known, unpack_sets
+Names are imported lazily (PEP 562) so that ``jointdiff --help`` does not load torch/diffusers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "CoupledAttnProcessor",
-    "GuidedSetDenoiser",
-    "JointDiffusionPipeline",
-    "JointDiffusionPipelineOutput",
-    "JointLayout",
-    "JointUNet",
-    "PerImageAttnProcessor",
-    "SetConditioning",
-    "cfg",
-    "convert_unet",
-    "has_joint_attention",
-    "install_joint_attention",
-    "joint_guidance",
-    "joint_layout",
-    "mask_channel",
-    "masked_reference",
-    "pack_sets",
-    "random_known",
-    "remove_joint_attention",
-    "replacement_sample",
-    "two_stage_guidance",
-    "unpack_sets",
-]
+_EXPORTS = {
+    "CoupledAttnProcessor": "attention",
+    "PerImageAttnProcessor": "attention",
+    "has_joint_attention": "attention",
+    "install_joint_attention": "attention",
+    "remove_joint_attention": "attention",
+    "cfg": "guidance",
+    "joint_guidance": "guidance",
+    "two_stage_guidance": "guidance",
+    "JointLayout": "model",
+    "JointUNet": "model",
+    "convert_unet": "model",
+    "joint_layout": "model",
+    "JointDiffusionPipeline": "pipeline",
+    "JointDiffusionPipelineOutput": "pipeline",
+    "GuidedSetDenoiser": "sampling",
+    "SetConditioning": "sampling",
+    "replacement_sample": "sampling",
+    "mask_channel": "sets",
+    "masked_reference": "sets",
+    "pack_sets": "sets",
+    "random_known": "sets",
+    "unpack_sets": "sets",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"jointdiff.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'jointdiff' has no attribute {name!r}")

@@ -20,7 +20,15 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 # Subcommands that live beside the code they drive: each module has `register(sub)`, which adds
 # its subparser(s) with `set_defaults(func=...)` and keeps heavy imports inside the handlers.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "jointdiff.evaluation.cli",
+    "jointdiff.training.cli",
+    "jointdiff.dreamblend_cli",
+    "jointdiff.miniature_cli",
+    "jointdiff.app",
+    "jointdiff.s3.cli",
+    "jointdiff.toyworld.cli",
+)
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -56,11 +64,12 @@ SCHEDULERS = {
 def load_image(path: str) -> PIL.Image.Image:
     """An RGB image from disk, or a one-line error naming the file."""
     import PIL.Image
+    import PIL.ImageOps
 
     try:
         with PIL.Image.open(path) as im:
             im.load()
-            return im.convert("RGB")
+            return PIL.ImageOps.exif_transpose(im).convert("RGB")  # camera photos: honour EXIF rotation
     except FileNotFoundError:
         raise ValueError(f"reference image not found: {path}") from None
     except Exception as e:  # not an image, truncated, decompression bomb, ...
