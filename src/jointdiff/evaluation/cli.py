@@ -80,6 +80,13 @@ def register(sub: Any) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    with torch.no_grad():  # scoped: the CLI may run inside another program (tests, the app)
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
     from jointdiff.evaluation.benchmarks import BENCHMARKS
     from jointdiff.evaluation.features import BACKBONES
     from jointdiff.evaluation.plugins import resolve
@@ -95,9 +102,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         print("wrote " + ", ".join(map(str, paths)))
         return 0
 
-    import torch
-
-    torch.set_grad_enabled(False)
     config = EvalConfig(
         refs=args.refs,
         inputs=args.inputs,
