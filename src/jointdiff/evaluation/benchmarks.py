@@ -47,6 +47,7 @@ class Benchmark(Protocol):
 BENCHMARKS: Mapping[str, str] = MappingProxyType(
     {
         "dreambooth": "jointdiff.evaluation.benchmarks:load_dreambooth",
+        "toyworld": "jointdiff.toyworld.benchmark:load_toyworld",
     }
 )
 

@@ -37,6 +37,8 @@ BACKBONES: Mapping[str, str] = MappingProxyType(
     {
         "clip": "jointdiff.evaluation.features:load_clip",
         "dino": "jointdiff.evaluation.features:load_dino",
+        "toy-clip": "jointdiff.toyworld.evaluators:load_toy_dual",
+        "toy-dino": "jointdiff.toyworld.evaluators:load_toy_identity",
     }
 )
 

@@ -57,6 +57,8 @@ METHODS: Mapping[str, str] = MappingProxyType(
     {
         "jedi": "jointdiff.evaluation.methods:load_jedi",
         "real": "jointdiff.evaluation.methods:load_real",
+        "toy-real": "jointdiff.toyworld.benchmark:load_toy_real",
+        "toy-text-only": "jointdiff.toyworld.benchmark:load_toy_text_only",
     }
 )
 

@@ -28,6 +28,7 @@ SEGMENTERS: Mapping[str, str] = MappingProxyType(
         "clipseg": "jointdiff.evaluation.segmenters:load_clipseg",
         "semantic": "jointdiff.evaluation.segmenters:load_semantic",
         "masks": "jointdiff.evaluation.segmenters:load_mask_files",
+        "toy": "jointdiff.toyworld.evaluators:load_toy_segmenter",
     }
 )
 CLIPSEG_DEFAULT = "CIDAS/clipseg-rd64-refined"
