@@ -87,7 +87,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from jointdiff.toyworld.quality import quality_report
 
-    report = quality_report(args.weights, subjects=args.subjects, seed=args.seed)
+    report = quality_report(args.weights, subjects=args.subjects, seed=args.seed, start=args.start)
     print(json.dumps(report, indent=2))
     return 0
 
@@ -158,5 +158,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = tw.add_parser("check-evaluators", help="measure the toy evaluators on held-out subjects")
     p.add_argument("--weights", default=None, help="directory of the evaluator weights (default: the shipped ones)")
     p.add_argument("--subjects", type=_positive, default=100, help="held-out subjects from the eval seed range")
+    p.add_argument("--start", type=int, default=0, help="first subject index in the eval range")
     p.add_argument("--seed", type=int, default=0, help="seed of the renders")
     p.set_defaults(func=_cmd_check)

@@ -57,11 +57,13 @@ def _zero_shot(
     return correct / max(1, len(views))
 
 
-def quality_report(weights: str | None = None, subjects: int = 100, seed: int = 0, resolution: int = 64) -> dict:
+def quality_report(
+    weights: str | None = None, subjects: int = 100, seed: int = 0, resolution: int = 64, start: int = 0
+) -> dict:
     """Identity top-1, scene accuracy and mask IoU of the toy evaluators on ``subjects`` held-out subjects."""
     torch.set_num_threads(1)
     dual, ident, seg = load_toy_dual(weights), load_toy_identity(weights), load_toy_segmenter(weights)
-    specs = [make_subject(subject_seed("eval", i)) for i in range(subjects)]
+    specs = [make_subject(subject_seed("eval", start + i)) for i in range(subjects)]
     # Real renders: the benchmark's real images (everyday settings), views 0 and 1 of each subject.
     n_real = 5  # as ToyWorldBenchmark: studio, table, room, studio, table
     real_all = [
