@@ -40,3 +40,20 @@ def randn(*shape: int, seed: int = 0) -> torch.Tensor:
 def text(b: int, n: int, seed: int = 1) -> torch.Tensor:
     """Random per-image text embeddings (B, N, T, D)."""
     return randn(b, n, 5, TEXT_DIM, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: tiny models gain nothing from more, and CI cores are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    """Config dict of the tiny S3 stage models (built once per test session)."""
+    from jointdiff.s3.tiny import ensure_tiny_models
+
+    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "s3-tiny")

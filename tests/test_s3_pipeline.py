@@ -13,29 +13,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from jointdiff.data.formats import decode_paper_set, iter_tar_samples, read_paper_set
 from jointdiff.s3.config import config_from_dict
 from jointdiff.s3.grouping import adjacency, connected_components
 from jointdiff.s3.manifest import read_manifest
 from jointdiff.s3.pipeline_local import build_stage, build_stages, run_local
-from jointdiff.s3.tiny import FakeChatServer, ensure_tiny_models
+from jointdiff.s3.tiny import FakeChatServer
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the tiny models gain nothing from more, and the test machine's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict:
-    """Config dict of the tiny stage models (built once per test session)."""
-    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "s3-tiny")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

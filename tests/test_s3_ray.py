@@ -9,29 +9,16 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 
 from jointdiff.s3.config import config_from_dict
 from jointdiff.s3.manifest import read_manifest
 from jointdiff.s3.pipeline_local import run_local
 from jointdiff.s3.pipeline_ray import check_resources, plan_pools
-from jointdiff.s3.tiny import ensure_tiny_models
 
 ray = pytest.importorskip("ray")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: the tiny models gain nothing from more, and the test machine's cores are shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> dict:
-    return ensure_tiny_models(tmp_path_factory.getbasetemp() / "s3-tiny")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
