@@ -368,8 +368,10 @@ def _free_port() -> int:
 
 
 def test_serve_without_a_model_is_a_one_line_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(app, "SHIPPED_MODEL", tmp_path / "no-model")
-    assert app.shipped_model() is None
+    import jointdiff.paths
+
+    monkeypatch.setattr(jointdiff.paths, "SHIPPED_MODEL", tmp_path / "no-model")
+    assert jointdiff.paths.shipped_model() is None
     assert main(["serve"]) == 2
     err = capsys.readouterr().err.strip()
     assert (

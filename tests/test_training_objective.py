@@ -127,3 +127,29 @@ def test_invalid_rates():
         JediObjective(reference_probability=1.0)
     with pytest.raises(ValueError, match="text_dropout"):
         JediObjective(text_dropout=-0.1)
+
+
+def test_foreground_weight_and_min_snr_gamma_by_hand():
+    """Per slot: sum((1 + w fg) err) / sum(1 + w fg) over pixels (channel-mean error), times min(SNR, gamma) / SNR."""
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    x0, text, null, pred = setup()
+    fg = torch.rand(6, 3, 2, 2, generator=g(9))
+    model = Recorder(pred)
+    out = JediObjective(foreground_weight=4.0, snr_gamma=5.0)(
+        model, sched, x0, text, null, generator=g(7), foreground=fg
+    )
+    call = model.calls[0]
+    a = sched.alphas_cumprod[call["t"]]  # (B,)
+    eps = (call["x_t"] - a.sqrt()[:, None, None, None, None] * x0) / (1 - a).sqrt()[:, None, None, None, None]
+    err = (pred - eps).pow(2).mean(dim=2)  # (B, N, H, W)
+    w = 1 + 4.0 * fg
+    per_slot = (err * w).sum(dim=(2, 3)) / w.sum(dim=(2, 3))
+    snr = a / (1 - a)
+    per_slot = per_slot * (snr.clamp(max=5.0) / snr)[:, None]
+    assert torch.allclose(out.loss, per_slot.mean(), rtol=1e-4, atol=1e-6)
+    # Without a foreground map the weight changes nothing; with weight 0 the map is ignored.
+    plain = JediObjective()(Recorder(pred), sched, x0, text, null, generator=g(7))
+    ignored = JediObjective()(Recorder(pred), sched, x0, text, null, generator=g(7), foreground=fg)
+    assert torch.equal(plain.loss, ignored.loss)
+    with pytest.raises(ValueError, match="snr_gamma"):
+        JediObjective(snr_gamma=-1.0)

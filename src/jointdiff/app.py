@@ -18,22 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from jointdiff.app_io import IMAGE_FORMATS, MAX_PROMPTS, MAX_REFERENCES, MAX_SIDE, MAX_STEPS, MAX_UPLOAD_MB
 from jointdiff.app_services import BlendService, JeDiService, Outcome
+from jointdiff.paths import shipped_model
 
 if TYPE_CHECKING:
     import gradio as gr
 
-SHIPPED_MODEL = Path(__file__).parent / "weights" / "miniature"  # the packaged miniature model (issue 7)
 GUIDANCE_CHOICES = [
     ("joint (eq. 3)", "joint"),
     ("text first (eq. 4)", "text_first"),
     ("image first (eq. 4)", "image_first"),
     ("text only (no image guidance)", "text_only"),
 ]
-
-
-def shipped_model() -> Path | None:
-    """The miniature model shipped inside the package, or None while this install has none."""
-    return SHIPPED_MODEL if (SHIPPED_MODEL / "model_index.json").is_file() else None
 
 
 LIMITS = (

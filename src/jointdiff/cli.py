@@ -21,6 +21,8 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 # Subcommands that live beside the code they drive: each module has `register(sub)`, which adds
 # its subparser(s) with `set_defaults(func=...)` and keeps heavy imports inside the handlers.
 COMMAND_MODULES: tuple[str, ...] = (
+    "jointdiff.data.cli",
+    "jointdiff.demo",
     "jointdiff.evaluation.cli",
     "jointdiff.training.cli",
     "jointdiff.dreamblend_cli",
@@ -103,12 +105,17 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(
             f"got {len(args.ref_prompt)} --ref-prompt for {len(args.ref)} --ref images (give 1 or one each)"
         )
-    pipe = JointDiffusionPipeline.from_pretrained(args.model, use_safetensors=not args.allow_pickle)
+    from jointdiff.paths import shipped_model
+
+    model = args.model or shipped_model()
+    if model is None:
+        raise ValueError("no model given and this install ships none yet; pass --model DIR (a jointdiff model)")
+    pipe = JointDiffusionPipeline.from_pretrained(str(model), use_safetensors=not args.allow_pickle)
     if args.scheduler:
         pipe.scheduler = getattr(diffusers, SCHEDULERS[args.scheduler]).from_config(pipe.scheduler.config)
     pipe.to(args.device)
     settings = {
-        "model": str(args.model),
+        "model": str(model),
         "references": [str(p) for p in args.ref],
         "reference_prompts": args.ref_prompt,
         "steps": args.steps,
@@ -184,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("generate", help="personalised generation from reference images (JeDi)")
-    p.add_argument("--model", required=True, help="jointdiff model directory (or Hub id)")
+    p.add_argument("--model", default=None, help="jointdiff model directory or Hub id (default: the shipped miniature)")
     p.add_argument("--ref", action="append", default=[], metavar="IMG", help="reference image; repeat for several")
     p.add_argument("--ref-prompt", action="append", default=[], metavar="TEXT", help="caption of the references")
     p.add_argument("--prompt", action="append", required=True, metavar="TEXT", help="one per target; repeat")

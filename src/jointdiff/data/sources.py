@@ -36,7 +36,7 @@ from jointdiff.data.formats import (
     read_paper_set,
 )
 
-FORMATS = ("paper", "folder", "webdataset")
+FORMATS = ("paper", "folder", "webdataset", "latents")
 
 
 @dataclass(frozen=True)
@@ -139,7 +139,10 @@ def read_shard(url: str) -> tuple[list[tuple[str, dict[str, bytes]]], BadSetErro
 
 
 class ShardReader(SetReader):
-    """Streaming cursor over WebDataset shards: shards split among parts, one shard in memory at a time.
+    """Streaming cursor over shards: shards split among parts, one shard in memory at a time.
+
+    ``load(url)`` reads a whole shard as ``(key, sample)`` pairs plus the error that cut it short;
+    ``decode(key, sample)`` makes a set of a sample (default: WebDataset tars of paper sets).
 
     With at least as many shards as parts, each part reads its own shards (seeded order per
     epoch); with fewer, every part reads every shard and keeps every ``count``-th sample of
@@ -147,8 +150,18 @@ class ShardReader(SetReader):
     samples than parts) falls back to reading all samples.
     """
 
-    def __init__(self, shards: list[str], seed: int, part: Part, shuffle: bool = True) -> None:
+    def __init__(
+        self,
+        shards: list[str],
+        seed: int,
+        part: Part,
+        shuffle: bool = True,
+        load: Callable[[str], tuple[list[tuple[str, Any]], BadSetError | None]] | None = None,
+        decode: Callable[[str, Any], Any] | None = None,
+    ) -> None:
         self.shards, self.seed, self.part, self.shuffle = shards, seed, part, shuffle
+        self.load = load or read_shard
+        self.decode = decode or decode_sample
         self.sample_split = len(shards) < part.count
         self.epoch, self.shard_pos, self.sample_pos = 0, 0, 0
         self.base = 0  # samples in the earlier shards of this epoch (sample-level split)
@@ -156,7 +169,7 @@ class ShardReader(SetReader):
         self.everything = False  # fallback: this part reads every sample
         self.error_reported = False
         self._order: list[int] | None = None
-        self._samples: list[tuple[str, dict[str, bytes]]] | None = None
+        self._samples: list[tuple[str, Any]] | None = None
         self._shard_total = 0
         self._error: BadSetError | None = None
 
@@ -169,7 +182,7 @@ class ShardReader(SetReader):
 
     def _load(self) -> None:
         shard = self._shard_order()[self.shard_pos]
-        samples, self._error = read_shard(self.shards[shard])
+        samples, self._error = self.load(self.shards[shard])
         self._shard_total = len(samples)
         if self.sample_split and not self.everything:
             samples = [x for i, x in enumerate(samples) if (self.base + i) % self.part.count == self.part.index]
@@ -200,7 +213,7 @@ class ShardReader(SetReader):
             if self.sample_pos < len(self._samples):
                 key, sample = self._samples[self.sample_pos]
                 self.sample_pos += 1
-                return _decode_sample(key, sample)
+                return self.decode(key, sample)
             self._advance_shard()
 
     def state_dict(self) -> dict[str, Any]:
@@ -225,7 +238,7 @@ class ShardReader(SetReader):
         self._order, self._samples, self._error = None, None, None
 
 
-def _decode_sample(key: str, sample: dict[str, bytes]) -> ImageSet:
+def decode_sample(key: str, sample: dict[str, bytes]) -> ImageSet:
     """A WebDataset sample (``png``/``jpg`` + ``txt``) -> ImageSet, or BadSetError."""
     image = next((sample[e] for e in ("png", "jpg", "jpeg", "webp") if e in sample), None)
     if image is None or "txt" not in sample:
@@ -265,10 +278,28 @@ class Source(ABC):
         """A cursor over ``part`` of this source."""
 
 
-class PaperSource(Source):
+class IndexedSource(Source):
+    """A source of one file or directory per set (``items``), read by ``read``: random access."""
+
+    items: list[Path]
+
+    @staticmethod
+    @abstractmethod
+    def read(item: Path) -> ImageSet:
+        """The set stored at ``item`` (BadSetError when unreadable)."""
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def reader(self, seed: int, part: Part, shuffle: bool = True) -> SetReader:
+        return IndexedReader(self.items, self.read, seed, part, shuffle)
+
+
+class PaperSource(IndexedSource):
     """Paper-format sets under a directory (recursive): every image file with a ``.txt`` beside it."""
 
     format = "paper"
+    read = staticmethod(read_paper_set)
 
     def __init__(self, path: str, name: str = "") -> None:
         super().__init__(path, name)
@@ -279,17 +310,12 @@ class PaperSource(Source):
             p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
         )
 
-    def __len__(self) -> int:
-        return len(self.items)
 
-    def reader(self, seed: int, part: Part, shuffle: bool = True) -> SetReader:
-        return IndexedReader(self.items, read_paper_set, seed, part, shuffle)
-
-
-class FolderSource(Source):
+class FolderSource(IndexedSource):
     """One set per directory (recursive) holding images and ``captions.txt``."""
 
     format = "folder"
+    read = staticmethod(read_folder_set)
 
     def __init__(self, path: str, name: str = "") -> None:
         super().__init__(path, name)
@@ -299,17 +325,12 @@ class FolderSource(Source):
         dirs = {p.parent for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS or p.name == FOLDER_CAPTIONS}
         self.items = sorted(dirs)
 
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def reader(self, seed: int, part: Part, shuffle: bool = True) -> SetReader:
-        return IndexedReader(self.items, read_folder_set, seed, part, shuffle)
-
 
 class WebDatasetSource(Source):
     """Tar shards: a directory (its ``*.tar``), a glob, a brace pattern, or ``pipe:`` commands; comma-separated."""
 
     format = "webdataset"
+    suffix = ".tar"
 
     def __init__(self, path: str, name: str = "") -> None:
         super().__init__(path, name)
@@ -319,7 +340,7 @@ class WebDatasetSource(Source):
                 if url.startswith("pipe:"):
                     shards.append(url)
                 elif Path(url).is_dir():
-                    shards.extend(str(p) for p in sorted(Path(url).glob("*.tar")))
+                    shards.extend(str(p) for p in sorted(Path(url).glob(f"*{self.suffix}")))
                 elif any(c in url for c in "*?["):
                     shards.extend(sorted(glob.glob(url)))
                 elif Path(url).is_file():
@@ -335,9 +356,37 @@ class WebDatasetSource(Source):
         return ShardReader(self.shards, seed, part, shuffle)
 
 
+def _as_is(_key: str, sample: Any) -> Any:
+    return sample
+
+
+class LatentSource(WebDatasetSource):
+    """Cached-latent shards (:mod:`jointdiff.data.latents`): a directory (its ``*.safetensors``), globs, brace patterns."""
+
+    format = "latents"
+    suffix = ".safetensors"
+
+    def __init__(self, path: str, name: str = "") -> None:
+        super().__init__(path, name)
+        if any(s.startswith("pipe:") for s in self.shards):
+            raise ValueError("latent shards are read from files; pipe: is for webdataset tars")
+
+    def reader(self, seed: int, part: Part, shuffle: bool = True) -> SetReader:
+        from jointdiff.data.latents import read_latent_shard
+
+        return ShardReader(self.shards, seed, part, shuffle, load=read_latent_shard, decode=_as_is)
+
+    def manifests(self) -> list[dict[str, Any]]:
+        """The ``latents.json`` of every directory holding these shards (which VAE encoded them)."""
+        from jointdiff.data.latents import read_manifest
+
+        found = [read_manifest(d) for d in sorted({str(Path(s).parent) for s in self.shards})]
+        return [m for m in found if m is not None]
+
+
 def open_source(format: str, path: str, name: str = "") -> Source:
     """List a source; ValueError when the path is missing or holds no sets."""
-    classes = {"paper": PaperSource, "folder": FolderSource, "webdataset": WebDatasetSource}
+    classes = {"paper": PaperSource, "folder": FolderSource, "webdataset": WebDatasetSource, "latents": LatentSource}
     if format not in classes:
         raise ValueError(f"unknown data format '{format}' (choose from {', '.join(FORMATS)})")
     source = classes[format](path, name)

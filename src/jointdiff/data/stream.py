@@ -31,6 +31,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from jointdiff.data.formats import BadSetError, ImageSet
+from jointdiff.data.latents import LatentSet
 from jointdiff.data.sources import Part, SetReader, Source
 
 logger = logging.getLogger(__name__)
@@ -46,11 +47,14 @@ class BatchSpec:
     resolution: int  # side of the square images, pixels
     set_size: tuple[int, int] = (2, 4)  # inclusive range of images per set (paper: 2-4)
     batching: Literal["bucket", "pad"] = "bucket"
+    short_caption_probability: float = 0.0  # P(an image's short caption variant), where the data has one
 
     def __post_init__(self) -> None:
         lo, hi = self.set_size
         if self.batch_size < 1 or self.resolution < 1 or not 1 <= lo <= hi:
             raise ValueError(f"invalid batch spec {self}")
+        if not 0.0 <= self.short_caption_probability <= 1.0:
+            raise ValueError(f"short_caption_probability must be in [0, 1], got {self.short_caption_probability}")
         if self.batching not in ("bucket", "pad"):
             raise ValueError(f"batching must be 'bucket' or 'pad', got {self.batching!r}")
 
@@ -104,7 +108,7 @@ class SetSampler:
             lo, hi = min(lo, cap), min(hi, cap)
         return int(torch.randint(lo, hi + 1, (1,), generator=self.rng))
 
-    def _next_set(self, i: int) -> ImageSet:
+    def _next_set(self, i: int) -> ImageSet | LatentSet:
         """The next good set of source ``i``; bad ones are skipped, counted and (rate-limited) logged."""
         name = self.sources[i].source.name
         for _ in range(MAX_CONSECUTIVE_BAD):
@@ -117,16 +121,27 @@ class SetSampler:
                     logger.warning("skipping bad set #%d of source %s: %s", count, name, e)
         raise ValueError(f"source {name}: {MAX_CONSECUTIVE_BAD} unreadable sets in a row; see the warnings above")
 
-    def _subset(self, image_set: ImageSet, n: int) -> tuple[list[PIL.Image.Image], list[str]]:
-        """A random ordered subset of ``n`` (image, caption) pairs of a set."""
-        idx = torch.randperm(len(image_set), generator=self.rng)[:n].tolist()
-        return [image_set.images[j] for j in idx], [image_set.captions[j] for j in idx]
+    def _subset(self, item: ImageSet | LatentSet, n: int) -> tuple[list[int], list[str]]:
+        """A random ordered subset of ``n`` images of a set: their indices and captions.
+
+        A latent set's image keeps its short caption variant with ``short_caption_probability``.
+        """
+        idx = torch.randperm(len(item), generator=self.rng)[:n].tolist()
+        if isinstance(item, ImageSet):
+            return idx, [item.captions[j] for j in idx]
+        short = torch.rand(n, generator=self.rng) < self.spec.short_caption_probability
+        return idx, [
+            item.captions[j][1 if s and len(item.captions[j]) > 1 else 0]
+            for j, s in zip(idx, short.tolist(), strict=True)
+        ]
 
     # ---- batches
     def next_batch(self) -> dict[str, Any]:
-        """``pixel_values`` (B, N, 3, R, R) in [-1, 1], ``captions`` B lists of N, ``slot_mask`` (B, N), ``keys``."""
+        """One batch of sets, padded to its largest set: ``slot_mask`` (B, N), ``captions`` B lists of N, ``keys``,
+        and ``pixel_values`` (B, N, 3, R, R) in [-1, 1] for image sources, or ``latents`` (B, N, C, h, w)
+        and ``foreground`` (B, N, h, w) in [0, 1] for cached-latent sources (all sources of a run alike)."""
         b, r = self.spec.batch_size, self.spec.resolution
-        members: list[tuple[int, ImageSet, list[PIL.Image.Image], list[str]]] = []
+        members: list[tuple[int, ImageSet | LatentSet, list[int], list[str]]] = []
         if self.spec.batching == "bucket":
             i = self._choose_source()
             n = self._choose_size(i)
@@ -140,22 +155,39 @@ class SetSampler:
                 s = self._next_set(i)
                 members.append((i, s, *self._subset(s, min(n, len(s)))))
         n_max = max(len(m[2]) for m in members)
-        pixels = torch.zeros(b, n_max, 3, r, r)
+        latent = [isinstance(m[1], LatentSet) for m in members]
+        if any(latent) and not all(latent):
+            raise ValueError("cached-latent and image sources cannot be mixed in one run")
         slot_mask = torch.zeros(b, n_max, dtype=torch.bool)
         captions: list[list[str]] = []
-        for row, (i, _, images, caps) in enumerate(members):
-            for j, im in enumerate(images):
-                pixels[row, j] = to_tensor(im, r)
-            slot_mask[row, : len(images)] = True
+        batch: dict[str, Any] = {}
+        if all(latent):
+            first = members[0][1].latents  # type: ignore[union-attr]
+            lat = torch.zeros(b, n_max, *first.shape[1:])
+            fg = torch.zeros(b, n_max, *first.shape[2:])
+            for row, (_, s, idx, _) in enumerate(members):
+                assert isinstance(s, LatentSet)
+                lat[row, : len(idx)] = s.latents[idx]
+                fg[row, : len(idx)] = s.foreground[idx] if s.foreground is not None else 1.0
+            batch.update(latents=lat, foreground=fg)
+        else:
+            pixels = torch.zeros(b, n_max, 3, r, r)
+            for row, (_, s, idx, _) in enumerate(members):
+                assert isinstance(s, ImageSet)
+                for j, k in enumerate(idx):
+                    pixels[row, j] = to_tensor(s.images[k], r)
+            batch["pixel_values"] = pixels
+        for row, (i, _, idx, caps) in enumerate(members):
+            slot_mask[row, : len(idx)] = True
             captions.append(caps + [""] * (n_max - len(caps)))
             self.drawn[self.sources[i].source.name] += 1
         self.batches += 1
-        return {
-            "pixel_values": pixels,
-            "slot_mask": slot_mask,
-            "captions": captions,
-            "keys": [f"{self.sources[i].source.name}/{s.key}" for i, s, _, _ in members],
-        }
+        batch.update(
+            slot_mask=slot_mask,
+            captions=captions,
+            keys=[f"{self.sources[i].source.name}/{s.key}" for i, s, _, _ in members],
+        )
+        return batch
 
     # ---- position
     def state_dict(self) -> dict[str, Any]:

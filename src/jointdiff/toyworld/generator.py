@@ -128,8 +128,22 @@ def render_view(
     )
 
 
-def sample_condition(rng: np.random.Generator, subject: SubjectSpec) -> str:
-    """A training condition: scene prompts 70%, neutral 15%, attributes 10%, outfits 25% of live subjects' views."""
+IDENTITY_CHANGING = ("red", "purple", "cube")  # attribute edits that change colours or shape
+
+
+def sample_condition(rng: np.random.Generator, subject: SubjectSpec, keep_identity: bool = False) -> str:
+    """A training condition: scene prompts 70%, neutral 15%, attributes 10%, outfits 25% of live subjects' views.
+
+    ``keep_identity``: an identity-changing attribute (recolouring, cube shape) is redrawn, so
+    every view shows the subject's own colours and shape (what the reference pathway learns from).
+    """
+    while True:
+        condition = _draw_condition(rng, subject)
+        if not keep_identity or condition not in IDENTITY_CHANGING:
+            return condition
+
+
+def _draw_condition(rng: np.random.Generator, subject: SubjectSpec) -> str:
     u = rng.random()
     if subject.live and u < 0.25:
         return OUTFIT_PROMPTS[int(rng.integers(len(OUTFIT_PROMPTS)))][0]
@@ -162,8 +176,12 @@ def make_set(
     resolution: int = 64,
     set_size: int | None = None,
     style_p: float = 0.5,
+    keep_identity: bool = False,
 ) -> ToySet:
-    """Set ``index`` of ``split``: subject seed ``SEED_RANGES[split].start + index``, 2-4 views (or ``set_size``)."""
+    """Set ``index`` of ``split``: subject seed ``SEED_RANGES[split].start + index``, 2-4 views (or ``set_size``).
+
+    ``keep_identity``: no recolouring or cube-shape views (see :func:`sample_condition`).
+    """
     seed = subject_seed(split, index)
     subject = make_subject(seed)
     rng = np.random.default_rng([seed, SET_SALT])
@@ -173,6 +191,6 @@ def make_set(
     views = []
     for k in range(n):
         vr = view_rng(seed, k)
-        condition = sample_condition(vr, subject)
+        condition = sample_condition(vr, subject, keep_identity)
         views.append(render_view(subject, condition, vr, resolution, style=sample_style(vr, style_p)))
     return ToySet(key=set_key(split, index), subject=subject, views=views)

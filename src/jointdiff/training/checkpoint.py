@@ -89,3 +89,47 @@ def save_pipeline(components: dict[str, Any], out: Path) -> None:
             shutil.rmtree(dst)
         os.replace(src, dst)
     shutil.rmtree(tmp, ignore_errors=True)
+
+
+def export_checkpoint(output_dir: str | Path, out: str | Path, checkpoint: str | Path | None = None) -> Path:
+    """Write the pipeline of a run's checkpoint (EMA weights where the run keeps them) to ``out``.
+
+    What the end of a run saves, for any checkpoint of a run that has not finished (a model
+    that is trained for as long as there is time, and shipped from its latest checkpoint).
+    """
+    import json
+
+    from safetensors.torch import load_file
+
+    from jointdiff.training.components import load_components
+    from jointdiff.training.config import Config, from_dict
+
+    output_dir = Path(output_dir)
+    path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(output_dir)
+    if path is None or not (path / "model.safetensors").is_file():
+        raise ValueError(f"{checkpoint or output_dir}: no checkpoint to export")
+    saved = output_dir / "train_config.json"
+    if not saved.is_file():
+        raise ValueError(f"{output_dir}: no train_config.json (not a jointdiff train run)")
+    config: Config = from_dict(Config, json.loads(saved.read_text()))
+    components = load_components(config.model)
+    unet, text_encoder = components["unet"], components["text_encoder"]
+    weights = load_file(path / "model.safetensors")  # the JointUNet adapter: "unet." + U-Net names
+    unet.load_state_dict({k.removeprefix("unet."): v for k, v in weights.items()})
+    trained = [unet]
+    if config.model.train_text_encoder:
+        text_encoder.load_state_dict(load_file(path / "model_1.safetensors"))
+        trained.append(text_encoder)
+    if config.ema.enabled:  # accelerate's custom checkpoints, in registration order: unet, then text encoder
+        for i, module in enumerate(trained):
+            shadow = torch.load(path / f"custom_checkpoint_{i}.pkl", map_location="cpu", weights_only=False)
+            params = list(module.parameters())
+            if len(shadow["shadow_params"]) != len(params):
+                raise ValueError(f"{path}: EMA state {i} does not match the model")
+            with torch.no_grad():
+                for p, s in zip(params, shadow["shadow_params"], strict=True):
+                    p.copy_(s)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_pipeline(components, out)
+    return out

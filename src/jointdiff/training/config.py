@@ -86,7 +86,7 @@ class SourceConfig:
             "directory of the sets; for webdataset also a glob, a brace pattern or `pipe:COMMAND` (comma-separated)"
         )
     )
-    format: Literal["paper", "folder", "webdataset"] = field(
+    format: Literal["paper", "folder", "webdataset", "latents"] = field(
         default="paper", metadata=doc(f"storage format: {', '.join(FORMATS)}")
     )
     weight: float = field(default=1.0, metadata=doc("mixing weight; probabilities are weights / sum (paper: equal)"))
@@ -118,6 +118,12 @@ class DataConfig:
         default=2, metadata=doc("data-loader worker processes per device (0: load in the training process)")
     )
     shuffle: bool = field(default=True, metadata=doc("shuffle sets (and shards) with a seeded order per epoch"))
+    short_caption_probability: float = field(
+        default=0.0,
+        metadata=doc(
+            "cached latents with caption variants: probability of an image's short caption (class word only, so the text cannot give the subject's look away)"
+        ),
+    )
 
 
 @dataclass
@@ -135,6 +141,15 @@ class ObjectiveConfig:
     )
     unknown_only: bool = field(
         default=False, metadata=doc("average the loss over generated (unknown) slots only; paper: whole set")
+    )
+    foreground_weight: float = field(
+        default=0.0,
+        metadata=doc(
+            "per-pixel loss weight 1 + this x subject coverage (cached latents carry the foreground); 0: plain MSE (paper)"
+        ),
+    )
+    snr_gamma: float = field(
+        default=0.0, metadata=doc("min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); 0: off (paper)")
     )
 
 
@@ -188,6 +203,22 @@ class SampleConfig:
 
 
 @dataclass
+class MonitorConfig:
+    """Measurements of the EMA model during training, logged beside the loss (logs/metrics.jsonl)."""
+
+    every: int = field(default=0, metadata=doc("measure every this many optimizer steps (0: never)"))
+    kind: Literal["toyworld"] = field(
+        default="toyworld",
+        metadata=doc(
+            "'toyworld': reference effect, toy identity with / without the reference and CLIP-T on held-out toy subjects"
+        ),
+    )
+    subjects: int = field(default=4, metadata=doc("held-out subjects measured (4 prompts each)"))
+    steps: int = field(default=20, metadata=doc("denoising steps per image"))
+    guidance_scale: float = field(default=5.0, metadata=doc("guidance scale (joint guidance, eq. 3)"))
+
+
+@dataclass
 class TrainConfig:
     """The run: length, precision, checkpoints, logs."""
 
@@ -234,6 +265,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig, metadata=doc("the optimizer"))
     ema: EmaConfig = field(default_factory=EmaConfig, metadata=doc("weight averaging"))
     sample: SampleConfig = field(default_factory=SampleConfig, metadata=doc("sample grids"))
+    monitor: MonitorConfig = field(default_factory=MonitorConfig, metadata=doc("measurements during training"))
 
     def validate(self, check_paths: bool = True) -> Config:
         """Value checks beyond types; ValueError naming the field. Returns self."""
@@ -416,6 +448,11 @@ def _check(c: Config, check_paths: bool) -> None:
     need(0.0 <= o.reference_probability < 1.0, "objective.reference_probability", "must be in [0, 1)")
     need(0.0 <= o.text_dropout <= 1.0, "objective.text_dropout", "must be in [0, 1]")
     need(0.0 <= o.reference_dropout <= 1.0, "objective.reference_dropout", "must be in [0, 1]")
+    need(o.foreground_weight >= 0.0, "objective.foreground_weight", "must be >= 0")
+    need(o.snr_gamma >= 0.0, "objective.snr_gamma", "must be >= 0")
+    need(0.0 <= d.short_caption_probability <= 1.0, "data.short_caption_probability", "must be in [0, 1]")
+    formats = {s.format == "latents" for s in d.sources}
+    need(len(formats) == 1, "data.sources", "cached-latent sources cannot be mixed with image sources")
     need(bool(m.source) != (m.init is not None), "model.source", "give exactly one of model.source and [model.init]")
     need(c.optim.learning_rate > 0, "optim.learning_rate", "must be > 0")
     need(
@@ -426,6 +463,8 @@ def _check(c: Config, check_paths: bool) -> None:
     need(c.optim.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
     need(0.0 < c.ema.decay < 1.0, "ema.decay", "must be in (0, 1)")
     need(c.sample.every >= 0, "sample.every", "must be >= 0")
+    need(c.monitor.every >= 0, "monitor.every", "must be >= 0")
+    need(c.monitor.subjects >= 1 and c.monitor.steps >= 1, "monitor", "subjects and steps must be >= 1")
     if check_paths:
         for i, p in enumerate(c.sample.reference_images):
             need(Path(p).is_file(), f"sample.reference_images[{i}]", f"no such file: {p}")

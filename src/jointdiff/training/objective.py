@@ -56,6 +56,8 @@ class JediObjective:
     text_dropout: float = 0.1  # P(a set's prompts -> empty prompt); not given in the paper
     reference_dropout: float = 0.1  # P(a set's references all dropped -> every slot generated)
     unknown_only: bool = False  # loss over generated slots only (paper: whole set)
+    foreground_weight: float = 0.0  # per-pixel weight 1 + this x subject coverage (paper: 0, plain MSE)
+    snr_gamma: float = 0.0  # min-SNR-gamma weighting per set (Hang et al. 2023); 0: off (paper)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.reference_probability < 1.0:
@@ -63,6 +65,9 @@ class JediObjective:
         for name in ("text_dropout", "reference_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("foreground_weight", "snr_gamma"):
+            if getattr(self, name) < 0.0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
     def __call__(
         self,
@@ -73,6 +78,7 @@ class JediObjective:
         null_text: torch.Tensor,
         slot_mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        foreground: torch.Tensor | None = None,
     ) -> ObjectiveOutput:
         """Loss of ``model`` (a :class:`jointdiff.model.JointUNet`) on clean latents ``(B, N, C, H, W)``.
 
@@ -82,6 +88,9 @@ class JediObjective:
             null_text: the empty prompt's embedding ``(T, D)`` (or broadcastable to ``text``).
             slot_mask: bool ``(B, N)``, real slots of padded batches (default: all real).
             generator: source of every random draw (on the latents' device).
+            foreground: subject coverage ``(B, N, H, W)`` in [0, 1] at latent resolution; with
+                ``foreground_weight`` w, each slot's loss is the mean of the squared error weighted
+                by ``1 + w * foreground`` (normalised by the weights' sum, so w rescales nothing else).
         """
         b, n = latents.shape[:2]
         device = latents.device
@@ -115,7 +124,19 @@ class JediObjective:
         pred = model(
             noisy, t, text, reference=latents, known=known, slot_mask=None if slot_mask is None else real
         )  # (B, N, C, H, W)
-        per_slot = (pred.float() - target.float()).pow(2).mean(dim=(2, 3, 4))  # (B, N)
+        err = (pred.float() - target.float()).pow(2).mean(dim=2)  # (B, N, H, W)
+        if foreground is not None and self.foreground_weight > 0:
+            pixel_w = 1.0 + self.foreground_weight * foreground.to(err)  # (B, N, H, W)
+            per_slot = (err * pixel_w).sum(dim=(2, 3)) / pixel_w.sum(dim=(2, 3))  # (B, N)
+        else:
+            per_slot = err.mean(dim=(2, 3))  # (B, N)
+        if self.snr_gamma > 0:
+            from diffusers.training_utils import compute_snr
+
+            snr = compute_snr(noise_scheduler, t).float()  # (B,)
+            clipped = snr.clamp(max=self.snr_gamma)
+            set_w = clipped / snr if kind == "epsilon" else clipped / (snr + 1)  # min-SNR-gamma, eq. 10 of Hang et al.
+            per_slot = per_slot * set_w[:, None]
         weights = (real & ~known) if self.unknown_only else real
         weights = weights.to(per_slot.dtype)
         loss = (per_slot * weights).sum() / weights.sum().clamp_min(1.0)

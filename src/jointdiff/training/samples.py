@@ -1,8 +1,10 @@
-"""Sample grids during training (JeDi sec. 3.3 sampling through :class:`JointDiffusionPipeline`)."""
+"""Sample grids and monitors during training (JeDi sec. 3.3 sampling through :class:`JointDiffusionPipeline`)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,48 @@ def has_sampling() -> bool:
     return any("__call__" in vars(c) for c in JointDiffusionPipeline.__mro__ if c.__module__.startswith("jointdiff"))
 
 
+@contextmanager
+def ema_pipeline(accelerator: Any, components: dict[str, Any], model: Any, text_model: Any, ema: Any) -> Iterator[Any]:
+    """A :class:`JointDiffusionPipeline` of the model being trained, with the EMA weights swapped in meanwhile."""
+    from jointdiff.pipeline import JointDiffusionPipeline
+
+    modules = {"unet": accelerator.unwrap_model(model).unet, "text_encoder": accelerator.unwrap_model(text_model)}
+    if ema is not None:
+        ema.store(modules)
+        ema.copy_to(modules)
+    try:
+        pipe = JointDiffusionPipeline(**dict(components, **modules))
+        pipe.set_progress_bar_config(disable=True)
+        with accelerator.autocast():
+            yield pipe
+    finally:
+        if ema is not None:
+            ema.restore(modules)
+
+
+def _toyworld_monitor(pipe: Any, config: Config) -> dict[str, float]:
+    from jointdiff.miniature import reference_probe
+
+    m = config.monitor
+    return reference_probe(pipe, subjects=m.subjects, steps=m.steps, guidance_scale=m.guidance_scale)
+
+
+# monitor.kind -> measurement of a pipeline (lazy imports inside): add a monitor with one line.
+MONITORS: dict[str, Callable[[Any, Config], dict[str, float]]] = {"toyworld": _toyworld_monitor}
+
+
+def run_monitor(
+    config: Config, accelerator: Any, components: dict[str, Any], model: Any, text_model: Any, ema: Any
+) -> dict[str, float]:
+    """The configured monitor's measurements of the EMA model (empty when it fails: a long run goes on)."""
+    try:
+        with ema_pipeline(accelerator, components, model, text_model, ema) as pipe:
+            return MONITORS[config.monitor.kind](pipe, config)
+    except Exception as e:  # a failed measurement must not end a long run
+        logger.warning("monitor %s failed: %s: %s", config.monitor.kind, type(e).__name__, e)
+        return {}
+
+
 def write_sample_grid(
     config: Config,
     accelerator: Any,
@@ -34,21 +78,14 @@ def write_sample_grid(
     import PIL.Image
 
     from jointdiff.grid import captioned_grid
-    from jointdiff.pipeline import JointDiffusionPipeline
 
     s = config.sample
     if not s.prompts:
         return
-    unet = accelerator.unwrap_model(model).unet
-    if ema is not None:
-        ema.store(unet.parameters())
-        ema.copy_to(unet.parameters())
     try:
-        pipe = JointDiffusionPipeline(**dict(components, unet=unet, text_encoder=accelerator.unwrap_model(text_model)))
-        pipe.set_progress_bar_config(disable=True)
-        refs = [PIL.Image.open(p).convert("RGB") for p in s.reference_images]
-        generator = torch.Generator(device=accelerator.device).manual_seed(s.seed)
-        with accelerator.autocast():
+        with ema_pipeline(accelerator, components, model, text_model, ema) as pipe:
+            refs = [PIL.Image.open(p).convert("RGB") for p in s.reference_images]
+            generator = torch.Generator(device=accelerator.device).manual_seed(s.seed)
             images = pipe(
                 prompt=list(s.prompts),
                 reference_images=refs or None,
@@ -71,6 +108,3 @@ def write_sample_grid(
                 tracker.log_images({"samples": np.asarray(grid)[None]}, step=step, dataformats="NHWC")
     except Exception as e:  # a failed preview must not end a long run
         logger.warning("sample grid at step %d failed: %s: %s", step, type(e).__name__, e)
-    finally:
-        if ema is not None:
-            ema.restore(unet.parameters())

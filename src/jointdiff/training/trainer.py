@@ -26,7 +26,7 @@ from jointdiff.training.checkpoint import latest_checkpoint, load_trainer_state,
 from jointdiff.training.components import load_components, open_data_sources
 from jointdiff.training.config import Config
 from jointdiff.training.objective import JediObjective
-from jointdiff.training.samples import has_sampling, write_sample_grid
+from jointdiff.training.samples import has_sampling, run_monitor, write_sample_grid
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +92,9 @@ class _Batches:
 
     def __init__(self, config: Config, sources: list[WeightedSource], rank: int, world: int, state: dict | None):
         d = config.data
-        spec = BatchSpec(d.batch_size, d.resolution, (d.set_size[0], d.set_size[1]), d.batching)
+        spec = BatchSpec(
+            d.batch_size, d.resolution, (d.set_size[0], d.set_size[1]), d.batching, d.short_caption_probability
+        )
         stream = SetBatchStream(sources, spec, config.train.seed, rank, world, d.shuffle, resume=state)
         # Own generator: creating the iterator must not draw from the global RNG restored by resume.
         loader = torch.utils.data.DataLoader(
@@ -116,6 +118,57 @@ class _Batches:
 
     def state(self) -> dict[str, Any]:
         return {"consumed": self.consumed, "num_workers": self.workers, "roles": self.roles}
+
+
+class Averages:
+    """Exponential moving averages of the trained modules, by name (``unet``, ``text_encoder``)."""
+
+    def __init__(self, averages: dict[str, Any]) -> None:
+        self.averages = averages  # name -> diffusers EMAModel
+
+    def step(self, modules: dict[str, torch.nn.Module]) -> None:
+        for name, e in self.averages.items():
+            e.step(modules[name].parameters())
+
+    def store(self, modules: dict[str, torch.nn.Module]) -> None:
+        for name, e in self.averages.items():
+            e.store(modules[name].parameters())
+
+    def copy_to(self, modules: dict[str, torch.nn.Module]) -> None:
+        for name, e in self.averages.items():
+            e.copy_to(modules[name].parameters())
+
+    def restore(self, modules: dict[str, torch.nn.Module]) -> None:
+        for name, e in self.averages.items():
+            e.restore(modules[name].parameters())
+
+
+def _trained_modules(accelerator: Any, model: Any, text_model: Any) -> dict[str, torch.nn.Module]:
+    """The U-Net and the text encoder as trained (unwrapped from DDP & co.)."""
+    return {"unet": accelerator.unwrap_model(model).unet, "text_encoder": accelerator.unwrap_model(text_model)}
+
+
+def check_latent_sources(sources: list[WeightedSource], vae: Any, train_vae: bool) -> None:
+    """Cached latents must come from this model's VAE (same weights, scaling and shift); ValueError if not."""
+    from jointdiff.data.latents import vae_fingerprint
+    from jointdiff.data.sources import LatentSource
+
+    cached = [(i, ws.source) for i, ws in enumerate(sources) if isinstance(ws.source, LatentSource)]
+    if not cached:
+        return
+    if train_vae:
+        raise ValueError("model.train_vae: cannot train the VAE on cached latents")
+    mine = vae_fingerprint(vae)
+    for i, source in cached:
+        for manifest in source.manifests():
+            if manifest.get("vae_fingerprint") != mine:
+                raise ValueError(
+                    f"data.sources[{i}]: latents encoded by VAE {manifest.get('vae_fingerprint')}, "
+                    f"the model's VAE is {mine}; re-encode with `jointdiff cache-latents --model` this model"
+                )
+            for key in ("scaling_factor", "shift_factor"):
+                if float(manifest.get(key) or 0.0) != float(getattr(vae.config, key, None) or 0.0):
+                    raise ValueError(f"data.sources[{i}]: cache {key} {manifest.get(key)} != the VAE's")
 
 
 def train(config: Config, on_step: Callable[[int, float], None] | None = None) -> TrainResult:
@@ -162,6 +215,7 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
     # 2. Components: trainable U-Net in fp32 (autocast does the rest), frozen parts in the run's dtype.
     components = load_components(m)
     unet, vae, text_encoder = components["unet"], components["vae"], components["text_encoder"]
+    check_latent_sources(sources, vae, m.train_vae)
     tokenizer = components["tokenizer"]
     factor = 2 ** (len(vae.config.block_out_channels) - 1) * 2 ** (len(unet.config.block_out_channels) - 1)
     if config.data.resolution % factor:
@@ -191,16 +245,23 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
     # 3. EMA, optimizer, LR schedule (stepped once per process by accelerate, hence the factor).
     ema = None
     if config.ema.enabled:
-        ema = EMAModel(
-            unet.parameters(),
-            decay=config.ema.decay,
-            use_ema_warmup=config.ema.warmup,
-            power=config.ema.power,
-            model_cls=type(unet),
-            model_config=unet.config,
-        )
-        ema.to(accelerator.device)
-        accelerator.register_for_checkpointing(ema)
+
+        def average(module: torch.nn.Module) -> EMAModel:
+            e = EMAModel(
+                module.parameters(),
+                decay=config.ema.decay,
+                use_ema_warmup=config.ema.warmup,
+                power=config.ema.power,
+                model_cls=type(module),
+                model_config=getattr(module, "config", None),
+            )
+            e.to(accelerator.device)
+            accelerator.register_for_checkpointing(e)
+            return e
+
+        ema = Averages({"unet": average(unet)})
+        if m.train_text_encoder:  # trained from scratch with the U-Net: averaged alike, so the two stay matched
+            ema.averages["text_encoder"] = average(text_encoder)
     trainables = [joint] + [mod for mod, on in ((text_encoder, m.train_text_encoder), (vae, m.train_vae)) if on]
     params = [p for mod in trainables for p in mod.parameters() if p.requires_grad]
     o = config.optim
@@ -222,11 +283,12 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
 
     # 4. Resume: accelerate state (weights, optimizer, LR, EMA, RNGs), then ours (step, data, generator).
     generator = torch.Generator(device=accelerator.device).manual_seed(t.seed * 1_000_003 + accelerator.process_index)
-    step, data_state = 0, None
+    step, data_state, cpu_before = 0, None, 0.0
     if resume is not None:
         accelerator.load_state(str(resume))
         state = load_trainer_state(resume, accelerator.process_index)
         step, data_state = int(state["step"]), state["data"]
+        cpu_before = float(state.get("cpu_seconds", 0.0))  # CPU time of the earlier parts of the run
         generator.set_state(state["generator"])
         _warn_config_changes(config, out)
         if main:
@@ -274,8 +336,19 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
     images, t0 = 0, None
     sampled_note = False
 
+    cpu0 = time.process_time()
+
+    def cpu_seconds() -> float:
+        """CPU seconds of this process (all its threads) over every part of the run."""
+        return cpu_before + time.process_time() - cpu0
+
     def checkpoint() -> None:
-        trainer_state = {"step": step, "data": batches.state(), "generator": generator.get_state()}
+        trainer_state = {
+            "step": step,
+            "data": batches.state(),
+            "generator": generator.get_state(),
+            "cpu_seconds": cpu_seconds(),
+        }
         path = save_checkpoint(accelerator, out, step, trainer_state, keep=t.keep_checkpoints)
         if main:
             tqdm.write(f"checkpoint {path}")
@@ -286,7 +359,10 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
             batch = batches.next()
             slot_mask = batch["slot_mask"].to(accelerator.device)
             with accelerator.accumulate(*trainables):
-                latents = encode_images(batch["pixel_values"])
+                if "latents" in batch:  # cached latents: no image decode, no VAE forward
+                    latents = batch["latents"].to(accelerator.device)
+                else:
+                    latents = encode_images(batch["pixel_values"])
                 text = encode_text(batch["captions"])
                 null = null_text if null_text is not None else encode_text([[""]])[0, 0]
                 res = objective(
@@ -297,6 +373,7 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
                     null.float(),
                     slot_mask=None if bool(slot_mask.all()) else slot_mask,
                     generator=generator,
+                    foreground=batch["foreground"].to(accelerator.device) if "foreground" in batch else None,
                 )
                 accelerator.backward(res.loss)
                 if accelerator.sync_gradients and o.max_grad_norm > 0:
@@ -311,7 +388,7 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
             raise RuntimeError("gradient accumulation out of step with the optimizer")
         step += 1
         if ema is not None:
-            ema.step(accelerator.unwrap_model(model).unet.parameters())
+            ema.step(_trained_modules(accelerator, model, text_model))
         if t0 is None:
             t0 = time.perf_counter()  # throughput excludes the first step (allocation, warm-up)
         result.losses.append(step_loss)
@@ -320,10 +397,18 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
         bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr_scheduler.get_last_lr()[0]:.2e}")
 
         if step % t.log_every == 0 or step == stop_at:
-            _log(accelerator, out, step, window, lr_scheduler.get_last_lr()[0], images, t0, batches)
+            _log(accelerator, out, step, window, lr_scheduler.get_last_lr()[0], images, t0, batches, cpu_seconds())
             window = []
         if step % t.checkpoint_every == 0 or step == stop_at:
             checkpoint()
+        if config.monitor.every and step % config.monitor.every == 0 and main:
+            measured = run_monitor(config, accelerator, components, model, text_model, ema)
+            record = {"step": step, "cpu_hours": round(cpu_seconds() / 3600, 4), **measured}
+            (out / "logs").mkdir(parents=True, exist_ok=True)
+            with open(out / "logs" / "monitor.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            accelerator.log({f"monitor/{k}": v for k, v in measured.items()}, step=step)
+            tqdm.write(f"monitor {json.dumps(record)}")
         if config.sample.every and step % config.sample.every == 0 and main:
             if has_sampling():
                 write_sample_grid(config, accelerator, components, model, text_model, ema, out, step)
@@ -345,7 +430,7 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
         if main:
             unet_out = accelerator.unwrap_model(model).unet
             if ema is not None:
-                ema.copy_to(unet_out.parameters())
+                ema.copy_to(_trained_modules(accelerator, model, text_model))
             final = dict(components, unet=unet_out, text_encoder=accelerator.unwrap_model(text_model))
             for name, sd in frozen_fp32.items():
                 final[name].to(dtype=torch.float32).load_state_dict(sd)
@@ -379,10 +464,11 @@ def _log(
     images: int,
     t0: float | None,
     batches: _Batches,
+    cpu_seconds: float,
 ) -> None:
-    """Mean loss over the window (all processes), LR, throughput and skipped-set counts."""
+    """Mean loss over the window (all processes), LR, throughput, CPU hours and skipped-set counts."""
     loss = accelerator.reduce(torch.tensor(sum(window) / max(len(window), 1), device=accelerator.device), "mean")
-    metrics: dict[str, float] = {"train/loss": float(loss), "train/lr": lr}
+    metrics: dict[str, float] = {"train/loss": float(loss), "train/lr": lr, "train/cpu_hours": cpu_seconds / 3600}
     if t0 is not None and images:
         metrics["train/images_per_s_per_device"] = images / max(time.perf_counter() - t0, 1e-9)
     for key, count in skipped_total(batches.roles).items():
