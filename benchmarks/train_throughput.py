@@ -12,6 +12,14 @@ warm-up, on all processes.
     accelerate launch --multi_gpu --num_processes 8 benchmarks/train_throughput.py --steps 30   # several GPUs
 
 Needs a CUDA GPU for meaningful numbers (``--allow-cpu`` runs a tiny smoke version on CPU).
+
+``--miniature CONFIG`` measures instead the data path of a cached-latent run (issue 14) on the
+machine at hand: the trainer on CONFIG's first source (sets of ``--set-size``, everything on:
+shard reads, batching, tokenising, EMA, logging) against the bare step of the same model (the
+JeDi objective's forward, backward and AdamW on one batch held in memory), in one process:
+
+    python benchmarks/train_throughput.py --miniature configs/miniature.toml --steps 40 --warmup 5 \
+        --set-size 3 --record benchmarks/train_throughput_cpu.md
 """
 
 from __future__ import annotations
@@ -88,7 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", default=None, help="data and run directory (default: a temporary one)")
     parser.add_argument("--record", default=None, help="append a result line to this markdown file")
     parser.add_argument("--allow-cpu", action="store_true", help="smoke-run a tiny version without a GPU")
+    parser.add_argument("--miniature", default=None, metavar="CONFIG", help="cached-latent data path vs bare step")
     args = parser.parse_args(argv)
+    if args.miniature:
+        return miniature_data_path(args)
     if not torch.cuda.is_available() and not args.allow_cpu:
         print("no CUDA GPU: throughput of an SD-sized model is only meaningful on a GPU (--allow-cpu for a smoke run)")
         return 2
@@ -160,6 +171,96 @@ def main(argv: list[str] | None = None) -> int:
         else None,
         "resolution": args.resolution,
         "mixed_precision": config.train.mixed_precision,
+        "torch": torch.__version__,
+        "command": " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], *sys.argv]),
+    }
+    print(json.dumps(record, indent=2))
+    if args.record:
+        with open(args.record, "a") as f:
+            f.write(f"- {json.dumps(record)}\n")
+    return 0
+
+
+def miniature_data_path(args: argparse.Namespace) -> int:
+    """Images/s of ``train()`` on cached latents against the bare step of the same model (see the docstring)."""
+    from diffusers import DDPMScheduler
+
+    from jointdiff.data.sources import Part
+    from jointdiff.model import JointUNet
+    from jointdiff.training.components import load_components, open_data_sources
+    from jointdiff.training.objective import JediObjective
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="jointdiff-bench-"))
+    n = args.set_size
+    base = load_config(args.miniature)
+    source = base.data.sources[0]
+    overrides = [
+        f"train.output_dir={json.dumps(str(work / 'run'))}",
+        "train.resume='never'",
+        f"train.max_steps={args.steps}",
+        f"train.checkpoint_every={args.steps + 1}",
+        f"train.log_every={args.steps + 1}",
+        "monitor.every=0",
+        "sample.every=0",
+        f"data.set_size=[{n}, {n}]",
+        f"data.sources=[{{path = {json.dumps(source.path)}, format = 'latents'}}]",
+        *args.set,
+    ]
+    config = load_config(args.miniature, overrides)
+    if Path(config.train.output_dir).exists():
+        import shutil
+
+        shutil.rmtree(config.train.output_dir)
+    b = config.data.batch_size
+
+    # 1. Bare: one batch in memory, the objective's forward + backward + AdamW, nothing else.
+    components = load_components(config.model)
+    tok, text_encoder = components["tokenizer"], components["text_encoder"]
+    joint = JointUNet(components["unet"]).train()
+    params = list(joint.parameters()) + (list(text_encoder.parameters()) if config.model.train_text_encoder else [])
+    opt = torch.optim.AdamW(params, lr=config.optim.learning_rate)
+    objective = JediObjective(**vars(config.objective))
+    sched = DDPMScheduler.from_config(components["scheduler"].config)
+    reader = open_data_sources(config.data)[0].source.reader(0, Part())
+    sets = [reader.next_set() for _ in range(b)]
+    latents = torch.stack([s.latents[:n] for s in sets])  # (B, n, C, h, w)
+    fg = torch.stack([s.foreground[:n] for s in sets])
+    ids = tok(
+        [c[0] for s in sets for c in s.captions[:n]],
+        padding="max_length",
+        max_length=tok.model_max_length,
+        truncation=True,
+        return_tensors="pt",
+    ).input_ids
+    null_ids = tok([""], padding="max_length", max_length=tok.model_max_length, return_tensors="pt").input_ids
+    g = torch.Generator().manual_seed(0)
+    bare: list[float] = []
+    for _ in range(args.steps):
+        text = text_encoder(ids)[0]
+        text = text.reshape(b, n, *text.shape[1:])  # (B*n, T, D) -> (B, n, T, D)
+        null = text_encoder(null_ids)[0][0]
+        res = objective(joint, sched, latents, text, null, generator=g, foreground=fg)
+        opt.zero_grad(set_to_none=True)
+        res.loss.backward()
+        opt.step()
+        bare.append(time.perf_counter())
+    del joint, opt, components
+
+    # 2. The trainer on the cache, everything on.
+    stamps: list[float] = []
+    train(config, on_step=lambda step, loss: stamps.append(time.perf_counter()))
+
+    def rate(t: list[float]) -> float:
+        timed = t[args.warmup :]
+        return (len(timed) - 1) * b * n / (timed[-1] - timed[0])
+
+    record = {
+        "date": datetime.date.today().isoformat(),
+        "device": f"CPU, {torch.get_num_threads()} threads ({platform.processor() or platform.machine()})",
+        "bare_images_per_s": round(rate(bare), 1),
+        "trainer_images_per_s": round(rate(stamps), 1),
+        "ratio": round(rate(stamps) / rate(bare), 3),
+        "images_per_step": b * n,
         "torch": torch.__version__,
         "command": " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], *sys.argv]),
     }

@@ -28,7 +28,7 @@ RESOLUTION = 64  # pixels of a toy image
 VAE_CONFIG: dict[str, Any] = {
     "in_channels": 3,
     "out_channels": 3,
-    "latent_channels": 4,
+    "latent_channels": 8,  # 64 px -> 16x16x8 (6x fewer numbers); 4 channels washed colours out (docs/miniature.md)
     "block_out_channels": [32, 64, 128],  # two downsamples: 64 px -> 16x16 latents (widths: docs/miniature.md)
     "layers_per_block": 1,
     "down_block_types": ["DownEncoderBlock2D"] * 3,
@@ -39,8 +39,8 @@ VAE_CONFIG: dict[str, Any] = {
 }
 UNET_CONFIG: dict[str, Any] = {
     "sample_size": 16,
-    "in_channels": 4,
-    "out_channels": 4,
+    "in_channels": 8,
+    "out_channels": 8,
     "block_out_channels": [48, 96, 192],  # 9.3M parameters; sizes measured in docs/miniature.md
     "layers_per_block": 1,
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],  # attention at 8x8, 4x4

@@ -1,0 +1,60 @@
+"""``jointdiff demo`` on a tiny random model: grid, scores beside their real and text-only rows, determinism, errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import pytest
+
+from jointdiff.cli import main
+from jointdiff.convert import convert_pipeline
+from jointdiff.demo import DEMO_SCENES, format_scores, run_demo
+from jointdiff.testing import save_tiny_base
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory, one_thread):
+    root = tmp_path_factory.mktemp("demo")
+    save_tiny_base(root / "base")
+    convert_pipeline(str(root / "base"), root / "model")
+    return root / "model"
+
+
+def test_demo_on_a_toy_subject_writes_grid_and_scores(model, tmp_path):
+    result = run_demo(tmp_path / "a", model=model, subject=3, steps=2)
+    assert result.grid.is_file() and len(result.prompts) == len(DEMO_SCENES)
+    grid = PIL.Image.open(result.grid)
+    assert grid.width > grid.height  # one column per scene, reference first
+    s = result.scores
+    assert set(s) == {"JeDi, 1 reference", "same model, no reference", "real renders (upper bound)", "text-only floor"}
+    # The trained toy evaluators tell the subject itself from another of its class.
+    assert s["real renders (upper bound)"]["identity"] > s["text-only floor"]["identity"] + 0.2
+    assert "normalised identity" in format_scores(result)
+    again = run_demo(tmp_path / "b", model=model, subject=3, steps=2)
+    assert again.scores == result.scores
+    for k in range(len(DEMO_SCENES)):
+        a = np.asarray(PIL.Image.open(tmp_path / "a" / f"{k:02d}-jedi.png"))
+        b = np.asarray(PIL.Image.open(tmp_path / "b" / f"{k:02d}-jedi.png"))
+        assert np.array_equal(a, b)  # seeded: the same images twice
+
+
+def test_demo_with_a_user_photo_and_cli_errors(model, tmp_path, capsys):
+    photo = PIL.Image.fromarray(np.random.default_rng(0).integers(0, 256, (300, 500, 3), dtype=np.uint8))
+    photo.save(tmp_path / "photo.jpg")
+    argv = ["demo", "--model", str(model), "--ref", str(tmp_path / "photo.jpg"), "--prompt", "a toy on the beach"]
+    assert main([*argv, "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "JeDi, 1 reference" in out and "text-only floor" not in out  # no toy rows for a photo
+    assert (tmp_path / "out" / "grid.png").is_file()
+    assert main(["demo", "--model", str(model), "--ref", str(tmp_path / "missing.png")]) == 2
+    assert capsys.readouterr().err.strip() == f"jointdiff: error: reference image not found: {tmp_path / 'missing.png'}"
+    assert main(["demo", "--model", str(model), "--subject", "-1"]) == 2
+    assert "--subject must be >= 0" in capsys.readouterr().err
+
+
+def test_demo_without_a_shipped_model_is_a_one_line_error(tmp_path, monkeypatch, capsys):
+    import jointdiff.paths
+
+    monkeypatch.setattr(jointdiff.paths, "SHIPPED_MODEL", tmp_path / "none")
+    assert main(["demo", "--out", str(tmp_path / "x")]) == 2
+    assert "no shipped miniature model" in capsys.readouterr().err
