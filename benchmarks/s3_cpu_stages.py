@@ -1,6 +1,6 @@
 """Throughput of the CPU-only stages of the S3 pipeline, per set (JeDi sec. 3.1, Algorithm 1).
 
-Runs the real step functions of :mod:`jointdiff.s3.work` and the real shard writer on synthetic
+Runs the real step functions of :mod:`jointdiff.data.s3.work` and the real shard writer on synthetic
 inputs at the paper's sizes (512-px canvases, 6 instances per collage, 768-d CLIP features);
 the model stages are replaced by stubs and not timed. Measures: template prompts (object +
 scene), grouping (affinity, threshold, components), pasting on canvases, and the atomic shard
@@ -23,11 +23,11 @@ from collections import defaultdict
 import numpy as np
 import PIL.Image
 
-from jointdiff.s3.config import config_from_dict
-from jointdiff.s3.llm import TemplatePromptWriter
-from jointdiff.s3.stages import Instance
-from jointdiff.s3.store import prepare_out, write_shard
-from jointdiff.s3.work import (
+from jointdiff.data.s3.config import config_from_dict
+from jointdiff.data.s3.llm import TemplatePromptWriter
+from jointdiff.data.s3.stages import Instance
+from jointdiff.data.s3.store import prepare_out, write_shard
+from jointdiff.data.s3.work import (
     Collage,
     Shard,
     step_canvases,

@@ -186,7 +186,7 @@ def miniature_data_path(args: argparse.Namespace) -> int:
     from diffusers import DDPMScheduler
 
     from jointdiff.data.sources import Part
-    from jointdiff.model import JointUNet
+    from jointdiff.jedi.model import JointUNet
     from jointdiff.training.components import load_components, open_data_sources
     from jointdiff.training.objective import JediObjective
 

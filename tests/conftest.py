@@ -7,8 +7,8 @@ import copy
 import pytest
 import torch
 
-from jointdiff.model import convert_unet
-from jointdiff.testing import TEXT_DIM, tiny_components
+from jointdiff.common.tiny import TEXT_DIM, tiny_components
+from jointdiff.jedi.model import convert_unet
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +54,6 @@ def one_thread():
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict:
     """Config dict of the tiny S3 stage models (built once per test session)."""
-    from jointdiff.s3.tiny import ensure_tiny_models
+    from jointdiff.testing.s3 import ensure_tiny_models
 
     return ensure_tiny_models(tmp_path_factory.getbasetemp() / "s3-tiny")

@@ -18,13 +18,15 @@ import PIL.Image
 import pytest
 import torch
 
-from jointdiff import app, app_io
-from jointdiff.app_io import MAX_SIDE, check_steps_and_seed, parse_prompts, read_reference
-from jointdiff.app_services import NO_DREAMBLEND, BlendService, JeDiService
+from jointdiff.app import files as app_io
+from jointdiff.app import page as app
+from jointdiff.app.files import MAX_SIDE, check_steps_and_seed, parse_prompts, read_reference
+from jointdiff.app.services import NO_DREAMBLEND, BlendService, JeDiService
 from jointdiff.cli import main
-from jointdiff.convert import convert_pipeline
-from jointdiff.pipeline import JointDiffusionPipeline
-from jointdiff.testing import save_tiny_base, save_tiny_run
+from jointdiff.common.tiny import save_tiny_base
+from jointdiff.jedi.convert import convert_pipeline
+from jointdiff.jedi.pipeline import JointDiffusionPipeline
+from jointdiff.testing import save_tiny_run
 
 
 def png_header(width: int, height: int) -> bytes:
@@ -54,13 +56,7 @@ def write(path, data: bytes):
     return str(path)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models on a shared 2-core machine: one torch thread is several times faster than two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: one torch thread is several times faster
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +210,7 @@ def test_generate_reports_bad_requests_and_bugs_without_raising(pipe, tmp_path):
 
 
 def test_toy_subject_renders_held_out_references_deterministically(pipe, tmp_path):
-    pytest.importorskip("jointdiff.toyworld.generator", reason="the toy world is not in this install")
+    pytest.importorskip("jointdiff.data.toyworld.generator", reason="the toy world is not in this install")
     service = JeDiService(pipe, "tiny", tmp_path / "work")
     paths, caption, status = service.toy(7, 3)
     again, _, _ = service.toy(7, 3)
@@ -284,7 +280,7 @@ def make_tiny_run(root: Path) -> Path:
 
 
 def test_dreamblend_tab_matches_blend_from_run_on_a_real_run(tmp_path):
-    dreamblend = pytest.importorskip("jointdiff.dreamblend", reason="DreamBlend is not in this install")
+    dreamblend = pytest.importorskip("jointdiff.dreamblend.blend", reason="DreamBlend is not in this install")
     run = make_tiny_run(tmp_path)
     blend = BlendService([run], tmp_path / "work")
     assert blend.unavailable is None and blend.checkpoints(str(run)) == [2, 6]
@@ -368,10 +364,10 @@ def _free_port() -> int:
 
 
 def test_serve_without_a_model_is_a_one_line_error(tmp_path, monkeypatch, capsys):
-    import jointdiff.paths
+    import jointdiff.common.paths
 
-    monkeypatch.setattr(jointdiff.paths, "SHIPPED_MODEL", tmp_path / "no-model")
-    assert jointdiff.paths.shipped_model() is None
+    monkeypatch.setattr(jointdiff.common.paths, "SHIPPED_MODEL", tmp_path / "no-model")
+    assert jointdiff.common.paths.shipped_model() is None
     assert main(["serve"]) == 2
     err = capsys.readouterr().err.strip()
     assert (

@@ -22,10 +22,10 @@ import numpy as np
 import PIL.Image
 import PIL.ImageDraw
 import pytest
-from test_app import _one_thread, make_tiny_run, png_bytes, png_header  # noqa: F401 (_one_thread: autouse fixture)
+from test_app import make_tiny_run, png_bytes, png_header
 
-from jointdiff.convert import convert_pipeline
-from jointdiff.testing import save_tiny_base
+from jointdiff.common.tiny import save_tiny_base
+from jointdiff.jedi.convert import convert_pipeline
 
 pytest.importorskip("gradio", reason="gradio not installed (pip install 'jointdiff[app]')")
 
@@ -74,7 +74,7 @@ def server(tmp_path_factory):
     save_tiny_base(root / "base", seed=0)
     convert_pipeline(root / "base", root / "model")
     try:  # a real DreamBooth run for the DreamBlend tab, where this install has DreamBlend
-        import jointdiff.dreamblend  # noqa: F401
+        import jointdiff.dreamblend.blend  # noqa: F401
 
         run_args = ["--run", str(make_tiny_run(root / "db"))]
     except ImportError:
@@ -256,7 +256,7 @@ def test_browser_upload_a_non_image_and_see_the_error(page, tmp_path):
 
 
 def test_browser_pick_a_toy_world_subject_and_generate(page, tmp_path):
-    pytest.importorskip("jointdiff.toyworld.generator", reason="the toy world is not in this install")
+    pytest.importorskip("jointdiff.data.toyworld.generator", reason="the toy world is not in this install")
     clear = page.locator("#references button[aria-label='Clear']")
     if clear.count():
         clear.click()

@@ -6,14 +6,14 @@ import torch
 from conftest import randn
 from diffusers.models.attention_processor import Attention, AttnProcessor, AttnProcessor2_0
 
-from jointdiff.attention import (
+from jointdiff.common.tiny import TEXT_DIM
+from jointdiff.jedi.attention import (
     CoupledAttnProcessor,
     PerImageAttnProcessor,
     has_joint_attention,
     install_joint_attention,
     remove_joint_attention,
 )
-from jointdiff.testing import TEXT_DIM
 
 
 def _manual_attention(attn: Attention, x: torch.Tensor) -> torch.Tensor:

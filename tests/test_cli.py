@@ -7,9 +7,9 @@ from conftest import randn, text
 from diffusers import DiffusionPipeline
 
 from jointdiff.cli import main
-from jointdiff.model import JointUNet, convert_unet, joint_layout
-from jointdiff.pipeline import JointDiffusionPipeline
-from jointdiff.testing import save_tiny_base
+from jointdiff.common.tiny import save_tiny_base
+from jointdiff.jedi.model import JointUNet, convert_unet, joint_layout
+from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,9 @@ import PIL.Image
 import pytest
 
 from jointdiff.cli import main
-from jointdiff.convert import convert_pipeline
-from jointdiff.demo import DEMO_SCENES, format_scores, run_demo
-from jointdiff.testing import save_tiny_base
+from jointdiff.cli.demo import DEMO_SCENES, format_scores, run_demo
+from jointdiff.common.tiny import save_tiny_base
+from jointdiff.jedi.convert import convert_pipeline
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +53,8 @@ def test_demo_with_a_user_photo_and_cli_errors(model, tmp_path, capsys):
 
 
 def test_demo_without_a_shipped_model_is_a_one_line_error(tmp_path, monkeypatch, capsys):
-    import jointdiff.paths
+    import jointdiff.common.paths
 
-    monkeypatch.setattr(jointdiff.paths, "SHIPPED_MODEL", tmp_path / "none")
+    monkeypatch.setattr(jointdiff.common.paths, "SHIPPED_MODEL", tmp_path / "none")
     assert main(["demo", "--out", str(tmp_path / "x")]) == 2
     assert "no shipped miniature model" in capsys.readouterr().err

@@ -7,11 +7,12 @@ from conftest import randn
 from diffusers.models.attention_processor import AttnProcessor2_0
 
 from jointdiff.cli import main
-from jointdiff.crossattn import AttentionStore, alignment_loss, collapse_score, install_recorders
-from jointdiff.dreamblend import BlendConfig, choose_overfit, guided_sample, record_maps
-from jointdiff.dreambooth import finetune, list_checkpoints, load_checkpoint
-from jointdiff.t2i import TextToImage
-from jointdiff.testing import TEXT_DIM, save_tiny_run, tiny_components
+from jointdiff.common.tiny import TEXT_DIM, tiny_components
+from jointdiff.dreamblend.blend import BlendConfig, choose_overfit, guided_sample, record_maps
+from jointdiff.dreamblend.crossattn import AttentionStore, alignment_loss, collapse_score, install_recorders
+from jointdiff.jedi.t2i import TextToImage
+from jointdiff.testing import save_tiny_run
+from jointdiff.training.dreambooth import finetune, list_checkpoints, load_checkpoint
 
 PROMPT = "a photo of sks toy on the beach"
 
@@ -140,22 +141,23 @@ def test_checkpoints_save_small_artefacts_and_load(run_dir):
 
 
 def test_interrupted_finetune_resumes_to_identical_weights(run_dir, tmp_path, monkeypatch):
-    import jointdiff.dreambooth as db
+    import jointdiff.training.dreambooth as db
+    import jointdiff.training.shell as shell
 
     cfg = db.run_config(run_dir / "run")
     cfg.out = str(tmp_path / "cut")
     calls = {"n": 0}
-    save = db._save_state
+    save = shell.save_checkpoint
 
     def save_then_die(*args, **kwargs):
         save(*args, **kwargs)
         calls["n"] += 1
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(db, "_save_state", save_then_die)
+    monkeypatch.setattr(shell, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         finetune(copy.deepcopy(cfg))
-    monkeypatch.setattr(db, "_save_state", save)
+    monkeypatch.setattr(shell, "save_checkpoint", save)
     finetune(copy.deepcopy(cfg))
     from safetensors.torch import load_file
 

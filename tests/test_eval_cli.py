@@ -8,19 +8,11 @@ import json
 
 import PIL.Image
 import pytest
-import torch
 
 from jointdiff.cli import main
-from jointdiff.evaluation.testing import save_tiny_clip, save_tiny_clipseg, save_tiny_vit, write_fake_dreambooth
+from jointdiff.testing.evaluation import save_tiny_clip, save_tiny_clipseg, save_tiny_vit, write_fake_dreambooth
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread on a shared CPU
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +57,8 @@ def test_evaluate_real_images_then_images_dir_then_compare(setup, capsys):
 
 
 def test_evaluate_jedi_on_tiny_pipeline(setup, tmp_path, capsys):
-    from jointdiff.convert import convert_pipeline
-    from jointdiff.testing import save_tiny_base
+    from jointdiff.common.tiny import save_tiny_base
+    from jointdiff.jedi.convert import convert_pipeline
 
     _root, common = setup
     save_tiny_base(tmp_path / "base")

@@ -32,19 +32,13 @@ from jointdiff.evaluation.segmenters import (
     for_subject,
     load_clipseg,
 )
-from jointdiff.evaluation.testing import save_tiny_clip, save_tiny_clipseg, save_tiny_vit
+from jointdiff.testing.evaluation import save_tiny_clip, save_tiny_clipseg, save_tiny_vit
 
 DREAMBOOTH = Path(os.environ.get("JOINTDIFF_DREAMBOOTH", Path(__file__).resolve().parents[2] / "shared" / "dreambooth"))
 needs_dreambooth = pytest.mark.skipif(not DREAMBOOTH.is_dir(), reason=f"DreamBooth dataset not at {DREAMBOOTH}")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread on a shared CPU
 
 
 @pytest.fixture(scope="module")

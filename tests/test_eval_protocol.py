@@ -12,14 +12,13 @@ from pathlib import Path
 import numpy as np
 import PIL.Image
 import pytest
-import torch
 
 from jointdiff.evaluation.benchmarks import Benchmark, Subject, load_dreambooth, parse_prompts_and_classes
 from jointdiff.evaluation.metrics import cosine_matrix
 from jointdiff.evaluation.protocol import EvalConfig, Method, MethodOptions, input_choices
 from jointdiff.evaluation.run import evaluate
 from jointdiff.evaluation.scoring import Scorer
-from jointdiff.evaluation.testing import HistogramDualEncoder, ThumbnailEncoder
+from jointdiff.testing.evaluation import HistogramDualEncoder, ThumbnailEncoder
 
 DREAMBOOTH = Path(os.environ.get("JOINTDIFF_DREAMBOOTH", Path(__file__).resolve().parents[2] / "shared" / "dreambooth"))
 needs_dreambooth = pytest.mark.skipif(not DREAMBOOTH.is_dir(), reason=f"DreamBooth dataset not at {DREAMBOOTH}")
@@ -40,13 +39,7 @@ class SmallDreamBooth:
         return self.full.prompt_templates(subject)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread on a shared CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread on a shared CPU
 
 
 @pytest.fixture(scope="module")
@@ -216,8 +209,8 @@ def test_images_directory_scores_like_the_run_that_made_them(small, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_jedi(tmp_path_factory):
-    from jointdiff.convert import convert_pipeline
-    from jointdiff.testing import save_tiny_base
+    from jointdiff.common.tiny import save_tiny_base
+    from jointdiff.jedi.convert import convert_pipeline
 
     root = tmp_path_factory.mktemp("jedi")
     save_tiny_base(root / "base")

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from jointdiff.guidance import (
+from jointdiff.jedi.guidance import (
     FULL,
     IMAGE,
     NULL,

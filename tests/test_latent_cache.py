@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from jointdiff.data.cache import CacheJob, cache_latents, load_vae
+from jointdiff.common.tiny import save_tiny_base
 from jointdiff.data.latents import LatentSet, read_latent_shard, vae_fingerprint, write_latent_shard
 from jointdiff.data.sources import Part, open_source
 from jointdiff.data.stream import BatchSpec, SetSampler, WeightedSource
-from jointdiff.testing import save_tiny_base
 from jointdiff.training.config import load_config
+from jointdiff.training.latent_cache import CacheJob, cache_latents, load_vae
 from jointdiff.training.trainer import train
 
 
@@ -29,7 +29,7 @@ def cache(tmp_path_factory, one_thread):
 
 
 def test_cache_holds_the_vae_encoding_masks_and_short_captions(cache):
-    from jointdiff.toyworld.generator import make_set
+    from jointdiff.data.toyworld.generator import make_set
 
     root, job, report = cache
     assert report["shards"] == 3 and report["images_now"] > 0

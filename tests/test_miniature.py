@@ -2,12 +2,15 @@ import json
 
 import torch
 
-from jointdiff.miniature import UNET_CONFIG, VAE_CONFIG, VaeTraining, assemble, toy_tokenizer, train_vae
-from jointdiff.pipeline import JointDiffusionPipeline
+from jointdiff.jedi.pipeline import JointDiffusionPipeline
+from jointdiff.miniature.assemble import assemble
+from jointdiff.miniature.config import UNET_CONFIG, VAE_CONFIG, VaeTraining
+from jointdiff.miniature.tokenizer import toy_tokenizer
+from jointdiff.training.vae import train_vae
 
 
 def test_toy_tokenizer_keeps_every_caption_word_whole():
-    from jointdiff.toyworld.generator import make_set
+    from jointdiff.data.toyworld.generator import make_set
 
     tok = toy_tokenizer()
     for i in range(20):
@@ -33,11 +36,13 @@ def test_miniature_shapes_match_the_plan():
 
 
 def test_vae_training_resumes_and_assembles_a_loadable_pipeline(tmp_path):
-    cfg = VaeTraining(out=str(tmp_path / "vae"), steps=2, batch_size=2, images=4, heldout=4, checkpoint_every=1)
+    cfg = VaeTraining(
+        out=str(tmp_path / "vae"), steps=2, full_res_steps=1, batch_size=2, images=4, heldout=4, checkpoint_every=1
+    )
     report = train_vae(cfg)
     assert report["steps"] == 2 and report["scaling_factor"] > 0
     cfg.steps = 3
-    assert train_vae(cfg)["steps"] == 3  # resumed from state.pt, one more step
+    assert train_vae(cfg)["steps"] == 3  # resumed from the last checkpoint, one more step
     assert json.loads((tmp_path / "vae" / "vae_report.json").read_text())["steps"] == 3
     out = assemble(tmp_path / "vae" / "vae", tmp_path / "base")
     pipe = JointDiffusionPipeline.from_pretrained(out)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from conftest import randn, text
 
-from jointdiff.attention import remove_joint_attention
-from jointdiff.model import LAYOUT_KEY, JointLayout, JointUNet, convert_unet, joint_layout
+from jointdiff.jedi.attention import remove_joint_attention
+from jointdiff.jedi.model import LAYOUT_KEY, JointLayout, JointUNet, convert_unet, joint_layout
 
 
 def test_convert_widens_conv_in_with_zero_weights_and_records_layout(unet):

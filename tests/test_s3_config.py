@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from jointdiff.s3.config import config_from_dict, load_config
-from jointdiff.s3.work import derive_seed, plan_shards
+from jointdiff.data.s3.config import config_from_dict, load_config
+from jointdiff.data.s3.work import derive_seed, plan_shards
 
 
 def test_json_and_toml_give_the_same_config(tmp_path):
@@ -26,7 +26,7 @@ def test_json_and_toml_give_the_same_config(tmp_path):
 
 
 def test_one_line_errors(tmp_path):
-    with pytest.raises(ValueError, match=r"unknown key 'clip.treshold'"):
+    with pytest.raises(ValueError, match=r"^clip\.treshold: unknown key \(did you mean 'threshold'\?\)$"):
         config_from_dict({"clip": {"treshold": 0.9}})
     with pytest.raises(ValueError, match=r"^s3: the object list is empty \('objects' holds no names\)$"):
         config_from_dict({"objects": []}).object_names()

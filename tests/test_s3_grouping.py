@@ -6,8 +6,8 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from jointdiff.s3.grouping import adjacency, affinity, connected_components, group_instances, split_component
-from jointdiff.s3.stages import cut_instance, paste_on_canvas, select_boxes
+from jointdiff.data.s3.grouping import adjacency, affinity, connected_components, group_instances, split_component
+from jointdiff.data.s3.stages import cut_instance, paste_on_canvas, select_boxes
 
 
 def sym(k: int, edges: dict[tuple[int, int], float], off: float = 0.1) -> np.ndarray:

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from jointdiff.s3.config import LLMConfig
-from jointdiff.s3.llm import TemplatePromptWriter, build_prompt_writer, clean_answer
-from jointdiff.s3.stages import LLMError, PromptWriter
-from jointdiff.s3.tiny import FakeChatServer
+from jointdiff.data.s3.config import LLMConfig
+from jointdiff.data.s3.llm import TemplatePromptWriter, build_prompt_writer, clean_answer
+from jointdiff.data.s3.stages import LLMError, PromptWriter
+from jointdiff.testing.s3 import FakeChatServer
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_unreachable_endpoint_is_an_llm_error():
 
 
 def test_transformers_backend_with_a_tiny_causal_lm(tmp_path):
-    from jointdiff.s3.tiny import save_tiny_llm
+    from jointdiff.testing.s3 import save_tiny_llm
 
     save_tiny_llm(tmp_path / "lm")
     cfg = LLMConfig(backend="transformers", source=str(tmp_path / "lm"), max_new_tokens=8, retries=0)

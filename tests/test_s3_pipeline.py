@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from jointdiff.data.formats import decode_paper_set, iter_tar_samples, read_paper_set
-from jointdiff.s3.config import config_from_dict
-from jointdiff.s3.grouping import adjacency, connected_components
-from jointdiff.s3.manifest import read_manifest
-from jointdiff.s3.pipeline_local import build_stage, build_stages, run_local
-from jointdiff.s3.tiny import FakeChatServer
+from jointdiff.data.s3.config import config_from_dict
+from jointdiff.data.s3.grouping import adjacency, connected_components
+from jointdiff.data.s3.manifest import read_manifest
+from jointdiff.data.s3.pipeline_local import build_stage, build_stages, run_local
+from jointdiff.testing.s3 import FakeChatServer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -87,9 +87,7 @@ def test_killed_run_resumes_to_the_same_shards_without_duplicates(reference, mod
     (tmp_path / "c.json").write_text(json.dumps(cfg))
     out = tmp_path / "out"
     # another process runs the job and is SIGKILLed as soon as its first shard is written
-    code = (
-        "import sys; from jointdiff.s3.config import load_config; from jointdiff.s3.pipeline_local import run_local; "
-    )
+    code = "import sys; from jointdiff.data.s3.config import load_config; from jointdiff.data.s3.pipeline_local import run_local; "
     code += "run_local(load_config(sys.argv[1]), sys.argv[2], progress=False)"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(

@@ -10,10 +10,10 @@ import os
 
 import pytest
 
-from jointdiff.s3.config import config_from_dict
-from jointdiff.s3.manifest import read_manifest
-from jointdiff.s3.pipeline_local import run_local
-from jointdiff.s3.pipeline_ray import check_resources, plan_pools
+from jointdiff.data.s3.config import config_from_dict
+from jointdiff.data.s3.manifest import read_manifest
+from jointdiff.data.s3.pipeline_local import run_local
+from jointdiff.data.s3.pipeline_ray import check_resources, plan_pools
 
 ray = pytest.importorskip("ray")
 
@@ -38,7 +38,7 @@ def comparable(out) -> list[dict]:
 
 
 def run_both(tiny, tmp_path, ray_settings):
-    from jointdiff.s3.pipeline_ray import run_ray
+    from jointdiff.data.s3.pipeline_ray import run_ray
 
     cfg = config_from_dict({**tiny, "ray": ray_settings})
     local = run_local(cfg, tmp_path / "local", progress=False)
@@ -50,7 +50,7 @@ def run_both(tiny, tmp_path, ray_settings):
 
 
 def test_local_ray_fused_matches_local_mode_and_resumes(tiny, tmp_path, local_ray):
-    from jointdiff.s3.pipeline_ray import run_ray
+    from jointdiff.data.s3.pipeline_ray import run_ray
 
     cfg = run_both(tiny, tmp_path, {"fuse": True, "actor_cpus": 0.5, "task_cpus": 0.5})
     tars = sorted((tmp_path / "ray" / "shards").glob("*/*.tar"))

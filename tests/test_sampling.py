@@ -6,10 +6,10 @@ import torch
 from conftest import randn
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
 
-from jointdiff.guidance import FULL, IMAGE, NULL
-from jointdiff.model import convert_unet
-from jointdiff.pipeline import JointDiffusionPipeline
-from jointdiff.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
+from jointdiff.jedi.guidance import FULL, IMAGE, NULL
+from jointdiff.jedi.model import convert_unet
+from jointdiff.jedi.pipeline import JointDiffusionPipeline
+from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
 
 
 @pytest.fixture
@@ -112,7 +112,7 @@ def test_references_change_targets_and_null_reference_modes_differ(pipe):
 
 
 def test_denoiser_batches_branches_and_drops_reference_slots_in_null_branch(joint_unet):
-    from jointdiff.model import JointUNet
+    from jointdiff.jedi.model import JointUNet
 
     model = JointUNet(joint_unet)
     cond = SetConditioning(

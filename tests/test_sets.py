@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from jointdiff.sets import mask_channel, masked_reference, pack_sets, random_known, unpack_sets
+from jointdiff.jedi.sets import mask_channel, masked_reference, pack_sets, random_known, unpack_sets
 
 
 def test_pack_orders_image_j_of_set_b_at_row_b_times_n_plus_j():

@@ -8,14 +8,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jointdiff.paths import shipped_model
+from jointdiff.common.paths import shipped_model
 
 pytestmark = pytest.mark.skipif(shipped_model() is None, reason="this install ships no miniature model yet")
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    from jointdiff.pipeline import JointDiffusionPipeline
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
     n = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -36,7 +36,7 @@ def test_shipped_weights_are_small_fp16_safetensors():
 
 def test_one_reference_beats_no_reference_on_toy_identity(pipe):
     """On 4 fixed held-out subjects x 4 scenes, toy identity with the reference clearly above without."""
-    from jointdiff.miniature import reference_probe
+    from jointdiff.evaluation.toy.probe import reference_probe
 
     m = reference_probe(pipe, subjects=4, steps=20)
     assert m["identity_ref"] > m["identity_noref"] + 0.1, m

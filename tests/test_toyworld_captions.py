@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from jointdiff.toyworld.captions import (
+from jointdiff.data.toyworld.captions import (
     KIND,
     STYLES,
     TEMPLATES,
@@ -16,8 +16,8 @@ from jointdiff.toyworld.captions import (
     vocabulary,
     words,
 )
-from jointdiff.toyworld.generator import make_set
-from jointdiff.toyworld.recipes import class_words
+from jointdiff.data.toyworld.generator import make_set
+from jointdiff.data.toyworld.recipes import class_words
 
 
 def test_dreambooth_prompt_lists():

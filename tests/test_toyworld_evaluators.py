@@ -8,13 +8,13 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from jointdiff.evaluation.benchmarks import BENCHMARKS
-from jointdiff.evaluation.features import BACKBONES, DualEncoder, ImageEncoder
-from jointdiff.evaluation.plugins import resolve
-from jointdiff.evaluation.protocol import METHODS, MethodOptions
-from jointdiff.evaluation.segmenters import SEGMENTERS
-from jointdiff.toyworld.captions import SCENE_PROMPTS
-from jointdiff.toyworld.evaluators import (
+from jointdiff.data.toyworld.captions import SCENE_PROMPTS
+from jointdiff.data.toyworld.generator import render_view, view_rng
+from jointdiff.data.toyworld.subjects import make_subject, subject_seed
+from jointdiff.evaluation.features import DualEncoder, ImageEncoder
+from jointdiff.evaluation.protocol import MethodOptions
+from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, METHODS, SEGMENTERS, resolve
+from jointdiff.evaluation.toy.evaluators import (
     WEIGHTS_DIR,
     iou,
     load_toy_dual,
@@ -22,9 +22,7 @@ from jointdiff.toyworld.evaluators import (
     load_toy_segmenter,
     retrieval_top1,
 )
-from jointdiff.toyworld.generator import render_view, view_rng
-from jointdiff.toyworld.models import EvaluatorConfig, build_model, load_model, save_model
-from jointdiff.toyworld.subjects import make_subject, subject_seed
+from jointdiff.evaluation.toy.models import EvaluatorConfig, build_model, load_model, save_model
 
 KINDS = ("dual", "identity", "segmenter")
 

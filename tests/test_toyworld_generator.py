@@ -7,12 +7,12 @@ import itertools
 import numpy as np
 import pytest
 
-from jointdiff.toyworld.edits import apply_condition
-from jointdiff.toyworld.generator import make_set, render_view, view_rng
-from jointdiff.toyworld.raster import rgb_to_hsv
-from jointdiff.toyworld.render import Light, Pose, draw_subject, fit_pose
-from jointdiff.toyworld.stats import variety_stats
-from jointdiff.toyworld.subjects import SEED_RANGES, make_subject, split_of, subject_seed
+from jointdiff.data.toyworld.edits import apply_condition
+from jointdiff.data.toyworld.generator import make_set, render_view, view_rng
+from jointdiff.data.toyworld.raster import rgb_to_hsv
+from jointdiff.data.toyworld.render import Light, Pose, draw_subject, fit_pose
+from jointdiff.data.toyworld.stats import variety_stats
+from jointdiff.data.toyworld.subjects import SEED_RANGES, make_subject, split_of, subject_seed
 
 POSE = Pose(yaw=0.3, flip=False, roll=0.05, scale=0.7, cx=0.5, base=0.88)
 LIGHT = Light(direction=(0.4, 0.5, 0.77), color=(1.0, 1.0, 1.0), intensity=0.8, ambient=0.4)

@@ -10,8 +10,8 @@ import pytest
 
 from jointdiff.cli import main
 from jointdiff.data.formats import decode_paper_set, iter_tar_samples, read_paper_set
-from jointdiff.toyworld.generator import make_set
-from jointdiff.toyworld.writers import write_sets
+from jointdiff.data.toyworld.generator import make_set
+from jointdiff.data.toyworld.writers import write_sets
 
 
 def _same_pixels(image_set, toy_set) -> bool:

@@ -7,7 +7,7 @@ import torch
 from diffusers import DDPMScheduler
 from torch import nn
 
-from jointdiff.model import JointUNet
+from jointdiff.jedi.model import JointUNet
 from jointdiff.training.objective import JediObjective, draw_known
 
 

@@ -14,10 +14,10 @@ import torch
 from safetensors.torch import load_file
 
 from jointdiff.cli import main
+from jointdiff.common.tiny import save_tiny_base
 from jointdiff.data.formats import WebDatasetWriter
 from jointdiff.data.synthetic import random_set, write_random_paper_sets
-from jointdiff.pipeline import JointDiffusionPipeline
-from jointdiff.testing import save_tiny_base
+from jointdiff.jedi.pipeline import JointDiffusionPipeline
 from jointdiff.training.checkpoint import list_checkpoints
 from jointdiff.training.config import load_config
 from jointdiff.training.trainer import train

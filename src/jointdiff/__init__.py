@@ -1,44 +1,44 @@
 """jointdiff: JeDi joint-image diffusion and DreamBlend personalisation on diffusers.
 
-Names are imported lazily (PEP 562) so that ``jointdiff --help`` does not load torch/diffusers.
+The public names below are imported on first use (PEP 562), so that ``jointdiff --help`` loads no
+torch or diffusers; the package map is docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 __version__ = "0.1.0"
 
-_EXPORTS = {
-    "CoupledAttnProcessor": "attention",
-    "PerImageAttnProcessor": "attention",
-    "has_joint_attention": "attention",
-    "install_joint_attention": "attention",
-    "remove_joint_attention": "attention",
-    "cfg": "guidance",
-    "joint_guidance": "guidance",
-    "two_stage_guidance": "guidance",
-    "JointLayout": "model",
-    "JointUNet": "model",
-    "convert_unet": "model",
-    "joint_layout": "model",
-    "JointDiffusionPipeline": "pipeline",
-    "JointDiffusionPipelineOutput": "pipeline",
-    "GuidedSetDenoiser": "sampling",
-    "SetConditioning": "sampling",
-    "replacement_sample": "sampling",
-    "mask_channel": "sets",
-    "masked_reference": "sets",
-    "pack_sets": "sets",
-    "random_known": "sets",
-    "unpack_sets": "sets",
+_ATTENTION = {
+    "CoupledAttnProcessor",
+    "PerImageAttnProcessor",
+    "has_joint_attention",
+    "install_joint_attention",
+    "remove_joint_attention",
 }
+_GUIDANCE = {"cfg", "joint_guidance", "two_stage_guidance"}
+_MODEL = {"JointLayout", "JointUNet", "convert_unet", "joint_layout"}
+_PIPELINE = {"JointDiffusionPipeline", "JointDiffusionPipelineOutput"}
+_SAMPLING = {"GuidedSetDenoiser", "SetConditioning", "replacement_sample"}
+_SETS = {"mask_channel", "masked_reference", "pack_sets", "random_known", "unpack_sets"}
 
-__all__ = sorted(_EXPORTS)
+__all__ = sorted(_ATTENTION | _GUIDANCE | _MODEL | _PIPELINE | _SAMPLING | _SETS)
 
 
 def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"jointdiff.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'jointdiff' has no attribute {name!r}")
+    if name in _ATTENTION:
+        from jointdiff.jedi import attention as module
+    elif name in _GUIDANCE:
+        from jointdiff.jedi import guidance as module
+    elif name in _MODEL:
+        from jointdiff.jedi import model as module
+    elif name in _PIPELINE:
+        from jointdiff.jedi import pipeline as module
+    elif name in _SAMPLING:
+        from jointdiff.jedi import sampling as module
+    elif name in _SETS:
+        from jointdiff.jedi import sets as module
+    else:
+        raise AttributeError(f"module 'jointdiff' has no attribute {name!r}")
+    return getattr(module, name)

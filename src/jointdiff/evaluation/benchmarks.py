@@ -1,7 +1,7 @@
 """Benchmarks: subjects with real images and prompt templates (JeDi sec. 4, DreamBooth benchmark).
 
 A benchmark is anything with ``name``, ``subjects()`` and ``prompt_templates(subject)``. The CLI
-finds benchmark factories by name in ``BENCHMARKS`` (name -> "module:function"); a factory takes
+finds benchmark factories by name in ``registry.BENCHMARKS``; a factory takes
 the ``--data`` option (a path or None for the benchmark's default) and returns a ``Benchmark``.
 """
 
@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -41,15 +39,6 @@ class Benchmark(Protocol):
 
     def prompt_templates(self, subject: Subject) -> list[str]: ...
 
-
-# name -> "module:function"; the function takes `data: str | None` and returns a Benchmark.
-# Add a benchmark with one line here (no registration at import time).
-BENCHMARKS: Mapping[str, str] = MappingProxyType(
-    {
-        "dreambooth": "jointdiff.evaluation.benchmarks:load_dreambooth",
-        "toyworld": "jointdiff.toyworld.benchmark:load_toyworld",
-    }
-)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 DREAMBOOTH_ENV = "JOINTDIFF_DREAMBOOTH"  # where `--data` defaults to when set

@@ -1,7 +1,7 @@
 """Frozen feature extractors with their own preprocessing (JeDi sec. 4: CLIP ViT-B/32, DINO ViT-S/16).
 
 An image encoder maps PIL images to L2-normalised features ``(n, d)``; a dual encoder also maps
-texts. The CLI finds backbone factories by name in ``BACKBONES`` (name -> "module:function"); a
+texts. The CLI finds backbone factories by name in ``registry.BACKBONES``; a
 factory takes ``(source: str | None, device: str)`` (a Hub id or a local directory; None for its
 default) and returns the encoder.
 """
@@ -9,8 +9,7 @@ default) and returns the encoder.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
-from types import MappingProxyType
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import PIL.Image
@@ -30,17 +29,6 @@ class DualEncoder(ImageEncoder, Protocol):
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor: ...
 
-
-# name -> "module:function"; the function takes (source: str | None, device: str) and returns an
-# encoder. Add a backbone with one line here (no registration at import time).
-BACKBONES: Mapping[str, str] = MappingProxyType(
-    {
-        "clip": "jointdiff.evaluation.features:load_clip",
-        "dino": "jointdiff.evaluation.features:load_dino",
-        "toy-clip": "jointdiff.toyworld.evaluators:load_toy_dual",
-        "toy-dino": "jointdiff.toyworld.evaluators:load_toy_identity",
-    }
-)
 
 CLIP_DEFAULT = "openai/clip-vit-base-patch32"
 DINO_DEFAULT = "facebook/dino-vits16"
@@ -155,7 +143,7 @@ def _looks_local(source: str) -> bool:
     return os.path.isabs(source) or source.startswith((".", "~")) or os.path.exists(source)
 
 
-def _from_pretrained(load: Callable[..., Any], source: str, kind: str, default: str, option: str) -> Any:
+def from_pretrained_or_cache(load: Callable[..., Any], source: str, kind: str, default: str, option: str) -> Any:
     """``load(source)`` from a local directory or the HF cache first, then the Hub; one-line error if missing."""
     try:
         if _looks_local(source):
@@ -181,8 +169,10 @@ def load_clip(source: str | None = None, device: str = "cpu") -> CLIPEncoder:
     from transformers import AutoTokenizer, CLIPModel
 
     source = source or CLIP_DEFAULT
-    model = _from_pretrained(CLIPModel.from_pretrained, source, "CLIP", CLIP_DEFAULT, "--clip-model")
-    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source, "CLIP tokenizer", CLIP_DEFAULT, "--clip-model")
+    model = from_pretrained_or_cache(CLIPModel.from_pretrained, source, "CLIP", CLIP_DEFAULT, "--clip-model")
+    tokenizer = from_pretrained_or_cache(
+        AutoTokenizer.from_pretrained, source, "CLIP tokenizer", CLIP_DEFAULT, "--clip-model"
+    )
     return CLIPEncoder(model.to(device), tokenizer, name=f"clip:{source}")
 
 
@@ -195,5 +185,5 @@ def load_dino(source: str | None = None, device: str = "cpu") -> DINOEncoder:
     def load(path: str, **kw: Any) -> Any:
         return ViTModel.from_pretrained(path, add_pooling_layer=False, **kw)
 
-    model = _from_pretrained(load, source, "DINO", DINO_DEFAULT, "--dino-model")
+    model = from_pretrained_or_cache(load, source, "DINO", DINO_DEFAULT, "--dino-model")
     return DINOEncoder(model.to(device), name=f"dino:{source}")

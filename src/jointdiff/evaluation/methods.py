@@ -9,7 +9,7 @@ import PIL.Image
 import torch
 
 from jointdiff.evaluation.benchmarks import Subject
-from jointdiff.evaluation.protocol import MethodOptions, _stable_int
+from jointdiff.evaluation.protocol import MethodOptions, stable_int
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -38,7 +38,7 @@ class JeDiMethod:
         caption = o.reference_caption.format(subject.class_word)
         images = []
         for prompt in prompts:
-            generator = torch.Generator("cpu").manual_seed(_stable_int(seed, prompt))
+            generator = torch.Generator("cpu").manual_seed(stable_int(seed, prompt))
             out = self.pipe(
                 prompt=[prompt],
                 reference_images=refs,
@@ -58,7 +58,7 @@ class JeDiMethod:
 
 def load_jedi(options: MethodOptions) -> JeDiMethod:
     """A JointDiffusionPipeline from ``options.model`` (a converted or trained jointdiff directory / Hub id)."""
-    from jointdiff.pipeline import JointDiffusionPipeline
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
     if not options.model:
         raise ValueError("--method jedi needs --model DIR (a jointdiff pipeline directory)")

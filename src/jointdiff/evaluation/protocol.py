@@ -6,10 +6,9 @@ import itertools
 import random
 import re
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Protocol, runtime_checkable
 
 import PIL.Image
@@ -51,18 +50,6 @@ class MethodOptions:
     reference_caption: str = "a photo of a {}"  # caption of each reference image, "{}" = class word
 
 
-# name -> "module:function"; the function takes MethodOptions and returns a Method.
-# Add a method with one line here (no registration at import time).
-METHODS: Mapping[str, str] = MappingProxyType(
-    {
-        "jedi": "jointdiff.evaluation.methods:load_jedi",
-        "real": "jointdiff.evaluation.methods:load_real",
-        "toy-real": "jointdiff.toyworld.benchmark:load_toy_real",
-        "toy-text-only": "jointdiff.toyworld.benchmark:load_toy_text_only",
-    }
-)
-
-
 @dataclass(frozen=True)
 class EvalConfig:
     """How inputs are chosen and images generated (JeDi supp. "Evaluation metric")."""
@@ -92,7 +79,7 @@ class EvalConfig:
         return self.inputs or ("all" if self.refs == 1 else "random")
 
 
-def _stable_int(*parts: object) -> int:
+def stable_int(*parts: object) -> int:
     """A 31-bit integer from ``parts`` that is the same in every process (unlike ``hash``)."""
     return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
 
@@ -105,13 +92,13 @@ def input_choices(n_images: int, subject: str, config: EvalConfig) -> list[tuple
     combos = list(itertools.combinations(range(n_images), config.refs))
     if config.input_mode == "all":
         return combos
-    rng = random.Random(_stable_int(config.seed, subject, "inputs"))
+    rng = random.Random(stable_int(config.seed, subject, "inputs"))
     return sorted(rng.sample(combos, min(config.num_random, len(combos))))
 
 
 def generation_seed(seed: int, subject: str, choice: tuple[int, ...], sample: int) -> int:
     """The seed passed to ``Method.generate`` for one (subject, input choice, sample)."""
-    return _stable_int(seed, subject, choice, sample)
+    return stable_int(seed, subject, choice, sample)
 
 
 def subject_phrase(method: object, subject: Subject) -> str:

@@ -8,9 +8,8 @@ can use the subject (e.g. a text-prompted model given the class word) may also d
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,16 +20,6 @@ if TYPE_CHECKING:
     from jointdiff.evaluation.benchmarks import Subject
 
 Segmenter = Callable[[PIL.Image.Image], np.ndarray]  # (H, W) bool foreground mask, True = subject
-# name -> "module:function"; the function takes (source: str | None, device: str) and returns a
-# Segmenter. Add a segmenter with one line here (no registration at import time).
-SEGMENTERS: Mapping[str, str] = MappingProxyType(
-    {
-        "clipseg": "jointdiff.evaluation.segmenters:load_clipseg",
-        "semantic": "jointdiff.evaluation.segmenters:load_semantic",
-        "masks": "jointdiff.evaluation.segmenters:load_mask_files",
-        "toy": "jointdiff.toyworld.evaluators:load_toy_segmenter",
-    }
-)
 CLIPSEG_DEFAULT = "CIDAS/clipseg-rd64-refined"
 
 
@@ -186,12 +175,16 @@ def load_clipseg(source: str | None = None, device: str = "cpu") -> ClipSegSegme
     """CLIPSeg from a Hub id or local directory (default ``CIDAS/clipseg-rd64-refined``)."""
     from transformers import AutoTokenizer, CLIPSegForImageSegmentation
 
-    from jointdiff.evaluation.features import _from_pretrained
+    from jointdiff.evaluation.features import from_pretrained_or_cache
 
     source = source or CLIPSEG_DEFAULT
     opt = "--segmenter-model"
-    model = _from_pretrained(CLIPSegForImageSegmentation.from_pretrained, source, "CLIPSeg", CLIPSEG_DEFAULT, opt)
-    tokenizer = _from_pretrained(AutoTokenizer.from_pretrained, source, "CLIPSeg tokenizer", CLIPSEG_DEFAULT, opt)
+    model = from_pretrained_or_cache(
+        CLIPSegForImageSegmentation.from_pretrained, source, "CLIPSeg", CLIPSEG_DEFAULT, opt
+    )
+    tokenizer = from_pretrained_or_cache(
+        AutoTokenizer.from_pretrained, source, "CLIPSeg tokenizer", CLIPSEG_DEFAULT, opt
+    )
     return ClipSegSegmenter(model.to(device), tokenizer, name=f"clipseg:{source}")
 
 
@@ -199,13 +192,17 @@ def load_semantic(source: str | None = None, device: str = "cpu") -> SemanticSeg
     """A transformers semantic-segmentation model (with a "background" label) and its image processor."""
     from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-    from jointdiff.evaluation.features import _from_pretrained
+    from jointdiff.evaluation.features import from_pretrained_or_cache
 
     if not source:
         raise ValueError("--segmenter semantic needs --segmenter-model (a Hub id or directory)")
     opt = "--segmenter-model"
-    model = _from_pretrained(AutoModelForSemanticSegmentation.from_pretrained, source, "segmentation", source, opt)
-    processor = _from_pretrained(AutoImageProcessor.from_pretrained, source, "segmentation processor", source, opt)
+    model = from_pretrained_or_cache(
+        AutoModelForSemanticSegmentation.from_pretrained, source, "segmentation", source, opt
+    )
+    processor = from_pretrained_or_cache(
+        AutoImageProcessor.from_pretrained, source, "segmentation processor", source, opt
+    )
     return SemanticSegmenter(model.to(device), processor, name=f"semantic:{source}")
 
 

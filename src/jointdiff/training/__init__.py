@@ -1,6 +1,2 @@
-"""Training the joint-image model: the JeDi objective (eq. 2), typed configs, the accelerate trainer."""
-
-from jointdiff.training.config import Config, load_config
-from jointdiff.training.objective import JediObjective, ObjectiveOutput, draw_known
-
-__all__ = ["Config", "JediObjective", "ObjectiveOutput", "draw_known", "load_config"]
+"""Training on the one shell (:mod:`jointdiff.training.shell`): the JeDi trainer (objective eq. 2, typed
+config, data, checkpoints, monitors), DreamBooth fine-tuning, the miniature VAE and the toy evaluators."""

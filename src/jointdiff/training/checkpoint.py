@@ -76,7 +76,7 @@ def load_trainer_state(path: str | Path, process_index: int) -> dict[str, Any]:
 
 def save_pipeline(components: dict[str, Any], out: Path) -> None:
     """Write the pipeline into ``out`` via a temporary directory; ``model_index.json`` is moved last."""
-    from jointdiff.pipeline import JointDiffusionPipeline
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
     tmp = out / ".tmp-pipeline"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -101,8 +101,9 @@ def export_checkpoint(output_dir: str | Path, out: str | Path, checkpoint: str |
 
     from safetensors.torch import load_file
 
+    from jointdiff.common.config import from_dict
     from jointdiff.training.components import load_components
-    from jointdiff.training.config import Config, from_dict
+    from jointdiff.training.config import Config
 
     output_dir = Path(output_dir)
     path = Path(checkpoint) if checkpoint is not None else latest_checkpoint(output_dir)

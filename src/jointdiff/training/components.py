@@ -1,7 +1,7 @@
 """What a run trains on: the model (a jointdiff pipeline, a base converted at start, or one built from configs) and the data sources.
 
 ``model.source`` is a jointdiff directory (loaded), or a plain Stable-Diffusion-layout
-directory / Hub id (converted by :func:`jointdiff.convert.convert_pipeline`); ``[model.init]``
+directory / Hub id (converted by :func:`jointdiff.jedi.convert.convert_pipeline`); ``[model.init]``
 builds random components from config dicts (a miniature trained from scratch).
 """
 
@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from jointdiff.common.paths import is_hub_id
 from jointdiff.data.sources import open_source
 from jointdiff.data.stream import WeightedSource
-from jointdiff.paths import is_hub_id
 from jointdiff.training.config import DataConfig, ModelConfig, ModelInit
 
 
@@ -32,13 +32,13 @@ def build_tokenizer(spec: str) -> Any:
     from transformers import CLIPTokenizer
 
     if spec.startswith("char:"):
-        from jointdiff.testing import tiny_tokenizer
+        from jointdiff.common.tiny import char_tokenizer
 
         try:
             n = int(spec[5:])
         except ValueError as e:
             raise ValueError(f"model.init.tokenizer: 'char:N' needs an integer N, got {spec!r}") from e
-        return tiny_tokenizer(max_length=n)
+        return char_tokenizer(max_length=n)
     try:
         return CLIPTokenizer.from_pretrained(spec)
     except (OSError, ValueError) as e:
@@ -52,7 +52,7 @@ def init_components(init: ModelInit) -> dict[str, Any]:
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from jointdiff.model import convert_unet
+    from jointdiff.jedi.model import convert_unet
 
     def build(name: str, fn: Any, cfg: dict[str, Any]) -> Any:
         try:
@@ -100,14 +100,14 @@ def load_components(model: ModelConfig) -> dict[str, Any]:
     if not Path(source).is_dir() and not is_hub_id(source):
         raise ValueError(f"model.source: no such directory: {source}")
     if Path(source).is_dir() and _is_jointdiff_dir(source):
-        from jointdiff.pipeline import JointDiffusionPipeline
+        from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
         try:
             pipe = JointDiffusionPipeline.from_pretrained(source, use_safetensors=None if model.allow_pickle else True)
         except (OSError, ValueError) as e:
             raise ValueError(f"model.source: cannot load {source}: {str(e).splitlines()[0]}") from e
         return dict(pipe.components)
-    from jointdiff.convert import convert_pipeline
+    from jointdiff.jedi.convert import convert_pipeline
 
     pipe = convert_pipeline(source, None, allow_pickle=model.allow_pickle, revision=revision)
     return dict(pipe.components)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from jointdiff.sets import pack_sets, random_known, unpack_sets
+from jointdiff.jedi.sets import pack_sets, random_known, unpack_sets
+from jointdiff.training.config import ObjectiveConfig
 
 
 @dataclass
@@ -49,25 +50,12 @@ def draw_known(slot_mask: torch.Tensor, p: float, generator: torch.Generator | N
 
 
 @dataclass
-class JediObjective:
-    """JeDi eq. 2: epsilon-MSE on image sets with random references, and independent condition dropout."""
+class JediObjective(ObjectiveConfig):
+    """JeDi eq. 2: epsilon-MSE on image sets with random references, and independent condition dropout.
 
-    reference_probability: float = 0.5  # P(mask bit 0): an image is given as reference (paper: 0.5)
-    text_dropout: float = 0.1  # P(a set's prompts -> empty prompt); not given in the paper
-    reference_dropout: float = 0.1  # P(a set's references all dropped -> every slot generated)
-    unknown_only: bool = False  # loss over generated slots only (paper: whole set)
-    foreground_weight: float = 0.0  # per-pixel weight 1 + this x subject coverage (paper: 0, plain MSE)
-    snr_gamma: float = 0.0  # min-SNR-gamma weighting per set (Hang et al. 2023); 0: off (paper)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.reference_probability < 1.0:
-            raise ValueError(f"reference_probability must be in [0, 1), got {self.reference_probability}")
-        for name in ("text_dropout", "reference_dropout"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-        for name in ("foreground_weight", "snr_gamma"):
-            if getattr(self, name) < 0.0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+    A callable holding its hyper-parameters: the fields of the ``[objective]`` table
+    (:class:`jointdiff.training.config.ObjectiveConfig`, checked there).
+    """
 
     def __call__(
         self,
@@ -80,7 +68,7 @@ class JediObjective:
         generator: torch.Generator | None = None,
         foreground: torch.Tensor | None = None,
     ) -> ObjectiveOutput:
-        """Loss of ``model`` (a :class:`jointdiff.model.JointUNet`) on clean latents ``(B, N, C, H, W)``.
+        """Loss of ``model`` (a :class:`jointdiff.jedi.model.JointUNet`) on clean latents ``(B, N, C, H, W)``.
 
         Args:
             noise_scheduler: a diffusers scheduler with ``add_noise`` (its config gives T and the target).

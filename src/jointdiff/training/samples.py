@@ -1,4 +1,7 @@
-"""Sample grids and monitors during training (JeDi sec. 3.3 sampling through :class:`JointDiffusionPipeline`)."""
+"""Sample grids and monitors during training (JeDi sec. 3.3 sampling through :class:`JointDiffusionPipeline`).
+
+Both run on the EMA weights, swapped in for the moment; neither can end a long run (a failure is logged).
+"""
 
 from __future__ import annotations
 
@@ -15,17 +18,10 @@ from jointdiff.training.config import Config
 logger = logging.getLogger(__name__)
 
 
-def has_sampling() -> bool:
-    """True once :class:`JointDiffusionPipeline` defines its own ``__call__`` (sampling)."""
-    from jointdiff.pipeline import JointDiffusionPipeline
-
-    return any("__call__" in vars(c) for c in JointDiffusionPipeline.__mro__ if c.__module__.startswith("jointdiff"))
-
-
 @contextmanager
 def ema_pipeline(accelerator: Any, components: dict[str, Any], model: Any, text_model: Any, ema: Any) -> Iterator[Any]:
     """A :class:`JointDiffusionPipeline` of the model being trained, with the EMA weights swapped in meanwhile."""
-    from jointdiff.pipeline import JointDiffusionPipeline
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
     modules = {"unet": accelerator.unwrap_model(model).unet, "text_encoder": accelerator.unwrap_model(text_model)}
     if ema is not None:
@@ -42,7 +38,8 @@ def ema_pipeline(accelerator: Any, components: dict[str, Any], model: Any, text_
 
 
 def _toyworld_monitor(pipe: Any, config: Config) -> dict[str, float]:
-    from jointdiff.miniature import reference_probe
+    """The reference probe on held-out toy subjects (:mod:`jointdiff.evaluation.toy.probe`)."""
+    from jointdiff.evaluation.toy.probe import reference_probe
 
     m = config.monitor
     return reference_probe(pipe, subjects=m.subjects, steps=m.steps, guidance_scale=m.guidance_scale)
@@ -77,7 +74,7 @@ def write_sample_grid(
     """Generate the configured prompts with the EMA weights and write ``samples/step-XXXXXXXX.png`` (main process)."""
     import PIL.Image
 
-    from jointdiff.grid import captioned_grid
+    from jointdiff.common.images import captioned_grid
 
     s = config.sample
     if not s.prompts:

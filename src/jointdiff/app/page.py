@@ -1,0 +1,185 @@
+"""The web app's page (``jointdiff serve``): Gradio wiring for JeDi personalised generation (sec. 3.3) and DreamBlend.
+
+The model runs in :class:`~jointdiff.app.services.JeDiService` / ``BlendService``, which know nothing
+of Gradio (the tests call them directly); :func:`build_app` wires them to the page. All model events
+share one queue slot (``concurrency_id="model"``, limit 1), so two users never run the model at once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from jointdiff.app.files import IMAGE_FORMATS, MAX_PROMPTS, MAX_REFERENCES, MAX_SIDE, MAX_STEPS, MAX_UPLOAD_MB
+from jointdiff.app.services import BlendService, JeDiService, Outcome
+from jointdiff.jedi.guidance import STRATEGIES
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+# What the page calls each guidance strategy (every one of jointdiff.jedi.guidance.STRATEGIES).
+GUIDANCE_LABELS = {
+    "joint": "joint (eq. 3)",
+    "text_first": "text first (eq. 4)",
+    "image_first": "image first (eq. 4)",
+    "text_only": "text only (no image guidance)",
+}
+GUIDANCE_CHOICES = [(GUIDANCE_LABELS.get(name, name), name) for name in STRATEGIES]
+
+
+LIMITS = (
+    f"Up to {MAX_REFERENCES} references ({', '.join(IMAGE_FORMATS)}; at most {MAX_UPLOAD_MB} MB and "
+    f"{MAX_SIDE} px per side), up to {MAX_PROMPTS} prompts, one run at a time."
+)
+
+
+def build_app(jedi: JeDiService, blend: BlendService) -> gr.Blocks:
+    """The two-tab page: JeDi (references + prompts -> gallery and downloads) and DreamBlend."""
+    import gradio as gr
+
+    def shown(o: Outcome) -> tuple[Any, Any, str]:
+        return o.gallery, o.files or None, o.status
+
+    def check(files: list[str] | None) -> tuple[Any, str]:
+        o = jedi.check(files)
+        return o.gallery, o.status
+
+    def generate(files, prompts, ref_prompt, guidance, scale, image_scale, steps, seed, progress=gr.Progress()):  # noqa: B008
+        def on_step(i: int, n: int) -> None:
+            progress((i, n), desc="denoising", unit="steps")
+
+        progress(0, desc="starting")
+        return shown(jedi.generate(files, prompts, ref_prompt, guidance, scale, image_scale, steps, seed, on_step))
+
+    def step_choices(run: str | None) -> list[tuple[str, str]]:
+        return [("automatic", "auto"), *((f"step {s}", str(s)) for s in blend.checkpoints(run))]
+
+    def run_blend(run, prompt, underfit, overfit, seed, steps, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+        return shown(blend.run(run, prompt, underfit, overfit, seed, steps))
+
+    with gr.Blocks(title="jointdiff", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(f"## jointdiff: personalised generation\nModel: `{jedi.model_name}`. {LIMITS}")
+        with gr.Tab("JeDi", id="jedi"), gr.Row():
+            with gr.Column():
+                refs = gr.File(
+                    label=f"Reference images (1-{MAX_REFERENCES})", file_count="multiple", elem_id="references"
+                )
+                preview = gr.Gallery(
+                    label="References",
+                    columns=4,
+                    height=180,
+                    object_fit="contain",
+                    fit_columns=False,
+                    elem_id="reference-preview",
+                )
+                with gr.Row(equal_height=True):
+                    toy_index = gr.Number(
+                        0, precision=0, minimum=0, label="or a held-out toy-world subject", scale=2, elem_id="toy-index"
+                    )
+                    toy_count = gr.Slider(1, MAX_REFERENCES, 1, step=1, label="views", scale=2, elem_id="toy-count")
+                    toy_button = gr.Button("Use toy subject", elem_id="toy", scale=1)
+                ref_prompt = gr.Textbox(
+                    label="Reference caption (optional)", placeholder="a photo of a toy", elem_id="reference-caption"
+                )
+                prompts = gr.Textbox(
+                    label="Prompts, one per line (one image each)",
+                    lines=3,
+                    value="a toy on the beach\na toy in the snow",
+                    elem_id="prompts",
+                )
+                guidance = gr.Radio(GUIDANCE_CHOICES, value="joint", label="Guidance strategy")
+                with gr.Row():
+                    scale = gr.Slider(1.0, 20.0, 7.5, step=0.5, label="Guidance scale (eq. 3; text scale of eq. 4)")
+                    image_scale = gr.Slider(1.0, 20.0, 7.5, step=0.5, label="Image guidance scale (eq. 4 only)")
+                with gr.Row():
+                    steps = gr.Slider(1, MAX_STEPS, 30, step=1, label="Steps", elem_id="steps")
+                    seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed")
+                button = gr.Button("Generate", variant="primary", elem_id="generate")
+            with gr.Column():
+                status = gr.Markdown(elem_id="status")
+                gallery = gr.Gallery(label="Generated", columns=4, elem_id="gallery")
+                files = gr.File(
+                    label="Download (PNG text chunk `jointdiff` holds the settings)",
+                    interactive=False,
+                    elem_id="download",
+                )
+        refs.change(check, refs, [preview, status], api_name="check_references")
+        toy_button.click(jedi.toy, [toy_index, toy_count], [refs, ref_prompt, status], api_name="toy_subject")
+        button.click(
+            generate,
+            [refs, prompts, ref_prompt, guidance, scale, image_scale, steps, seed],
+            [gallery, files, status],
+            api_name="generate",
+            concurrency_id="model",
+            concurrency_limit=1,
+        )
+
+        with gr.Tab("DreamBlend", id="dreamblend"):
+            if blend.unavailable:
+                gr.Markdown(
+                    f"**{blend.unavailable}** Install a jointdiff with `jointdiff.dreamblend.blend`.",
+                    elem_id="blend-off",
+                )
+            elif not blend.runs:
+                gr.Markdown("No fine-tuned runs: start with `jointdiff serve --run DIR`.", elem_id="blend-off")
+            else:
+                with gr.Row():
+                    with gr.Column():
+                        run = gr.Dropdown(list(blend.runs), value=next(iter(blend.runs)), label="Fine-tuned run")
+                        b_prompt = gr.Textbox(label="Prompt", value=blend.example_prompt(run.value))
+                        with gr.Row():
+                            underfit = gr.Dropdown(
+                                step_choices(run.value), value="auto", label="Underfit checkpoint", elem_id="underfit"
+                            )
+                            overfit = gr.Dropdown(
+                                step_choices(run.value), value="auto", label="Overfit checkpoint", elem_id="overfit"
+                            )
+                        with gr.Row():
+                            b_steps = gr.Slider(1, MAX_STEPS, 50, step=1, label="Steps", elem_id="blend-steps")
+                            b_seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+                        b_button = gr.Button("Blend", variant="primary", elem_id="blend")
+                    with gr.Column():
+                        b_status = gr.Markdown(elem_id="blend-status")
+                        b_gallery = gr.Gallery(label="Reference | DreamBlend", columns=2, elem_id="blend-gallery")
+                        b_files = gr.File(label="Download", interactive=False, elem_id="blend-download")
+                run.change(
+                    lambda r: [gr.update(choices=step_choices(r), value="auto")] * 2 + [blend.example_prompt(r)],
+                    run,
+                    [underfit, overfit, b_prompt],
+                )
+                b_button.click(
+                    run_blend,
+                    [run, b_prompt, underfit, overfit, b_seed, b_steps],
+                    [b_gallery, b_files, b_status],
+                    api_name="dreamblend",
+                    concurrency_id="model",
+                    concurrency_limit=1,
+                )
+    demo.queue(max_size=64, default_concurrency_limit=1)
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True) -> str:
+    """Serve ``demo`` on ``host:port`` with the upload limit; returns the local URL."""
+    _, url, _ = demo.launch(
+        server_name=host,
+        server_port=port,
+        max_file_size=f"{MAX_UPLOAD_MB}mb",
+        prevent_thread_lock=not block,
+        ssr_mode=False,
+        share=False,
+        quiet=not block,
+    )
+    return url
+
+
+def load_services(
+    model: str | os.PathLike, device: str, runs: Sequence[str], work_dir: str | os.PathLike
+) -> tuple[JeDiService, BlendService]:
+    """Load the JeDi pipeline onto ``device`` and look up DreamBlend."""
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
+
+    pipe = JointDiffusionPipeline.from_pretrained(model).to(device)
+    pipe.set_progress_bar_config(disable=True)  # progress goes to the page, not the server log
+    return JeDiService(pipe, str(model), work_dir), BlendService(runs, work_dir)

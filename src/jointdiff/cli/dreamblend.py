@@ -1,0 +1,103 @@
+"""``jointdiff finetune`` (DreamBooth with scheduled checkpoints) and ``jointdiff blend`` (DreamBlend)."""
+
+from __future__ import annotations
+
+import argparse
+
+from jointdiff.dreamblend.config import REFERENCE_MAPS, BlendConfig
+
+
+def _steps(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated steps like 5,25,50, got {text!r}") from None
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from jointdiff.common.config import from_args
+    from jointdiff.training.dreambooth import DreamBoothConfig, finetune
+
+    cfg = from_args(DreamBoothConfig, {**vars(args), "prior_preservation": not args.no_prior})
+    run = finetune(cfg, device=args.device)
+    print(f"run written to {run}; checkpoints at steps {list(cfg.checkpoints)}")
+    return 0
+
+
+def _cmd_blend(args: argparse.Namespace) -> int:
+    import dataclasses
+    from pathlib import Path
+
+    from jointdiff.common.config import from_args
+    from jointdiff.common.images import load_image, save_grid, save_png
+    from jointdiff.dreamblend.blend import blend_from_run
+
+    cfg = from_args(BlendConfig, args)
+    reference = load_image(args.reference_image) if args.reference_image else None
+    result = blend_from_run(
+        args.run,
+        args.prompt,
+        underfit=args.underfit,
+        overfit=args.overfit,
+        seed=args.seed,
+        cfg=cfg,
+        reference_image=reference,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = {
+        **dataclasses.asdict(cfg),
+        "prompt": args.prompt,
+        "seed": args.seed,
+        "run": str(args.run),
+        "underfit": result.underfit_step,
+        "overfit": result.overfit_step,
+    }
+    save_png(result.image, out / "blend.png", settings)
+    result.reference.save(out / "reference.png")
+    row = [
+        (result.reference, f"underfit step {result.underfit_step}"),
+        (result.image, f"blend, overfit step {result.overfit_step}"),
+    ]
+    save_grid([row], out / "grid.png")
+    print(f"underfit step {result.underfit_step}, overfit step {result.overfit_step}: {out / 'blend.png'}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``finetune`` and ``blend`` subcommands."""
+    p = sub.add_parser("finetune", help="DreamBooth fine-tuning with checkpoints on a schedule (for DreamBlend)")
+    p.add_argument("--base", required=True, help="SD-layout or jointdiff model directory (or Hub id)")
+    p.add_argument("--images", required=True, help="folder with the subject's images")
+    p.add_argument("--class-word", dest="class_word", required=True, help="class of the subject, e.g. dog, toy")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--identifier", default=None, help="rare token for the subject (default sks)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default 1000)")
+    p.add_argument("--checkpoints", type=_steps, default=None, help="steps to save (default 5,25,50,100,250,500,1000)")
+    p.add_argument("--lora-rank", dest="lora_rank", type=int, default=None, help="LoRA rank; 0 = full fine-tuning")
+    p.add_argument("--lr", dest="learning_rate", type=float, default=None, help="default 1e-4 (LoRA) / 5e-6 (full)")
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    p.add_argument("--no-prior", action="store_true", help="disable prior preservation")
+    p.add_argument("--num-class-images", dest="num_class_images", type=int, default=None, help="default 100")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--allow-pickle", dest="allow_pickle", action="store_true")
+    p.set_defaults(func=_cmd_finetune)
+
+    p = sub.add_parser("blend", help="DreamBlend: underfit layout + overfit subject via cross-attention guidance")
+    p.add_argument("--run", required=True, help="run directory written by `jointdiff finetune`")
+    p.add_argument("--prompt", required=True, help='e.g. "a photo of sks dog on the beach"')
+    p.add_argument("--underfit", type=int, default=None, help="underfit checkpoint step (default: the earliest)")
+    p.add_argument(
+        "--overfit", type=int, default=None, help="overfit checkpoint step (default: latest before collapse)"
+    )
+    p.add_argument("--out", default="blend_out", help="output directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", dest="num_inference_steps", type=int, default=BlendConfig.num_inference_steps)
+    p.add_argument("--guidance-scale", type=float, default=BlendConfig.guidance_scale)
+    p.add_argument("--cag-scale", type=float, default=BlendConfig.cag_scale, help="step size of the guidance step")
+    p.add_argument("--cag-fraction", type=float, default=BlendConfig.cag_fraction, help="fraction of steps guided")
+    p.add_argument("--collapse-weight", type=float, default=BlendConfig.collapse_weight, help="anti-collapse weight")
+    p.add_argument("--reference-maps", choices=list(REFERENCE_MAPS), default=BlendConfig.reference_maps)
+    p.add_argument("--reference-image", default=None, help="with --reference-maps invert: image to invert")
+    p.set_defaults(func=_cmd_blend)

@@ -1,0 +1,166 @@
+"""``jointdiff evaluate``: the DreamBooth benchmark protocol from the command line (JeDi sec. 4)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from jointdiff.common.config import DTYPES
+from jointdiff.jedi.guidance import STRATEGIES
+
+
+def register(sub: Any) -> None:
+    """Add the ``evaluate`` subcommand (heavy imports stay in the handler)."""
+    p = sub.add_parser(
+        "evaluate",
+        help="score a method or a folder of images on a benchmark (CLIP-T, CLIP-I, MCLIP-I, DINO, MDINO)",
+        description="Generate (resumable) and score images on a personalisation benchmark; "
+        "writes results.json, table.md and dino_vs_clipt.png under --out. See docs/evaluation.md.",
+    )
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--method", help="method to run: jedi, real (the real images; upper-bound row)")
+    what.add_argument("--images", type=Path, help="score images of another system: DIR/<subject>/[in<i>/]<NN>_*.png")
+    what.add_argument("--compare", type=Path, nargs="+", help="combine the results.json of these runs into one report")
+    p.add_argument("--out", type=Path, help="run directory (default: runs/eval/<method>-<benchmark>-<refs>ref)")
+    p.add_argument("--label", help="row label in tables and plots (default: method and input count)")
+    p.add_argument("--overwrite", action="store_true", help="reuse --out even if made with other generation settings")
+    # benchmark and protocol
+    p.add_argument("--benchmark", default="dreambooth", help="benchmark name (default dreambooth)")
+    p.add_argument(
+        "--data",
+        help="benchmark data (DreamBooth: dataset root; default $JOINTDIFF_DREAMBOOTH or ../shared/dreambooth)",
+    )
+    p.add_argument("--subjects", nargs="+", help="only these subjects (default: all)")
+    p.add_argument(
+        "--refs", type=int, default=1, help="input images per generation (1 finetuning-free, 3 finetuning comparison)"
+    )
+    p.add_argument(
+        "--inputs", choices=["all", "random"], help="all choices of inputs or random ones (default: all if --refs 1)"
+    )
+    p.add_argument("--num-inputs", type=int, default=1, help="random input choices per subject with --inputs random")
+    p.add_argument(
+        "--images-per-prompt", type=int, default=1, help="samples per prompt and input choice (>= 2: diversity)"
+    )
+    p.add_argument("--max-prompts", type=int, help="only the first N prompts of each subject (quick runs)")
+    p.add_argument(
+        "--against", choices=["all", "inputs"], default="all", help="image alignment to all real images or the inputs"
+    )
+    p.add_argument("--seed", type=int, default=0, help="base seed of input choices and generation")
+    # method
+    p.add_argument("--model", help="jedi: jointdiff pipeline directory or Hub id")
+    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument(
+        "--guidance-scale", type=float, default=7.5, help="text guidance scale (eq. 3 lambda / eq. 4 lambda_1)"
+    )
+    p.add_argument("--image-guidance-scale", type=float, help="eq. 4 reference scale (text_first/image_first)")
+    p.add_argument(
+        "--guidance",
+        default="joint",
+        choices=list(STRATEGIES),
+        help="guidance scheme",
+    )
+    p.add_argument("--resolution", type=int, help="generated image side (default: the model's)")
+    p.add_argument(
+        "--reference-caption", default="a photo of a {}", help='caption of each reference, "{}" = class word'
+    )
+    # scoring
+    p.add_argument("--clip-backbone", default="clip", help="text-image backbone (CLIP-T, CLIP-I, MCLIP-I)")
+    p.add_argument("--clip-model", help="its Hub id or local directory (default openai/clip-vit-base-patch32)")
+    p.add_argument("--dino-backbone", default="dino", help="image backbone (DINO, MDINO, diversity)")
+    p.add_argument("--dino-model", help="its Hub id or local directory (default facebook/dino-vits16)")
+    p.add_argument(
+        "--segmenter", default="clipseg", help="foreground masks for MCLIP-I/MDINO: clipseg, semantic, masks, none"
+    )
+    p.add_argument(
+        "--segmenter-model",
+        help="its Hub id or directory (clipseg default CIDAS/clipseg-rd64-refined; masks: MASK_DIR)",
+    )
+    p.add_argument("--device", default="cpu", help="torch device for generation and scoring")
+    p.add_argument("--dtype", choices=list(DTYPES), help="generation weights dtype (default: as stored)")
+    p.add_argument("--no-paper", action="store_true", help="leave the paper's Table 2 rows out of tables and plots")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    with torch.no_grad():  # scoped: the CLI may run inside another program (tests, the app)
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from jointdiff.evaluation.protocol import EvalConfig, MethodOptions
+    from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, METHODS, SEGMENTERS, resolve
+    from jointdiff.evaluation.report import load_results, write_report
+    from jointdiff.evaluation.run import evaluate
+    from jointdiff.evaluation.scoring import Scorer
+
+    if args.compare:
+        out = args.out or Path("runs/eval/compare")
+        paths = write_report([load_results(p) for p in args.compare], out, paper=not args.no_paper)
+        print("wrote " + ", ".join(map(str, paths)))
+        return 0
+
+    config = EvalConfig(
+        refs=args.refs,
+        inputs=args.inputs,
+        num_random=args.num_inputs,
+        images_per_prompt=args.images_per_prompt,
+        max_prompts=args.max_prompts,
+        seed=args.seed,
+        against=args.against,
+    )
+    benchmark = resolve(BENCHMARKS, args.benchmark, "benchmark")(args.data)
+    method = options = None
+    if args.method:
+        options = MethodOptions(
+            model=args.model,
+            device=args.device,
+            dtype=args.dtype,
+            steps=args.steps,
+            guidance_scale=args.guidance_scale,
+            image_guidance_scale=args.image_guidance_scale,
+            guidance=args.guidance,
+            resolution=args.resolution,
+            reference_caption=args.reference_caption,
+        )
+        method = resolve(METHODS, args.method, "method")(options)
+    clip = resolve(BACKBONES, args.clip_backbone, "backbone")(args.clip_model, args.device)
+    if not callable(getattr(clip, "encode_texts", None)):
+        raise ValueError(f"--clip-backbone {args.clip_backbone!r} has no text encoder (CLIP-T needs a dual encoder)")
+    dino = resolve(BACKBONES, args.dino_backbone, "backbone")(args.dino_model, args.device)
+    segmenter = None
+    if args.segmenter != "none":
+        segmenter = resolve(SEGMENTERS, args.segmenter, "segmenter")(args.segmenter_model, args.device)
+    out = args.out or Path("runs/eval") / f"{args.method or Path(args.images).name}-{benchmark.name}-{args.refs}ref"
+    results = evaluate(
+        out,
+        benchmark,
+        Scorer(clip, dino, segmenter),
+        config,
+        method=method,
+        images_dir=args.images,
+        subjects=args.subjects,
+        label=args.label,
+        method_settings=_settings(options),
+        overwrite=args.overwrite,
+        paper=not args.no_paper,
+    )
+    o, g = results["overall"], results["generation"]
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in o.items() if v is not None)
+    print(
+        f"{results['label']}: {results['num_images']} images ({g['generated']} generated, {g['cached']} cached) -> {scores}"
+    )
+    written = [out / "results.json", out / "table.md", out / "dino_vs_clipt.png"]
+    print("wrote " + ", ".join(str(p) for p in written if p.is_file()))
+    return 0
+
+
+def _settings(options: Any) -> dict[str, Any]:
+    """Generation settings recorded in run.json (the device is not one: it does not change images)."""
+    if options is None:
+        return {}
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(options).items() if k != "device"}

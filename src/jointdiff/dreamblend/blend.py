@@ -1,0 +1,228 @@
+"""DreamBlend (Ram et al.): an underfit DreamBooth checkpoint lays out the image, an overfit one
+paints the subject, tied by cross-attention guidance (CAG).
+
+Our reading (the paper's method text is not available offline; see NOTES.md): pass 1 samples
+the prompt with the underfit checkpoint and records its cross-attention maps at every step
+(or obtains them by DDIM inversion of a given reference image); pass 2 samples the same prompt
+from the same initial noise with the overfit checkpoint and, before each guided step, takes a
+gradient step on the latent that pulls its maps toward the reference maps
+(:func:`jointdiff.dreamblend.crossattn.alignment_loss`). Against attention collapse the maps are compared as
+per-token spatial distributions (insensitive to how much mass a collapsed model gives the subject
+tokens) and a penalty pushes the other tokens' maps away from the subject's
+(:func:`jointdiff.dreamblend.crossattn.collapse_penalty`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import PIL.Image
+import torch
+
+from jointdiff.dreamblend.config import BlendConfig
+from jointdiff.dreamblend.crossattn import (
+    AttentionStore,
+    alignment_loss,
+    collapse_penalty,
+    collapse_score,
+    install_recorders,
+)
+from jointdiff.jedi.t2i import TextToImage, sample
+from jointdiff.training.dreambooth import list_checkpoints, load_checkpoint, run_config
+
+
+@dataclass
+class BlendResult:
+    """The blended image, the underfit reference, and what produced them."""
+
+    image: PIL.Image.Image
+    reference: PIL.Image.Image
+    underfit_step: int
+    overfit_step: int
+    losses: list[float] = field(default_factory=list)  # CAG loss per guided step
+
+
+def record_maps(
+    model: TextToImage, prompt: str, latents: torch.Tensor, cfg: BlendConfig, guidance_scale: float | None = None
+) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
+    """Sample ``prompt`` from ``latents`` and return (final latents, conditional maps per step)."""
+    store = AttentionStore()
+    install_recorders(model.unet, store, cfg.layers)
+    maps: list[dict[str, torch.Tensor]] = []
+
+    def before(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if i:
+            maps.append({k: v.chunk(2)[1] for k, v in store.stop().items()})  # cond half of the CFG batch
+        store.start()
+        return x
+
+    scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
+    out = sample(
+        model,
+        [prompt],
+        latents=latents,
+        num_inference_steps=cfg.num_inference_steps,
+        guidance_scale=scale,
+        before_step=before,
+    )
+    maps.append({k: v.chunk(2)[1] for k, v in store.stop().items()})
+    return out, maps
+
+
+def guided_sample(
+    model: TextToImage,
+    prompt: str,
+    latents: torch.Tensor,
+    reference: list[dict[str, torch.Tensor]],
+    cfg: BlendConfig,
+    subject_words: list[str],
+) -> tuple[torch.Tensor, list[float]]:
+    """Sample with cross-attention guidance toward ``reference`` maps; returns latents and losses."""
+    store = AttentionStore()
+    install_recorders(model.unet, store, cfg.layers)
+    tokens = model.prompt_tokens(prompt)
+    subject = model.token_indices(prompt, subject_words)
+    others = [i for i in tokens if i not in subject]
+    with torch.no_grad():
+        text = model.encode_text([prompt])
+    guided = round(cfg.cag_fraction * cfg.num_inference_steps)
+    losses: list[float] = []
+
+    def before(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if i >= guided or cfg.cag_scale == 0:
+            return x
+        x = x.detach().requires_grad_(True)
+        store.start(keep_graph=True)
+        with torch.enable_grad():
+            model.eps(x, t, text.to(x.dtype))  # DDIM: the model input is the latent itself
+            maps = store.stop()
+            loss = alignment_loss(maps, reference[i], tokens)
+            if cfg.collapse_weight and subject and others:
+                loss = loss + cfg.collapse_weight * collapse_penalty(maps, subject, others)
+            (grad,) = torch.autograd.grad(loss, x)
+        losses.append(float(loss.detach()))
+        return (x - cfg.cag_scale * grad).detach()
+
+    out = sample(
+        model,
+        [prompt],
+        latents=latents,
+        num_inference_steps=cfg.num_inference_steps,
+        guidance_scale=cfg.guidance_scale,
+        before_step=before,
+    )
+    return out, losses
+
+
+@torch.no_grad()
+def ddim_invert(model: TextToImage, image: PIL.Image.Image, prompt: str, num_inference_steps: int) -> torch.Tensor:
+    """x_T of ``image`` by DDIM inversion with the prompt (no guidance), ``(1, C, h, w)``."""
+    from diffusers import DDIMInverseScheduler
+
+    inv = DDIMInverseScheduler.from_config(model.scheduler.config)
+    inv.set_timesteps(num_inference_steps, device=model.unet.device)
+    x = model.encode_images([image])
+    text = model.encode_text([prompt])
+    for t in inv.timesteps:
+        x = inv.step(model.eps(x, t, text.to(x.dtype)), t, x).prev_sample
+    return x
+
+
+def blend(
+    underfit: TextToImage,
+    overfit: TextToImage,
+    prompt: str,
+    subject_words: list[str],
+    seed: int = 0,
+    cfg: BlendConfig | None = None,
+    reference_image: PIL.Image.Image | None = None,
+) -> tuple[PIL.Image.Image, PIL.Image.Image, list[float]]:
+    """DreamBlend for one prompt: (blended image, underfit reference image, CAG losses)."""
+    cfg = cfg or BlendConfig()
+    if cfg.reference_maps == "invert":
+        if reference_image is None:
+            with torch.no_grad():
+                g = torch.Generator(underfit.unet.device).manual_seed(seed)
+                reference_image = underfit.decode(
+                    sample(underfit, [prompt], g, cfg.num_inference_steps, cfg.guidance_scale)
+                )[0]
+        x_t = ddim_invert(underfit, reference_image, prompt, cfg.num_inference_steps)
+        _, maps = record_maps(underfit, prompt, x_t, cfg, guidance_scale=1.0)  # reconstruction pass
+        ref_image = reference_image
+    else:
+        g = torch.Generator(underfit.unet.device).manual_seed(seed)
+        x_t = torch.randn(
+            (1, underfit.latent_channels, underfit.unet.config.sample_size, underfit.unet.config.sample_size),
+            generator=g,
+            device=underfit.unet.device,
+        )
+        ref_latents, maps = record_maps(underfit, prompt, x_t, cfg)
+        ref_image = underfit.decode(ref_latents)[0]
+    out, losses = guided_sample(overfit, prompt, x_t, maps, cfg, subject_words)
+    return overfit.decode(out)[0], ref_image, losses
+
+
+def checkpoint_collapse_scores(
+    run: str | Path, prompts: list[str], steps: list[int] | None = None, num_inference_steps: int = 10, seed: int = 0
+) -> dict[int, float]:
+    """Attention-collapse score of each checkpoint, averaged over ``prompts`` (higher = collapsed)."""
+    cfg = run_config(run)
+    scores: dict[int, float] = {}
+    for step in steps or list_checkpoints(run):
+        model = load_checkpoint(run, step)
+        values = []
+        for j, prompt in enumerate(prompts):
+            g = torch.Generator().manual_seed(seed + j)
+            x = torch.randn(
+                (1, model.latent_channels, model.unet.config.sample_size, model.unet.config.sample_size), generator=g
+            )
+            _, maps = record_maps(model, prompt, x, BlendConfig(num_inference_steps=num_inference_steps))
+            subject = model.token_indices(prompt, [cfg.identifier, cfg.class_word])
+            others = [i for i in model.prompt_tokens(prompt) if i not in subject]
+            values.append(collapse_score(maps[len(maps) // 2], subject, others))
+        scores[step] = sum(values) / len(values)
+    return scores
+
+
+def choose_overfit(scores: dict[int, float], margin: float = 0.2) -> int:
+    """The latest checkpoint whose collapse score stays within ``margin`` of the earliest one's."""
+    steps = sorted(scores)
+    ok = [s for s in steps if scores[s] <= scores[steps[0]] + margin]
+    return ok[-1]
+
+
+def blend_from_run(
+    run_dir: str | Path,
+    prompt: str,
+    *,
+    underfit: int | None = None,
+    overfit: int | None = None,
+    seed: int = 0,
+    num_inference_steps: int = 50,
+    cfg: BlendConfig | None = None,
+    reference_image: PIL.Image.Image | None = None,
+) -> BlendResult:
+    """DreamBlend on a ``jointdiff finetune`` run; missing steps are chosen automatically:
+    the overfit one as the latest before attention collapse, the underfit one as the earliest."""
+    steps = list_checkpoints(run_dir)
+    for name, s in (("underfit", underfit), ("overfit", overfit)):
+        if s is not None and s not in steps:
+            raise ValueError(f"no {name} checkpoint at step {s}; saved: {steps}")
+    if overfit is None:
+        overfit = choose_overfit(checkpoint_collapse_scores(run_dir, [prompt]))
+    underfit = steps[0] if underfit is None else underfit
+    if underfit > overfit:
+        raise ValueError(f"the underfit step ({underfit}) must not be later than the overfit step ({overfit})")
+    cfg = cfg or BlendConfig(num_inference_steps=num_inference_steps)
+    rc = run_config(run_dir)
+    image, ref, losses = blend(
+        load_checkpoint(run_dir, underfit),
+        load_checkpoint(run_dir, overfit),
+        prompt,
+        [rc.identifier, rc.class_word],
+        seed=seed,
+        cfg=cfg,
+        reference_image=reference_image,
+    )
+    return BlendResult(image=image, reference=ref, underfit_step=underfit, overfit_step=overfit, losses=losses)

@@ -1,0 +1,196 @@
+"""The reference-conditioned joint U-Net (JeDi sec. 3.3, supplementary sec. 6).
+
+A text-to-image ``UNet2DConditionModel`` becomes a joint-image inpainting U-Net by two changes:
+its input takes ``concat(M, x_t, x0 * (1 - M))`` (mask, noisy latent, masked clean latent),
+and its self-attention is coupled across the images of a set (:mod:`jointdiff.jedi.attention`).
+:func:`convert_unet` widens ``conv_in`` with zero-initialised weights for the new channels, so
+the converted model reproduces the original exactly, and records the layout in the model config
+under ``_jointdiff`` (saved and loaded by diffusers' ``save_pretrained`` / ``from_pretrained``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from jointdiff.jedi.attention import install_joint_attention
+from jointdiff.jedi.sets import mask_channel, masked_reference, pack_sets, unpack_sets
+
+LAYOUT_KEY = "_jointdiff"
+CHANNELS = ("mask", "noisy", "reference")
+
+
+@dataclass(frozen=True)
+class JointLayout:
+    """Input layout of a converted U-Net: channel blocks in order, and the latent width."""
+
+    latent_channels: int  # channels of one latent (4 for SD 1.x/2.x); noisy and reference blocks each
+    channels: tuple[str, ...] = CHANNELS  # mask (1 channel) | noisy latent | masked clean latent
+    version: int = 1  # bumped if the layout ever changes
+
+    @property
+    def in_channels(self) -> int:
+        """Channels of the U-Net input: 1 (mask) + 2 * latent channels."""
+        return 1 + 2 * self.latent_channels
+
+    def to_config(self) -> dict[str, Any]:
+        """JSON-able form stored in the U-Net config."""
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        return d
+
+    @classmethod
+    def from_config(cls, d: dict[str, Any]) -> JointLayout:
+        """Inverse of :meth:`to_config`, with a precise error for unknown layouts."""
+        layout = cls(
+            latent_channels=int(d["latent_channels"]), channels=tuple(d["channels"]), version=int(d["version"])
+        )
+        if layout.channels != CHANNELS or layout.version != 1:
+            raise ValueError(f"unsupported jointdiff layout {d}; this version reads {CHANNELS} version 1")
+        return layout
+
+
+def joint_layout(unet: nn.Module) -> JointLayout | None:
+    """The recorded layout of a converted U-Net, or None for a plain one."""
+    config = getattr(unet, "config", None)
+    d = config.get(LAYOUT_KEY) if config is not None else None
+    return JointLayout.from_config(d) if d else None
+
+
+def convert_unet(unet: nn.Module) -> nn.Module:
+    """Widen ``conv_in`` of a text-to-image U-Net to the JeDi input (supp. sec. 6), in place.
+
+    New input channels (mask, masked reference) get zero weights; the noisy-latent block keeps
+    the original weights and bias, so outputs equal the original's at initialisation.
+    Returns ``unet`` for chaining.
+    """
+    config = getattr(unet, "config", None)
+    conv = getattr(unet, "conv_in", None)
+    if config is None or not isinstance(conv, nn.Conv2d) or "in_channels" not in config:
+        raise ValueError(f"expected a diffusers UNet2DConditionModel-like U-Net, got {type(unet).__name__}")
+    if joint_layout(unet) is not None:
+        raise ValueError("the U-Net is already converted to the jointdiff layout")
+    c = int(config["in_channels"])
+    if c != int(config.get("out_channels", c)) or conv.in_channels != c:
+        raise ValueError(
+            f"not a plain text-to-image U-Net: in_channels={c}, out_channels={config.get('out_channels')} "
+            "(inpainting or other conditioned U-Nets are not supported as a base)"
+        )
+    layout = JointLayout(latent_channels=c)
+    new = nn.Conv2d(
+        layout.in_channels,
+        conv.out_channels,
+        kernel_size=conv.kernel_size,
+        stride=conv.stride,
+        padding=conv.padding,
+        bias=conv.bias is not None,
+        device=conv.weight.device,
+        dtype=conv.weight.dtype,
+    )
+    with torch.no_grad():
+        new.weight.zero_()
+        new.weight[:, 1 : 1 + c] = conv.weight  # mask | noisy <- original | reference
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    unet.conv_in = new
+    unet.register_to_config(in_channels=layout.in_channels, **{LAYOUT_KEY: layout.to_config()})
+    return unet
+
+
+def _flat_timesteps(timestep: torch.Tensor | float | int, b: int, n: int, device: torch.device) -> torch.Tensor:
+    """A scalar, ``(B,)`` or ``(B, N)`` timestep -> one per packed image, ``(B*N,)``."""
+    t = torch.as_tensor(timestep, device=device)
+    if t.ndim == 0:
+        return t.expand(b * n)
+    if t.ndim == 1 and t.shape[0] == b:
+        return t.repeat_interleave(n)  # (B,) -> (B*N,)
+    if t.ndim == 2 and tuple(t.shape) == (b, n):
+        return t.reshape(b * n)  # (B, N) -> (B*N,)
+    raise ValueError(f"timestep must be a scalar, (B,) or (B, N) = ({b}, {n}); got shape {tuple(t.shape)}")
+
+
+class JointUNet(nn.Module):
+    """eps_theta(x_t, x_hat, M) of JeDi eq. 2 on image sets: a thin adapter over a converted U-Net.
+
+    Takes set-shaped tensors ``(B, N, ...)``; the set size is their second axis. Builds the
+    input channels, packs the sets into the U-Net batch and passes ``set_size`` / ``slot_mask``
+    to the coupled attention processors, which it installs on construction.
+    """
+
+    def __init__(self, unet: nn.Module) -> None:
+        super().__init__()
+        layout = joint_layout(unet)
+        if layout is None:
+            raise ValueError("the U-Net is not converted to the jointdiff layout (run `jointdiff convert`)")
+        install_joint_attention(unet)
+        self.unet = unet
+        self.layout = layout
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float | int,
+        encoder_hidden_states: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        known: torch.Tensor | None = None,
+        slot_mask: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        cross_attention_kwargs: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """Predict noise for every image of every set.
+
+        Args:
+            sample: noisy latents x_t, ``(B, N, C, H, W)``.
+            timestep: scalar, ``(B,)`` or ``(B, N)``.
+            encoder_hidden_states: text embeddings per image, ``(B, N, T, D)``.
+            reference: clean latents x0, ``(B, N, C, H, W)``; read only where ``known``.
+            known: bool ``(B, N)``, True where the reference is given (mask bit 0).
+            slot_mask: bool ``(B, N)``, slots taking part in coupled attention (default all).
+            added_cond_kwargs: extra U-Net conditioning (SDXL), each value set-shaped ``(B, N, ...)``.
+            cross_attention_kwargs: passed through to the attention processors.
+
+        Returns:
+            Predicted noise, ``(B, N, C, H, W)``.
+        """
+        if sample.ndim != 5 or sample.shape[2] != self.layout.latent_channels:
+            raise ValueError(f"sample must be (B, N, {self.layout.latent_channels}, H, W), got {tuple(sample.shape)}")
+        b, n, _, h, w = sample.shape
+        if encoder_hidden_states.ndim != 4 or tuple(encoder_hidden_states.shape[:2]) != (b, n):
+            raise ValueError(
+                f"encoder_hidden_states must be (B, N, T, D) with (B, N) = ({b}, {n}), "
+                f"got {tuple(encoder_hidden_states.shape)}"
+            )
+        if known is None:
+            if reference is not None:
+                raise ValueError("reference given without `known`: say which slots are references")
+            known = torch.zeros(b, n, dtype=torch.bool, device=sample.device)
+        elif known.dtype != torch.bool or tuple(known.shape) != (b, n):
+            raise ValueError(f"known must be a bool tensor of shape ({b}, {n}), got {known.dtype} {tuple(known.shape)}")
+        if reference is None:
+            if bool(known.any()):
+                raise ValueError("known marks reference slots but no reference latents were given")
+            reference = torch.zeros_like(sample)
+        elif tuple(reference.shape) != tuple(sample.shape):
+            raise ValueError(
+                f"reference must have the sample's shape {tuple(sample.shape)}, got {tuple(reference.shape)}"
+            )
+
+        known = known.to(sample.device)
+        x = torch.cat(
+            [mask_channel(known, h, w, sample.dtype), sample, masked_reference(reference.to(sample.dtype), known)],
+            dim=2,
+        )  # (B, N, 1 + 2C, H, W)
+        kwargs = dict(cross_attention_kwargs or {})
+        kwargs.update(set_size=n, slot_mask=slot_mask)
+        added = {k: pack_sets(v) for k, v in added_cond_kwargs.items()} if added_cond_kwargs else None
+        eps = self.unet(
+            pack_sets(x),  # (B, N, 1+2C, H, W) -> (B*N, 1+2C, H, W)
+            _flat_timesteps(timestep, b, n, sample.device),
+            encoder_hidden_states=pack_sets(encoder_hidden_states),  # (B, N, T, D) -> (B*N, T, D)
+            added_cond_kwargs=added,
+            cross_attention_kwargs=kwargs,
+        ).sample
+        return unpack_sets(eps, n)  # (B*N, C, H, W) -> (B, N, C, H, W)

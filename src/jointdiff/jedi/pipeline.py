@@ -1,0 +1,252 @@
+"""``JointDiffusionPipeline``: JeDi personalised generation as a diffusers pipeline (sec. 3.3).
+
+Components are those of Stable Diffusion 1.x/2.x (vae, text_encoder, tokenizer, unet,
+scheduler); the U-Net carries the JeDi input layout and gets coupled self-attention when the
+pipeline is built. Weights load from safetensors only unless ``use_safetensors=False`` is passed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import PIL.Image
+import torch
+from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
+from diffusers.image_processor import VaeImageProcessor
+from diffusers.schedulers import KarrasDiffusionSchedulers
+from diffusers.utils import BaseOutput
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from jointdiff.common.paths import is_hub_id
+from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
+from jointdiff.jedi.guidance import ONE_SCALE, check_null_reference, check_scales
+from jointdiff.jedi.model import LAYOUT_KEY, JointUNet
+from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
+
+
+@dataclass
+class JointDiffusionPipelineOutput(BaseOutput):
+    """Generated targets, ``num_images_per_prompt`` sets of K images, set-major order."""
+
+    images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
+
+
+def _as_list(x: Any) -> list[Any]:
+    return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+class JointDiffusionPipeline(DiffusionPipeline):
+    """JeDi (sec. 3.3): personalised text-to-image generation by joint-image inpainting."""
+
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+
+    def __init__(
+        self,
+        vae: AutoencoderKL,
+        text_encoder: CLIPTextModel,
+        tokenizer: CLIPTokenizer,
+        unet: UNet2DConditionModel,
+        scheduler: KarrasDiffusionSchedulers,
+    ) -> None:
+        super().__init__()
+        self.joint_unet = JointUNet(unet)  # validates the layout, installs coupled attention
+        self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> JointDiffusionPipeline:
+        """diffusers' loader, safetensors only unless ``use_safetensors=False``; checks the layout first."""
+        kwargs.setdefault("use_safetensors", True)
+        path = Path(pretrained_model_name_or_path)
+        if path.is_dir():
+            config = path / "unet" / "config.json"
+            if not (path / "model_index.json").is_file() or not config.is_file():
+                raise ValueError(f"{path} is not a diffusers pipeline directory (model_index.json or unet/ missing)")
+            if not json.loads(config.read_text()).get(LAYOUT_KEY):
+                raise ValueError(
+                    f"{path}: the U-Net is not reference-conditioned (not a jointdiff model); run `jointdiff convert`"
+                )
+        elif not is_hub_id(path):
+            raise ValueError(f"no such model directory: {pretrained_model_name_or_path}")
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    def encode_text(self, prompts: list[str], device: torch.device) -> torch.Tensor:
+        """CLIP text embeddings ``(len(prompts), T, D)``, tokenised as Stable Diffusion does."""
+        return encode_prompts(self.tokenizer, self.text_encoder, prompts, device).to(self.unet.dtype)
+
+    def encode_references(
+        self, images: list[PIL.Image.Image], height: int, width: int, device: torch.device
+    ) -> torch.Tensor:
+        """Clean reference latents ``(n, C, h, w)``: centre-crop to the output aspect, resize, VAE mean."""
+        pixels = self.image_processor.preprocess(fit_images(images, width, height), height=height, width=width)
+        return encode_latents(self.vae, pixels.to(device)).to(self.unet.dtype)
+
+    def _extra_step_kwargs(self, generator: torch.Generator | None, eta: float) -> dict[str, Any]:
+        params = set(inspect.signature(self.scheduler.step).parameters)
+        kwargs: dict[str, Any] = {}
+        if "eta" in params:
+            kwargs["eta"] = eta
+        if "generator" in params:
+            kwargs["generator"] = generator
+        return kwargs
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        reference_images: PIL.Image.Image | list[PIL.Image.Image] | None = None,
+        reference_prompts: str | list[str] | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = 7.5,
+        image_guidance_scale: float | None = None,
+        guidance: str = "joint",
+        null_reference: str = "drop",
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Any = None,
+    ) -> JointDiffusionPipelineOutput | tuple:
+        """Generate K = ``len(prompt)`` coupled images of the references' subject (JeDi sec. 3.3).
+
+        Args:
+            prompt: one prompt per target image; all targets of a set share one subject.
+            reference_images: the n given images of the subject (none: joint text-to-image).
+            reference_prompts: captions of the references (one, or one per reference; default "").
+            num_inference_steps: denoising steps of the scheduler.
+            guidance_scale: lambda of eq. 3; the text scale of eq. 4 and of text-only guidance.
+            image_guidance_scale: the reference scale of eq. 4 (default: ``guidance_scale``).
+            guidance: ``joint`` (eq. 3), ``text_first`` / ``image_first`` (eq. 4), ``text_only``.
+            null_reference: how branches without references see the reference slots:
+                ``drop`` (excluded from coupling) or ``mask`` (mask 1, zero reference channels).
+            negative_prompt: the null text of the targets (default "").
+            height, width: output size in pixels (default: the U-Net's sample size).
+            num_images_per_prompt: independent sets generated in one batch.
+            eta: DDIM eta.
+            generator: a ``torch.Generator`` for reproducible results.
+            latents: initial target latents ``(num_images_per_prompt, K, C, h, w)``.
+            output_type: ``pil``, ``np``, ``pt`` or ``latent``.
+            callback_on_step_end: ``f(pipe, i, t, {"set_latents", "reference_noise"})`` each step.
+
+        Returns:
+            :class:`JointDiffusionPipelineOutput` with ``num_images_per_prompt * K`` images.
+        """
+        # 1. Check inputs
+        prompts = _as_list(prompt)
+        refs = _as_list(reference_images)
+        ref_prompts = _as_list(reference_prompts) or [""]
+        k, n = len(prompts), len(refs)
+        if k == 0 or not all(isinstance(p, str) for p in prompts):
+            raise ValueError("prompt must be a string or a non-empty list of strings (one per target image)")
+        if not all(isinstance(im, PIL.Image.Image) for im in refs):
+            raise ValueError("reference_images must be PIL images")
+        if len(ref_prompts) == 1:
+            ref_prompts = ref_prompts * n
+        if len(ref_prompts) != n:
+            raise ValueError(f"got {len(_as_list(reference_prompts))} reference prompts for {n} reference images")
+        if not isinstance(num_inference_steps, int) or num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps}")
+        if num_images_per_prompt < 1:
+            raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
+        if image_guidance_scale is None:
+            image_guidance_scale = guidance_scale
+        elif guidance in ONE_SCALE and image_guidance_scale != guidance_scale:
+            raise ValueError(f"{guidance} guidance has one scale; image_guidance_scale is for text_first/image_first")
+        check_scales(guidance, guidance_scale, image_guidance_scale)
+        check_null_reference(null_reference)
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError("generator must be a torch.Generator")
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        if height % self.vae_scale_factor or width % self.vae_scale_factor:
+            raise ValueError(f"height and width must be divisible by {self.vae_scale_factor}, got {height}x{width}")
+        device = self._execution_device
+        b = num_images_per_prompt
+
+        # 2. Encode text: per-slot captions (references first, then targets) and the null text
+        text = self.encode_text(ref_prompts + prompts, device)  # (N, T, D)
+        null = self.encode_text([""] * n + [negative_prompt or ""] * k, device)  # (N, T, D)
+
+        # 3. Encode references
+        c = self.joint_unet.layout.latent_channels
+        h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
+        if n:
+            ref_latents = self.encode_references(refs, height, width, device)  # (n, C, h, w)
+        else:
+            ref_latents = torch.zeros(0, c, h, w, device=device, dtype=self.unet.dtype)
+        cond = SetConditioning(
+            text=text.expand(b, -1, -1, -1),  # (N, T, D) -> (B, N, T, D)
+            null_text=null.expand(b, -1, -1, -1),
+            references=ref_latents.expand(b, -1, -1, -1, -1),  # (n, C, h, w) -> (B, n, C, h, w)
+        )
+
+        # 4. Prepare timesteps
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+
+        # 5. Prepare latent variables
+        shape = (b, k, c, h, w)
+        if latents is None:
+            latents = randn_tensor((b * k, c, h, w), generator=generator, device=device, dtype=self.unet.dtype)
+            latents = latents.reshape(shape) * self.scheduler.init_noise_sigma  # (B*K, ...) -> (B, K, ...)
+        elif tuple(latents.shape) != shape:
+            raise ValueError(f"latents must have shape {shape} (sets, K targets, C, h, w), got {tuple(latents.shape)}")
+        else:
+            latents = latents.to(device, self.unet.dtype) * self.scheduler.init_noise_sigma
+
+        # 6. Guided denoiser over all branches in one U-Net batch
+        denoise = GuidedSetDenoiser(
+            self.joint_unet, cond, guidance, guidance_scale, image_guidance_scale, null_reference=null_reference
+        )
+
+        # 7. Denoising loop with the replacement trick
+        callback = None
+        if callback_on_step_end is not None:
+
+            def callback(i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> None:
+                callback_on_step_end(self, i, t, tensors)
+
+        with self.progress_bar(total=len(timesteps)) as bar:
+
+            def progress(steps: list[torch.Tensor]) -> Any:
+                for s in steps:
+                    yield s
+                    bar.update()
+
+            latents = replacement_sample(
+                denoise,
+                self.scheduler,
+                timesteps,
+                latents,
+                cond.references,
+                generator=generator,
+                extra_step_kwargs=self._extra_step_kwargs(generator, eta),
+                callback=callback,
+                progress=progress,
+            )
+
+        # 8. Decode
+        latents = latents.flatten(0, 1)  # (B, K, C, h, w) -> (B*K, C, h, w)
+        if output_type == "latent":
+            images: Any = latents
+        else:
+            images = self.image_processor.postprocess(decode_latents(self.vae, latents), output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return (images,)
+        return JointDiffusionPipelineOutput(images=images)

@@ -1,0 +1,154 @@
+"""Replacement-trick sampling of image sets (JeDi sec. 3.3) over any diffusers scheduler.
+
+A set holds ``n`` reference slots followed by ``K`` target slots. At every step the reference
+slots are replaced by the forward diffusion of the clean references to the current noise level
+(``scheduler.add_noise``, fresh noise each step as in SDE inpainting / RePaint), the guided noise
+prediction is computed for the whole coupled set, and only the target slots take the scheduler's
+backward update.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+from jointdiff.jedi.guidance import Branch, branches_for, check_null_reference, combine
+from jointdiff.jedi.model import JointUNet
+
+
+@dataclass
+class SetConditioning:
+    """Conditioning of B sets of ``n`` references + ``K`` targets for the guided denoiser.
+
+    Attributes:
+        text: per-slot text embeddings with the prompts/captions, ``(B, N, T, D)``.
+        null_text: per-slot embeddings of the null (negative) prompt, ``(B, N, T, D)``.
+        references: clean reference latents, ``(B, n, C, h, w)`` (``n`` may be 0).
+    """
+
+    text: torch.Tensor
+    null_text: torch.Tensor
+    references: torch.Tensor
+
+
+class GuidedSetDenoiser:
+    """eps for the targets of B sets: all guidance branches batched into one U-Net call (eq. 3/4).
+
+    ``null_reference`` chooses how branches without references see the reference slots:
+    ``"drop"`` excludes them from coupled attention (the targets form a set of their own, truly
+    reference-free), ``"mask"`` keeps them as noisy slots with mask 1 and zero reference channels.
+    """
+
+    def __init__(
+        self,
+        model: JointUNet,
+        cond: SetConditioning,
+        strategy: str = "joint",
+        text_scale: float = 7.5,
+        image_scale: float = 7.5,
+        null_reference: str = "drop",
+    ) -> None:
+        check_null_reference(null_reference)
+        self.model, self.cond = model, cond
+        self.strategy, self.text_scale, self.image_scale = strategy, text_scale, image_scale
+        self.branches = branches_for(strategy, text_scale, image_scale)
+        b, n = cond.references.shape[:2]
+        big_n = cond.text.shape[1]
+        device = cond.text.device
+        # Per-branch conditioning, stacked on the batch axis: (nb*B, N, ...).
+        self.text = torch.cat([cond.text if br.text else cond.null_text for br in self.branches])
+        known_refs = torch.arange(big_n, device=device) < n  # (N,) True on reference slots
+        known, slots = [], []
+        for br in self.branches:
+            known.append(
+                known_refs.expand(b, big_n) if br.references else torch.zeros(b, big_n, dtype=torch.bool, device=device)
+            )
+            drop = not br.references and null_reference == "drop" and n > 0
+            slots.append(
+                ~known_refs.expand(b, big_n) if drop else torch.ones(b, big_n, dtype=torch.bool, device=device)
+            )
+        self.known = torch.cat(known)  # (nb*B, N)
+        slot_mask = torch.cat(slots)  # (nb*B, N)
+        self.slot_mask = None if bool(slot_mask.all()) else slot_mask
+        pad = torch.zeros(b, big_n - n, *cond.references.shape[2:], dtype=cond.references.dtype, device=device)
+        self.reference = torch.cat([cond.references, pad], dim=1).repeat(len(self.branches), 1, 1, 1, 1)
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Guided eps for all slots of the sets ``x`` (model input, ``(B, N, C, h, w)``)."""
+        nb = len(self.branches)
+        eps = self.model(
+            x.repeat(nb, 1, 1, 1, 1),  # (B, N, ...) -> (nb*B, N, ...)
+            t,
+            self.text,
+            reference=self.reference.to(x.dtype),
+            known=self.known,
+            slot_mask=self.slot_mask,
+        )
+        parts: dict[Branch, torch.Tensor] = dict(zip(self.branches, eps.chunk(nb), strict=True))
+        return combine(parts, self.strategy, self.text_scale, self.image_scale)
+
+
+StepCallback = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], None]
+StepHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def replacement_sample(
+    denoise: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    scheduler: Any,
+    timesteps: Iterable[torch.Tensor],
+    latents: torch.Tensor,
+    references: torch.Tensor,
+    generator: torch.Generator | None = None,
+    extra_step_kwargs: dict[str, Any] | None = None,
+    callback: StepCallback | None = None,
+    progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
+    step_hook: StepHook | None = None,
+) -> torch.Tensor:
+    """The replacement-trick loop (JeDi sec. 3.3) for B sets of n references and K targets.
+
+    Args:
+        denoise: ``(x_in (B, N, C, h, w), t) -> eps (B, N, C, h, w)``, guidance included.
+        scheduler: any diffusers scheduler with ``set_timesteps`` already called.
+        timesteps: the scheduler's timesteps.
+        latents: initial target latents, ``(B, K, C, h, w)``, already scaled by ``init_noise_sigma``.
+        references: clean reference latents, ``(B, n, C, h, w)``; ``n`` may be 0.
+        generator: randomness for the references' forward diffusion (and stochastic schedulers).
+        extra_step_kwargs: passed to ``scheduler.step`` (e.g. ``eta``, ``generator``).
+        callback: ``callback(i, t, {"set_latents", "reference_noise"})`` after the replacement.
+        progress: wraps the timestep iterable (e.g. a progress bar).
+        step_hook: ``step_hook(i, t, latents) -> latents`` may edit the target latents ``(B, K, C, h, w)``
+            before each step's prediction (DreamBlend's cross-attention guidance takes a gradient step here).
+
+    Returns:
+        Final target latents, ``(B, K, C, h, w)``.
+    """
+    b, k = latents.shape[:2]
+    n = references.shape[1]
+    if references.shape[0] != b or references.shape[2:] != latents.shape[2:]:
+        raise ValueError(f"references {tuple(references.shape)} do not match latents {tuple(latents.shape)}")
+    steps = list(timesteps)
+    for i, t in enumerate(progress(steps) if progress else steps):
+        if step_hook is not None:
+            latents = step_hook(i, t, latents)
+        if n:
+            noise = randn_tensor(
+                references.shape, generator=generator, device=references.device, dtype=references.dtype
+            )
+            known = scheduler.add_noise(references.flatten(0, 1), noise.flatten(0, 1), t.reshape(1))
+            known = known.unflatten(0, (b, n))  # (B*n, ...) -> (B, n, ...): q(x_t | x_0) at this step
+        else:
+            noise = known = references
+        x = torch.cat([known.to(latents.dtype), latents], dim=1)  # (B, n + K, C, h, w)
+        if callback is not None:
+            callback(i, t, {"set_latents": x, "reference_noise": noise})
+        x_in = scheduler.scale_model_input(x.flatten(0, 1), t).unflatten(0, (b, n + k))
+        eps = denoise(x_in, t)[:, n:]  # keep the targets' prediction only
+        out = scheduler.step(
+            eps.flatten(0, 1), t, latents.flatten(0, 1), **(extra_step_kwargs or {}), return_dict=False
+        )
+        latents = out[0].unflatten(0, (b, k))  # (B*K, ...) -> (B, K, ...)
+    return latents

@@ -1,0 +1,189 @@
+"""Tiny randomly initialised evaluation backbones (real transformers classes) and hand-made encoders
+for tests and offline smoke runs; no weights are downloaded."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import torch
+
+from jointdiff.common.seeding import seeded
+from jointdiff.common.tiny import char_tokenizer
+
+
+def save_tiny_clip(path: str | Path, seed: int = 0, image_size: int = 32) -> Path:
+    """A 2-layer CLIPModel with a character tokenizer, saved as a loadable directory."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = char_tokenizer(max_length=77)
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 77,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": 8,
+    }
+    with seeded(seed):
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return Path(path)
+
+
+def save_tiny_vit(path: str | Path, seed: int = 0, image_size: int = 32) -> Path:
+    """A 2-layer ViTModel (DINO's architecture), saved as a loadable directory."""
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(
+        hidden_size=24,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=8,
+    )
+    with seeded(seed):
+        model = ViTModel(config, add_pooling_layer=False)
+    model.save_pretrained(path)
+    return Path(path)
+
+
+def save_tiny_clipseg(path: str | Path, seed: int = 0) -> Path:
+    """A 1-layer CLIPSegForImageSegmentation with a character tokenizer, saved as a loadable directory."""
+    from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
+
+    tokenizer = char_tokenizer(max_length=77)
+    text = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 77,
+        "bos_token_id": 0,
+        "eos_token_id": 1,
+        "pad_token_id": 1,
+    }
+    vision = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": 32,
+        "patch_size": 8,
+    }
+    config = CLIPSegConfig(
+        text_config=text,
+        vision_config=vision,
+        projection_dim=16,
+        reduce_dim=8,
+        extract_layers=[1],
+        decoder_num_attention_heads=2,
+        decoder_intermediate_size=16,
+    )
+    with seeded(seed):
+        model = CLIPSegForImageSegmentation(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return Path(path)
+
+
+class HistogramEncoder:
+    """A deterministic hand-made image encoder: L2-normalised RGB histograms (bins per channel) of a
+    64 x 64 thumbnail. Similar colours -> high cosine; fast enough for protocol tests."""
+
+    def __init__(self, bins: int = 8, name: str = "histogram") -> None:
+        self.bins = bins
+        self.name = name
+        self.calls = 0  # images encoded so far (tests count recomputation)
+
+    def encode_images(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
+        """(n, 3 * bins) features."""
+        self.calls += len(images)
+        feats = []
+        for im in images:
+            x = np.asarray(im.convert("RGB").resize((64, 64), PIL.Image.Resampling.BILINEAR))  # (64, 64, 3)
+            h = [np.histogram(x[..., c], bins=self.bins, range=(0, 256))[0] for c in range(3)]
+            feats.append(torch.tensor(np.concatenate(h), dtype=torch.float32))
+        out = torch.stack(feats) if feats else torch.zeros(0, 3 * self.bins)
+        return torch.nn.functional.normalize(out, dim=-1)
+
+
+class HistogramDualEncoder(HistogramEncoder):
+    """``HistogramEncoder`` with a text tower: each word hashed into one of the feature bins."""
+
+    def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
+        """(n, 3 * bins) features."""
+        out = torch.zeros(len(texts), 3 * self.bins)
+        for i, t in enumerate(texts):
+            for w in t.lower().split():
+                out[i, zlib.crc32(w.encode()) % (3 * self.bins)] += 1.0
+        return torch.nn.functional.normalize(out, dim=-1)
+
+
+def write_fake_dreambooth(root: str | Path, images_per_subject: int = 3, size: int = 48, seed: int = 0) -> Path:
+    """A DreamBooth-layout dataset in miniature: a dog (live) and a red backpack (object), flat colour
+    images with a lighter square "subject", and a prompts_and_classes.txt with 3 prompts per list."""
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    spec = [("dog", "dog", (120, 80, 40)), ("backpack", "backpack", (200, 30, 30))]
+    for name, _, colour in spec:
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(images_per_subject):
+            x = np.full((size, size, 3), rng.integers(0, 256, 3), dtype=np.uint8)  # random background
+            lo = size // 4 + i
+            x[lo : lo + size // 2, lo - i : lo - i + size // 2] = colour  # the subject
+            PIL.Image.fromarray(x).save(root / name / f"{i:02d}.jpg", quality=95)
+    prompts = ["in the jungle", "in the snow", "on the beach"]
+    lines = [
+        "Classes",
+        "",
+        "subject_name,class",
+        *(f"{n},{c}" for n, c, _ in spec),
+        "",
+        "Prompts",
+        "",
+        "Object Prompts",
+        "",
+    ]
+    lines += ["prompt_list = ["] + [f"'a {{0}} {{1}} {p}'.format(unique_token, class_token)," for p in prompts] + ["]"]
+    lines += ["", "Live Subject Prompts", "", "prompt_list = ["]
+    lines += [f"'a {{0}} {{1}} {p} wearing a red hat'.format(unique_token, class_token)," for p in prompts] + ["]"]
+    (root / "prompts_and_classes.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+class ThumbnailEncoder:
+    """A deterministic hand-made image encoder: an ``n x n`` box-filtered thumbnail minus its mean,
+    L2-normalised. Photos of one subject correlate (same layout); noise is near-orthogonal to them."""
+
+    def __init__(self, n: int = 8, name: str = "thumbnail") -> None:
+        self.n = n
+        self.name = name
+        self.calls = 0  # images encoded so far (tests count recomputation)
+
+    def encode_images(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
+        """(n_images, 3 * n * n) features."""
+        self.calls += len(images)
+        feats = []
+        for im in images:
+            x = np.asarray(im.convert("RGB").resize((self.n, self.n), PIL.Image.Resampling.BOX), dtype=np.float32)
+            feats.append(torch.from_numpy((x - x.mean()).ravel()))  # (n, n, 3) -> (3 n n,)
+        out = torch.stack(feats) if feats else torch.zeros(0, 3 * self.n * self.n)
+        return torch.nn.functional.normalize(out, dim=-1)
