@@ -10,6 +10,7 @@ from jointdiff.jedi.guidance import FULL, IMAGE, NULL
 from jointdiff.jedi.model import convert_unet
 from jointdiff.jedi.pipeline import JointDiffusionPipeline
 from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
+from jointdiff.jedi.t2i import TextToImage, sample
 
 
 @pytest.fixture
@@ -37,6 +38,50 @@ def test_parity_with_stable_diffusion_pipeline_without_references(components, pi
         b = pipe("a red toy", generator=torch.Generator().manual_seed(3), **kw).images
         assert a.shape == b.shape == (2, 16, 16, 3)
         assert abs(a - b).max() < 1e-4
+
+
+@pytest.mark.parametrize("converted", [False, True])
+def test_text_to_image_sampler_matches_stable_diffusion_pipeline(components, converted):
+    """The text-to-image path is the replacement loop with no references: diffusers' SD pipeline, same latents."""
+    sd = StableDiffusionPipeline(
+        **copy.deepcopy(components), safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    sd.set_progress_bar_config(disable=True)
+    c = copy.deepcopy(components)
+    if converted:  # a jointdiff model used without references: each image a set of one
+        convert_unet(c["unet"])
+    model = TextToImage(**c)
+    prompts = ["a red toy", "a toy in the snow"]
+    for steps, scale in ((6, 7.5), (3, 2.0)):
+        expected = sd(
+            prompts,
+            num_inference_steps=steps,
+            guidance_scale=scale,
+            output_type="latent",
+            generator=torch.Generator().manual_seed(5),
+        ).images
+        got = sample(model, prompts, torch.Generator().manual_seed(5), num_inference_steps=steps, guidance_scale=scale)
+        assert got.shape == expected.shape == (2, 4, 8, 8)
+        assert torch.allclose(got, expected, atol=1e-5), (got - expected).abs().max()
+
+
+def test_pipeline_and_text_to_image_share_one_latent_space_with_shift(components):
+    """VAE latents are (z - shift_factor) * scaling_factor on every path, and decoding inverts exactly that."""
+    from jointdiff.jedi.encoding import decode_latents
+
+    c = copy.deepcopy(components)
+    c["vae"].register_to_config(shift_factor=0.3)
+    convert_unet(c["unet"])
+    pipe, model = JointDiffusionPipeline(**c), TextToImage(**c)
+    images = [_image(1), _image(2)]
+    via_pipeline = pipe.encode_references(images, 16, 16, torch.device("cpu"))
+    via_t2i = model.encode_images(images)
+    pixels = pipe.image_processor.preprocess(images, height=16, width=16)
+    with torch.no_grad():
+        raw = c["vae"].encode(pixels).latent_dist.mode()
+        expected = (raw - 0.3) * c["vae"].config.scaling_factor
+        assert torch.allclose(via_pipeline, expected, atol=1e-6) and torch.allclose(via_t2i, expected, atol=1e-6)
+        assert torch.allclose(decode_latents(c["vae"], expected), c["vae"].decode(raw).sample, atol=1e-5)
 
 
 @pytest.mark.parametrize("scheduler_cls", [DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler])

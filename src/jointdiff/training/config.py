@@ -1,6 +1,6 @@
-"""Typed training configuration of ``jointdiff train``: a dataclass tree read by the one config loader
-(:mod:`jointdiff.common.config`: TOML, YAML or JSON, ``--set`` overrides), each table checking its own
-values. Every field carries its documentation; :func:`config_template` prints them all as a commented
+"""Typed training configuration: :class:`TrainConfig` (the run, what the training shell of every trainer
+reads) and the tree of ``jointdiff train``, read by the one config loader (:mod:`jointdiff.common.config`:
+TOML, YAML or JSON, ``--set`` overrides), each table checking its own values. Every field carries its documentation; :func:`config_template` prints them all as a commented
 TOML file (``jointdiff train --print-config``). Errors name the field in one line:
 ``train.max_steps: expected int, got str 'ten'``.
 """
@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from jointdiff.common.config import doc, load, template
 from jointdiff.data.sources import FORMATS
-from jointdiff.training.shell import TrainConfig
 
 LR_SCHEDULES = ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup")
 
@@ -273,6 +272,59 @@ class MonitorConfig:
             raise ValueError("every: must be >= 0")
         if self.subjects < 1 or self.steps < 1:
             raise ValueError("subjects and steps must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    """The run: length, precision, checkpoints, logs."""
+
+    # The settings of the training shell (training/shell.py) for every trainer; the [train] table here.
+
+    output_dir: str = field(
+        metadata=doc("run directory: checkpoints/, logs/, samples/ and, at the end, the pipeline (from_pretrained)")
+    )
+    max_steps: int = field(default=10_000, metadata=doc("optimizer steps of the whole run (the LR schedule's length)"))
+    stop_after: int = field(
+        default=0,
+        metadata=doc(
+            "stop this invocation after this many total steps, with a checkpoint (0: run to max_steps); splits a run into resumable parts"
+        ),
+    )
+    seed: int = field(
+        default=0, metadata=doc("seed of the data order, noise, masks and dropout (per rank offset added)")
+    )
+    mixed_precision: Literal["no", "fp16", "bf16"] = field(
+        default="bf16", metadata=doc("accelerate mixed precision; frozen parts are stored in this dtype")
+    )
+    gradient_accumulation_steps: int = field(default=1, metadata=doc("micro-batches per optimizer step"))
+    checkpoint_every: int = field(default=1000, metadata=doc("write a checkpoint every this many optimizer steps"))
+    keep_checkpoints: int = field(default=3, metadata=doc("checkpoints kept (oldest deleted first; 0: keep all)"))
+    resume: str = field(
+        default="latest",
+        metadata=doc(
+            "'latest': continue from the newest checkpoint in output_dir if any; 'never': refuse to reuse a directory with checkpoints; or a checkpoint path"
+        ),
+    )
+    log_every: int = field(default=10, metadata=doc("log loss, LR and throughput every this many steps"))
+    tensorboard: bool = field(
+        default=True, metadata=doc("also log to TensorBoard under output_dir/logs (if tensorboard is installed)")
+    )
+    allow_tf32: bool = field(default=True, metadata=doc("allow TF32 matmuls on Ampere+ GPUs"))
+
+    def __post_init__(self) -> None:
+        if not self.output_dir:
+            raise ValueError("output_dir: required (the run directory)")
+        for name, low in (("max_steps", 1), ("stop_after", 0), ("checkpoint_every", 1), ("keep_checkpoints", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
+        for name in ("gradient_accumulation_steps", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: must be >= 1")
+
+    @property
+    def stop_at(self) -> int:
+        """The last step of this invocation."""
+        return min(self.max_steps, self.stop_after) if self.stop_after else self.max_steps
 
 
 @dataclass

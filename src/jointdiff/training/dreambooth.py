@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 from jointdiff.common.config import from_dict
 from jointdiff.common.seeding import seeded
 from jointdiff.jedi.t2i import TextToImage, load_text_to_image, sample
-from jointdiff.training.shell import Shell, Task, TrainConfig
+from jointdiff.training.config import TrainConfig
+from jointdiff.training.shell import Shell, Task
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]

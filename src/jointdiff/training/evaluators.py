@@ -31,7 +31,8 @@ from jointdiff.common.seeding import seeded
 from jointdiff.data.toyworld.captions import STYLES, TEMPLATES, caption, sample_descriptor, vocabulary
 from jointdiff.data.toyworld.parts import COLOR_WORDS, TEXTURE_WORDS
 from jointdiff.evaluation.toy.models import EvaluatorConfig, build_model, load_model, n_params, save_model
-from jointdiff.training.shell import Shell, Task, TrainConfig
+from jointdiff.training.config import TrainConfig
+from jointdiff.training.shell import Shell, Task
 
 CONDITIONS = tuple(TEMPLATES)  # index <-> condition key in caches
 STYLE_KEYS = tuple(STYLES)

@@ -24,66 +24,15 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from jointdiff.common.config import doc
 from jointdiff.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from jointdiff.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainConfig:
-    """The run: length, precision, checkpoints, logs."""
-
-    output_dir: str = field(
-        metadata=doc("run directory: checkpoints/, logs/, samples/ and, at the end, the pipeline (from_pretrained)")
-    )
-    max_steps: int = field(default=10_000, metadata=doc("optimizer steps of the whole run (the LR schedule's length)"))
-    stop_after: int = field(
-        default=0,
-        metadata=doc(
-            "stop this invocation after this many total steps, with a checkpoint (0: run to max_steps); splits a run into resumable parts"
-        ),
-    )
-    seed: int = field(
-        default=0, metadata=doc("seed of the data order, noise, masks and dropout (per rank offset added)")
-    )
-    mixed_precision: Literal["no", "fp16", "bf16"] = field(
-        default="bf16", metadata=doc("accelerate mixed precision; frozen parts are stored in this dtype")
-    )
-    gradient_accumulation_steps: int = field(default=1, metadata=doc("micro-batches per optimizer step"))
-    checkpoint_every: int = field(default=1000, metadata=doc("write a checkpoint every this many optimizer steps"))
-    keep_checkpoints: int = field(default=3, metadata=doc("checkpoints kept (oldest deleted first; 0: keep all)"))
-    resume: str = field(
-        default="latest",
-        metadata=doc(
-            "'latest': continue from the newest checkpoint in output_dir if any; 'never': refuse to reuse a directory with checkpoints; or a checkpoint path"
-        ),
-    )
-    log_every: int = field(default=10, metadata=doc("log loss, LR and throughput every this many steps"))
-    tensorboard: bool = field(
-        default=True, metadata=doc("also log to TensorBoard under output_dir/logs (if tensorboard is installed)")
-    )
-    allow_tf32: bool = field(default=True, metadata=doc("allow TF32 matmuls on Ampere+ GPUs"))
-
-    def __post_init__(self) -> None:
-        if not self.output_dir:
-            raise ValueError("output_dir: required (the run directory)")
-        for name, low in (("max_steps", 1), ("stop_after", 0), ("checkpoint_every", 1), ("keep_checkpoints", 0)):
-            if getattr(self, name) < low:
-                raise ValueError(f"{name}: must be >= {low}, got {getattr(self, name)}")
-        for name in ("gradient_accumulation_steps", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: must be >= 1")
-
-    @property
-    def stop_at(self) -> int:
-        """The last step of this invocation."""
-        return min(self.max_steps, self.stop_after) if self.stop_after else self.max_steps
 
 
 class Task:

@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from jointdiff.common.seeding import seeded
 from jointdiff.miniature.config import RESOLUTION, VAE_CONFIG, VaeTraining
-from jointdiff.training.shell import Shell, Task, TrainConfig
+from jointdiff.training.config import TrainConfig
+from jointdiff.training.shell import Shell, Task
 
 
 def _render_chunk(args: tuple[int, int, str, int, float]) -> np.ndarray:

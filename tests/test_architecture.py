@@ -1,0 +1,180 @@
+"""The shape of the package, read from its source: no import cycle (between modules, nor between the
+folders of docs/architecture.md), production code never imports test scaffolding, no module borrows
+another's private names, and the shared leaves import nothing above them.
+
+Every import counts, also one inside a function (a lazy import is still a dependency). The checks
+run on the source text, so they see what a reviewer sees; ``test_the_checks_find_what_they_look_for``
+shows that each of them fails on a small package that breaks its rule.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = "jointdiff"
+SCAFFOLDING = f"{PACKAGE}.testing"
+LEAVES = f"{PACKAGE}.common"
+
+
+def modules(src: Path, package: str) -> dict[str, Path]:
+    """Dotted module name -> file, for every module of ``package`` under ``src``."""
+    found = {}
+    for path in sorted((src / package).rglob("*.py")):
+        parts = path.relative_to(src).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(src: Path, package: str) -> dict[str, list[tuple[str, str, int]]]:
+    """Per module, every import of a module of ``package``: (imported module, name taken or "", line)."""
+    known = modules(src, package)
+    edges: dict[str, list[tuple[str, str, int]]] = {}
+    for name, path in known.items():
+        found = []
+        here = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Import):
+                found += [(a.name, "", node.lineno) for a in node.names if a.name.split(".")[0] == package]
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package of this module, `level` steps up
+                    up = here.split(".")[: len(here.split(".")) - node.level + 1]
+                    base = ".".join([*up, base] if base else up)
+                if base.split(".")[0] != package:
+                    continue
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    found.append((sub, "", node.lineno) if sub in known else (base, alias.name, node.lineno))
+        edges[name] = [(target, taken, line) for target, taken, line in found if target != name]
+    return edges
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One cycle of ``graph`` as a path that returns to its start, or [] when there is none."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    path: list[str] = []
+
+    def visit(node: str) -> list[str]:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        state[node] = 2
+        path.pop()
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (cycle := visit(start)):
+            return cycle
+    return []
+
+
+def module_graph(edges: dict[str, list[tuple[str, str, int]]]) -> dict[str, set[str]]:
+    return {m: {t for t, _, _ in targets} for m, targets in edges.items()}
+
+
+def folder(module: str, package: str) -> str:
+    """The folder (concept) of a module: ``jointdiff.jedi.model`` -> ``jedi``; the package's own files -> itself."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else package
+
+
+def folder_graph(edges: dict[str, list[tuple[str, str, int]]], package: str) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for m, targets in edges.items():
+        a = folder(m, package)
+        graph.setdefault(a, set()).update(b for t, _, _ in targets if (b := folder(t, package)) != a)
+    return graph
+
+
+def scaffolding_imports(edges: dict[str, list[tuple[str, str, int]]], scaffolding: str) -> list[str]:
+    """``module:line -> target`` for every import of test scaffolding outside the scaffolding itself."""
+    inside = lambda m: m == scaffolding or m.startswith(scaffolding + ".")  # noqa: E731
+    return [f"{m}:{line} -> {t}" for m, ts in edges.items() if not inside(m) for t, _, line in ts if inside(t)]
+
+
+def private_imports(edges: dict[str, list[tuple[str, str, int]]]) -> list[str]:
+    """``module:line -> target.name`` for every private name (``_x``, not ``__x__``) taken from another module."""
+    return [
+        f"{m}:{line} -> {t}.{name}"
+        for m, ts in edges.items()
+        for t, name, line in ts
+        if name.startswith("_") and not name.startswith("__")
+    ]
+
+
+def leaf_imports(edges: dict[str, list[tuple[str, str, int]]], leaves: str) -> list[str]:
+    """``module:line -> target`` for every import from the shared leaves of anything that is not a leaf."""
+    return [
+        f"{m}:{line} -> {t}"
+        for m, ts in edges.items()
+        if m.startswith(leaves)
+        for t, _, line in ts
+        if not t.startswith(leaves)
+    ]
+
+
+@pytest.fixture(scope="module")
+def edges() -> dict[str, list[tuple[str, str, int]]]:
+    return imports(SRC, PACKAGE)
+
+
+def test_no_import_cycle_between_modules(edges):
+    cycle = find_cycle(module_graph(edges))
+    assert not cycle, "import cycle: " + " -> ".join(cycle)
+
+
+def test_folders_depend_on_each_other_in_one_direction(edges):
+    cycle = find_cycle(folder_graph(edges, PACKAGE))
+    assert not cycle, "folders import each other in a circle: " + " -> ".join(cycle)
+
+
+def test_production_code_never_imports_test_scaffolding(edges):
+    assert not scaffolding_imports(edges, SCAFFOLDING)
+
+
+def test_no_module_imports_another_modules_private_names(edges):
+    assert not private_imports(edges)
+
+
+def test_shared_leaves_import_nothing_above_them(edges):
+    assert not leaf_imports(edges, LEAVES)
+
+
+def test_the_checks_find_what_they_look_for(tmp_path):
+    """A small package that breaks every rule once: each check reports exactly that."""
+    pkg = tmp_path / "pkg"
+    files = {
+        "__init__.py": "",
+        "common/__init__.py": "",
+        "common/paths.py": "from pkg.core import engine\n",  # a leaf that reaches up
+        "common/units.py": "",
+        "core/__init__.py": "",
+        "core/engine.py": "from pkg.core.wheel import turn\n",
+        "core/gear.py": "from pkg.common import units\n",  # with common/paths.py: two folders in a circle
+        "core/wheel.py": "def turn():\n    from pkg.core import engine  # lazy, still a cycle\n",
+        "app/__init__.py": "",
+        "app/main.py": "from pkg.core.engine import _secret\nfrom pkg.testing import fake\n",
+        "testing/__init__.py": "from pkg.core import engine\n",
+        "testing/fake.py": "",
+    }
+    for name, text in files.items():
+        (pkg / name).parent.mkdir(parents=True, exist_ok=True)
+        (pkg / name).write_text(text)
+    found = imports(tmp_path, "pkg")
+    assert find_cycle(module_graph(found)) == ["pkg.core.engine", "pkg.core.wheel", "pkg.core.engine"]
+    assert find_cycle(folder_graph(found, "pkg")) == ["core", "common", "core"]
+    assert scaffolding_imports(found, "pkg.testing") == ["pkg.app.main:2 -> pkg.testing.fake"]
+    assert private_imports(found) == ["pkg.app.main:1 -> pkg.core.engine._secret"]
+    assert leaf_imports(found, "pkg.common") == ["pkg.common.paths:1 -> pkg.core.engine"]
+    (pkg / "core" / "wheel.py").write_text("def turn():\n    pass\n")
+    (pkg / "common" / "paths.py").write_text("from pkg.common import units\n")
+    clean = imports(tmp_path, "pkg")
+    assert find_cycle(module_graph(clean)) == [] and find_cycle(folder_graph(clean, "pkg")) == []
