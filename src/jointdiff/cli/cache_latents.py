@@ -7,21 +7,10 @@ import json
 
 
 def _cmd_cache(args: argparse.Namespace) -> int:
+    from jointdiff.common.config import from_args
     from jointdiff.training.latent_cache import CacheJob, cache_latents
 
-    job = CacheJob(
-        out=args.out,
-        model=args.model,
-        source=args.source,
-        sets=args.sets,
-        start=args.start,
-        split=args.split,
-        set_size=args.set_size,
-        keep_identity=not args.all_views,
-        resolution=args.resolution,
-        sets_per_shard=args.sets_per_shard,
-        workers=args.workers,
-    )
+    job = from_args(CacheJob, {**vars(args), "keep_identity": not args.all_views})
     print(json.dumps(cache_latents(job)))
     return 0
 

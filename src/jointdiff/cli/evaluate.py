@@ -38,7 +38,13 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--inputs", choices=["all", "random"], help="all choices of inputs or random ones (default: all if --refs 1)"
     )
-    p.add_argument("--num-inputs", type=int, default=1, help="random input choices per subject with --inputs random")
+    p.add_argument(
+        "--num-inputs",
+        dest="num_random",
+        type=int,
+        default=1,
+        help="random input choices per subject (--inputs random)",
+    )
     p.add_argument(
         "--images-per-prompt", type=int, default=1, help="samples per prompt and input choice (>= 2: diversity)"
     )
@@ -90,6 +96,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    from jointdiff.common.config import from_args
     from jointdiff.evaluation.protocol import EvalConfig, MethodOptions
     from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, METHODS, SEGMENTERS, resolve
     from jointdiff.evaluation.report import load_results, write_report
@@ -102,29 +109,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         print("wrote " + ", ".join(map(str, paths)))
         return 0
 
-    config = EvalConfig(
-        refs=args.refs,
-        inputs=args.inputs,
-        num_random=args.num_inputs,
-        images_per_prompt=args.images_per_prompt,
-        max_prompts=args.max_prompts,
-        seed=args.seed,
-        against=args.against,
-    )
+    config = from_args(EvalConfig, args)
     benchmark = resolve(BENCHMARKS, args.benchmark, "benchmark")(args.data)
     method = options = None
     if args.method:
-        options = MethodOptions(
-            model=args.model,
-            device=args.device,
-            dtype=args.dtype,
-            steps=args.steps,
-            guidance_scale=args.guidance_scale,
-            image_guidance_scale=args.image_guidance_scale,
-            guidance=args.guidance,
-            resolution=args.resolution,
-            reference_caption=args.reference_caption,
-        )
+        options = from_args(MethodOptions, args)
         method = resolve(METHODS, args.method, "method")(options)
     clip = resolve(BACKBONES, args.clip_backbone, "backbone")(args.clip_model, args.device)
     if not callable(getattr(clip, "encode_texts", None)):

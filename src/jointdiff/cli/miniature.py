@@ -9,20 +9,10 @@ from jointdiff.miniature.config import VaeTraining
 
 
 def _cmd_vae(args: argparse.Namespace) -> int:
+    from jointdiff.common.config import from_args
     from jointdiff.training.vae import train_vae
 
-    report = train_vae(
-        VaeTraining(
-            out=args.out,
-            steps=args.steps,
-            full_res_steps=args.full_res_steps,
-            crop=args.crop,
-            batch_size=args.batch_size,
-            learning_rate=args.learning_rate,
-            images=args.images,
-            seed=args.seed,
-        )
-    )
+    report = train_vae(from_args(VaeTraining, args))
     print(json.dumps(report))
     return 0
 

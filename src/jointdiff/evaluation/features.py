@@ -64,86 +64,95 @@ def preprocess(
     return (x - m) / s
 
 
+def batched(
+    items: Sequence[Any], batch_size: int, encode: Callable[[Sequence[Any]], torch.Tensor], dim: int
+) -> torch.Tensor:
+    """``encode`` over ``items`` in batches of ``batch_size``, concatenated on the CPU: ``(n, dim)``, ``(0, dim)`` for none."""
+    feats = [encode(items[i : i + batch_size]).cpu() for i in range(0, len(items), batch_size)]
+    return torch.cat(feats) if feats else torch.zeros(0, dim)
+
+
 def _normalise(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=-1)
 
 
-class CLIPEncoder(torch.nn.Module):
-    """Frozen CLIP image and text towers (JeDi sec. 4: CLIP-T, CLIP-I, MCLIP-I)."""
+class FrozenEncoder(torch.nn.Module):
+    """A pretrained transformers model, frozen, encoding in batches; ``name`` identifies it in feature caches."""
 
-    def __init__(self, model: torch.nn.Module, tokenizer: object, name: str = "clip", batch_size: int = 32) -> None:
+    def __init__(self, model: torch.nn.Module, name: str, batch_size: int = 32) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
-        self.tokenizer = tokenizer
         self.name = name
         self.batch_size = batch_size
-        self.crop = int(model.config.vision_config.image_size)  # 224 for ViT-B/32
-        self.max_length = int(model.config.text_config.max_position_embeddings)  # 77
 
     @property
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+
+class CLIPEncoder(FrozenEncoder):
+    """Frozen CLIP image and text towers (JeDi sec. 4: CLIP-T, CLIP-I, MCLIP-I)."""
+
+    def __init__(self, model: torch.nn.Module, tokenizer: object, name: str = "clip", batch_size: int = 32) -> None:
+        super().__init__(model, name, batch_size)
+        self.tokenizer = tokenizer
+        self.crop = int(model.config.vision_config.image_size)  # 224 for ViT-B/32
+        self.max_length = int(model.config.text_config.max_position_embeddings)  # 77
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
         """(n, d) L2-normalised projected image embeddings; resize = crop = model size, CLIP mean/std."""
-        feats = []
-        for i in range(0, len(images), self.batch_size):
-            x = preprocess(images[i : i + self.batch_size], self.crop, self.crop, CLIP_MEAN, CLIP_STD)
-            x = x.to(self.device, next(self.model.parameters()).dtype)
-            pooled = self.model.vision_model(pixel_values=x).pooler_output  # (b, hidden)
-            feats.append(_normalise(self.model.visual_projection(pooled)).cpu())
-        return torch.cat(feats) if feats else torch.zeros(0, self.model.config.projection_dim)
+
+        def encode(batch: Sequence[PIL.Image.Image]) -> torch.Tensor:
+            x = preprocess(batch, self.crop, self.crop, CLIP_MEAN, CLIP_STD)
+            pooled = self.model.vision_model(pixel_values=x.to(self.device, self.dtype)).pooler_output  # (b, hidden)
+            return _normalise(self.model.visual_projection(pooled))
+
+        return batched(images, self.batch_size, encode, self.model.config.projection_dim)
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """(n, d) L2-normalised projected text embeddings (truncated to the model's context)."""
-        feats = []
-        for i in range(0, len(texts), self.batch_size):
+
+        def encode(batch: Sequence[str]) -> torch.Tensor:
             tok = self.tokenizer(
-                list(texts[i : i + self.batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=self.max_length,
-                return_tensors="pt",
+                list(batch), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
             ).to(self.device)
             out = self.model.text_model(input_ids=tok["input_ids"], attention_mask=tok["attention_mask"])
-            feats.append(_normalise(self.model.text_projection(out.pooler_output)).cpu())
-        return torch.cat(feats) if feats else torch.zeros(0, self.model.config.projection_dim)
+            return _normalise(self.model.text_projection(out.pooler_output))
+
+        return batched(texts, self.batch_size, encode, self.model.config.projection_dim)
 
 
-class DINOEncoder(torch.nn.Module):
+class DINOEncoder(FrozenEncoder):
     """Frozen DINO ViT, CLS token of the last layer (JeDi sec. 4: DINO, MDINO)."""
 
     def __init__(self, model: torch.nn.Module, name: str = "dino", batch_size: int = 32) -> None:
-        super().__init__()
-        self.model = model.eval().requires_grad_(False)
-        self.name = name
-        self.batch_size = batch_size
+        super().__init__(model, name, batch_size)
         self.crop = int(model.config.image_size)  # 224 for ViT-S/16
         self.resize = round(self.crop * 256 / 224)  # 256: the usual ImageNet evaluation ratio
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
         """(n, d) L2-normalised CLS embeddings; resize 256 bicubic, centre crop 224, ImageNet mean/std."""
-        feats = []
-        for i in range(0, len(images), self.batch_size):
-            x = preprocess(images[i : i + self.batch_size], self.resize, self.crop, IMAGENET_MEAN, IMAGENET_STD)
-            x = x.to(self.device, next(self.model.parameters()).dtype)
-            hidden = self.model(pixel_values=x).last_hidden_state  # (b, 1 + L, d)
-            feats.append(_normalise(hidden[:, 0]).cpu())  # CLS token
-        return torch.cat(feats) if feats else torch.zeros(0, self.model.config.hidden_size)
+
+        def encode(batch: Sequence[PIL.Image.Image]) -> torch.Tensor:
+            x = preprocess(batch, self.resize, self.crop, IMAGENET_MEAN, IMAGENET_STD)
+            hidden = self.model(pixel_values=x.to(self.device, self.dtype)).last_hidden_state  # (b, 1 + L, d)
+            return _normalise(hidden[:, 0])  # CLS token
+
+        return batched(images, self.batch_size, encode, self.model.config.hidden_size)
 
 
 def _looks_local(source: str) -> bool:
     return os.path.isabs(source) or source.startswith((".", "~")) or os.path.exists(source)
 
 
-def from_pretrained_or_cache(load: Callable[..., Any], source: str, kind: str, default: str, option: str) -> Any:
+def load_pretrained(load: Callable[..., Any], source: str, kind: str, default: str, option: str) -> Any:
     """``load(source)`` from a local directory or the HF cache first, then the Hub; one-line error if missing."""
     try:
         if _looks_local(source):
@@ -164,15 +173,21 @@ def from_pretrained_or_cache(load: Callable[..., Any], source: str, kind: str, d
         ) from e
 
 
+def load_with_processor(
+    model_cls: Any, processor_cls: Any, source: str, kinds: tuple[str, str], default: str, option: str
+) -> tuple[Any, Any]:
+    """A model and its tokenizer or processor from one source (:func:`load_pretrained` for each)."""
+    model = load_pretrained(model_cls.from_pretrained, source, kinds[0], default, option)
+    return model, load_pretrained(processor_cls.from_pretrained, source, kinds[1], default, option)
+
+
 def load_clip(source: str | None = None, device: str = "cpu") -> CLIPEncoder:
     """CLIP dual encoder from a Hub id or a local directory (default ``openai/clip-vit-base-patch32``)."""
     from transformers import AutoTokenizer, CLIPModel
 
     source = source or CLIP_DEFAULT
-    model = from_pretrained_or_cache(CLIPModel.from_pretrained, source, "CLIP", CLIP_DEFAULT, "--clip-model")
-    tokenizer = from_pretrained_or_cache(
-        AutoTokenizer.from_pretrained, source, "CLIP tokenizer", CLIP_DEFAULT, "--clip-model"
-    )
+    kinds = ("CLIP", "CLIP tokenizer")
+    model, tokenizer = load_with_processor(CLIPModel, AutoTokenizer, source, kinds, CLIP_DEFAULT, "--clip-model")
     return CLIPEncoder(model.to(device), tokenizer, name=f"clip:{source}")
 
 
@@ -185,5 +200,5 @@ def load_dino(source: str | None = None, device: str = "cpu") -> DINOEncoder:
     def load(path: str, **kw: Any) -> Any:
         return ViTModel.from_pretrained(path, add_pooling_layer=False, **kw)
 
-    model = from_pretrained_or_cache(load, source, "DINO", DINO_DEFAULT, "--dino-model")
+    model = load_pretrained(load, source, "DINO", DINO_DEFAULT, "--dino-model")
     return DINOEncoder(model.to(device), name=f"dino:{source}")

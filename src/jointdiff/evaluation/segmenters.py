@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 Segmenter = Callable[[PIL.Image.Image], np.ndarray]  # (H, W) bool foreground mask, True = subject
 CLIPSEG_DEFAULT = "CIDAS/clipseg-rd64-refined"
+SEGMENTER_OPTION = "--segmenter-model"  # the command-line option naming a segmenter's source
 
 
 def check_mask(mask: np.ndarray, image: PIL.Image.Image) -> np.ndarray:
@@ -175,15 +176,12 @@ def load_clipseg(source: str | None = None, device: str = "cpu") -> ClipSegSegme
     """CLIPSeg from a Hub id or local directory (default ``CIDAS/clipseg-rd64-refined``)."""
     from transformers import AutoTokenizer, CLIPSegForImageSegmentation
 
-    from jointdiff.evaluation.features import from_pretrained_or_cache
+    from jointdiff.evaluation.features import load_with_processor
 
     source = source or CLIPSEG_DEFAULT
-    opt = "--segmenter-model"
-    model = from_pretrained_or_cache(
-        CLIPSegForImageSegmentation.from_pretrained, source, "CLIPSeg", CLIPSEG_DEFAULT, opt
-    )
-    tokenizer = from_pretrained_or_cache(
-        AutoTokenizer.from_pretrained, source, "CLIPSeg tokenizer", CLIPSEG_DEFAULT, opt
+    kinds = ("CLIPSeg", "CLIPSeg tokenizer")
+    model, tokenizer = load_with_processor(
+        CLIPSegForImageSegmentation, AutoTokenizer, source, kinds, CLIPSEG_DEFAULT, SEGMENTER_OPTION
     )
     return ClipSegSegmenter(model.to(device), tokenizer, name=f"clipseg:{source}")
 
@@ -192,16 +190,13 @@ def load_semantic(source: str | None = None, device: str = "cpu") -> SemanticSeg
     """A transformers semantic-segmentation model (with a "background" label) and its image processor."""
     from transformers import AutoImageProcessor, AutoModelForSemanticSegmentation
 
-    from jointdiff.evaluation.features import from_pretrained_or_cache
+    from jointdiff.evaluation.features import load_with_processor
 
     if not source:
         raise ValueError("--segmenter semantic needs --segmenter-model (a Hub id or directory)")
-    opt = "--segmenter-model"
-    model = from_pretrained_or_cache(
-        AutoModelForSemanticSegmentation.from_pretrained, source, "segmentation", source, opt
-    )
-    processor = from_pretrained_or_cache(
-        AutoImageProcessor.from_pretrained, source, "segmentation processor", source, opt
+    kinds = ("segmentation", "segmentation processor")
+    model, processor = load_with_processor(
+        AutoModelForSemanticSegmentation, AutoImageProcessor, source, kinds, source, SEGMENTER_OPTION
     )
     return SemanticSegmenter(model.to(device), processor, name=f"semantic:{source}")
 

@@ -15,13 +15,10 @@ from jointdiff.common.seeding import seeded
 from jointdiff.common.tiny import char_tokenizer
 
 
-def save_tiny_clip(path: str | Path, seed: int = 0, image_size: int = 32) -> Path:
-    """A 2-layer CLIPModel with a character tokenizer, saved as a loadable directory."""
-    from transformers import CLIPConfig, CLIPModel
-
-    tokenizer = char_tokenizer(max_length=77)
-    text = {
-        "vocab_size": len(tokenizer),
+def _text(tokenizer: object) -> dict:
+    """The tiny CLIP text tower of the backbones below: 2 layers of width 32, 77 positions."""
+    return {
+        "vocab_size": len(tokenizer),  # type: ignore[arg-type]
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
@@ -31,7 +28,11 @@ def save_tiny_clip(path: str | Path, seed: int = 0, image_size: int = 32) -> Pat
         "eos_token_id": 1,
         "pad_token_id": 1,
     }
-    vision = {
+
+
+def _vision(image_size: int) -> dict:
+    """The tiny ViT of the CLIP-like backbones below: 2 layers of width 32, patches of 8 px."""
+    return {
         "hidden_size": 32,
         "intermediate_size": 64,
         "num_hidden_layers": 2,
@@ -39,8 +40,17 @@ def save_tiny_clip(path: str | Path, seed: int = 0, image_size: int = 32) -> Pat
         "image_size": image_size,
         "patch_size": 8,
     }
+
+
+def save_tiny_clip(path: str | Path, seed: int = 0, image_size: int = 32) -> Path:
+    """A 2-layer CLIPModel with a character tokenizer, saved as a loadable directory."""
+    from transformers import CLIPConfig, CLIPModel
+
+    tokenizer = char_tokenizer(max_length=77)
     with seeded(seed):
-        model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+        model = CLIPModel(
+            CLIPConfig(text_config=_text(tokenizer), vision_config=_vision(image_size), projection_dim=16)
+        )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return Path(path)
@@ -69,28 +79,9 @@ def save_tiny_clipseg(path: str | Path, seed: int = 0) -> Path:
     from transformers import CLIPSegConfig, CLIPSegForImageSegmentation
 
     tokenizer = char_tokenizer(max_length=77)
-    text = {
-        "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "max_position_embeddings": 77,
-        "bos_token_id": 0,
-        "eos_token_id": 1,
-        "pad_token_id": 1,
-    }
-    vision = {
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 2,
-        "image_size": 32,
-        "patch_size": 8,
-    }
     config = CLIPSegConfig(
-        text_config=text,
-        vision_config=vision,
+        text_config=_text(tokenizer),
+        vision_config=_vision(32),
         projection_dim=16,
         reduce_dim=8,
         extract_layers=[1],
@@ -104,25 +95,37 @@ def save_tiny_clipseg(path: str | Path, seed: int = 0) -> Path:
     return Path(path)
 
 
-class HistogramEncoder:
-    """A deterministic hand-made image encoder: L2-normalised RGB histograms (bins per channel) of a
-    64 x 64 thumbnail. Similar colours -> high cosine; fast enough for protocol tests."""
+class HandMadeEncoder:
+    """A deterministic image encoder without weights: :meth:`feature` per image, L2-normalised; counts its calls."""
 
-    def __init__(self, bins: int = 8, name: str = "histogram") -> None:
-        self.bins = bins
+    dim = 0  # feature size
+
+    def __init__(self, name: str) -> None:
         self.name = name
         self.calls = 0  # images encoded so far (tests count recomputation)
 
+    def feature(self, image: PIL.Image.Image) -> torch.Tensor:
+        raise NotImplementedError
+
     def encode_images(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
-        """(n, 3 * bins) features."""
+        """(n, dim) features."""
         self.calls += len(images)
-        feats = []
-        for im in images:
-            x = np.asarray(im.convert("RGB").resize((64, 64), PIL.Image.Resampling.BILINEAR))  # (64, 64, 3)
-            h = [np.histogram(x[..., c], bins=self.bins, range=(0, 256))[0] for c in range(3)]
-            feats.append(torch.tensor(np.concatenate(h), dtype=torch.float32))
-        out = torch.stack(feats) if feats else torch.zeros(0, 3 * self.bins)
+        out = torch.stack([self.feature(im) for im in images]) if images else torch.zeros(0, self.dim)
         return torch.nn.functional.normalize(out, dim=-1)
+
+
+class HistogramEncoder(HandMadeEncoder):
+    """L2-normalised RGB histograms (bins per channel) of a 64 x 64 thumbnail. Similar colours -> high
+    cosine; fast enough for protocol tests."""
+
+    def __init__(self, bins: int = 8, name: str = "histogram") -> None:
+        super().__init__(name)
+        self.bins, self.dim = bins, 3 * bins
+
+    def feature(self, image: PIL.Image.Image) -> torch.Tensor:
+        x = np.asarray(image.convert("RGB").resize((64, 64), PIL.Image.Resampling.BILINEAR))  # (64, 64, 3)
+        h = [np.histogram(x[..., c], bins=self.bins, range=(0, 256))[0] for c in range(3)]
+        return torch.tensor(np.concatenate(h), dtype=torch.float32)
 
 
 class HistogramDualEncoder(HistogramEncoder):
@@ -169,21 +172,14 @@ def write_fake_dreambooth(root: str | Path, images_per_subject: int = 3, size: i
     return root
 
 
-class ThumbnailEncoder:
-    """A deterministic hand-made image encoder: an ``n x n`` box-filtered thumbnail minus its mean,
-    L2-normalised. Photos of one subject correlate (same layout); noise is near-orthogonal to them."""
+class ThumbnailEncoder(HandMadeEncoder):
+    """An ``n x n`` box-filtered thumbnail minus its mean, L2-normalised. Photos of one subject correlate
+    (same layout); noise is near-orthogonal to them."""
 
     def __init__(self, n: int = 8, name: str = "thumbnail") -> None:
-        self.n = n
-        self.name = name
-        self.calls = 0  # images encoded so far (tests count recomputation)
+        super().__init__(name)
+        self.n, self.dim = n, 3 * n * n
 
-    def encode_images(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
-        """(n_images, 3 * n * n) features."""
-        self.calls += len(images)
-        feats = []
-        for im in images:
-            x = np.asarray(im.convert("RGB").resize((self.n, self.n), PIL.Image.Resampling.BOX), dtype=np.float32)
-            feats.append(torch.from_numpy((x - x.mean()).ravel()))  # (n, n, 3) -> (3 n n,)
-        out = torch.stack(feats) if feats else torch.zeros(0, 3 * self.n * self.n)
-        return torch.nn.functional.normalize(out, dim=-1)
+    def feature(self, image: PIL.Image.Image) -> torch.Tensor:
+        x = np.asarray(image.convert("RGB").resize((self.n, self.n), PIL.Image.Resampling.BOX), dtype=np.float32)
+        return torch.from_numpy((x - x.mean()).ravel())  # (n, n, 3) -> (3 n n,)

@@ -321,6 +321,23 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: must be >= 1")
 
+    @classmethod
+    def plain(
+        cls, output_dir: str | Path, max_steps: int, seed: int, checkpoint_every: int = 1000, keep: int = 2
+    ) -> TrainConfig:
+        """The run of a small trainer: fp32, no TensorBoard, a log record (with the task's own checks) at each
+        checkpoint, the newest ``keep`` checkpoints kept."""
+        return cls(
+            output_dir=str(output_dir),
+            max_steps=max_steps,
+            seed=seed,
+            mixed_precision="no",
+            checkpoint_every=checkpoint_every,
+            keep_checkpoints=keep,
+            log_every=checkpoint_every,
+            tensorboard=False,
+        )
+
     @property
     def stop_at(self) -> int:
         """The last step of this invocation."""

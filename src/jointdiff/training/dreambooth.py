@@ -197,14 +197,7 @@ def finetune(cfg: DreamBoothConfig, device: str | torch.device = "cpu") -> Path:
         raise ValueError(f"{out} holds a run with a different config; choose another --out")
     instances = read_images(cfg.images)
     model = load_text_to_image(cfg.base, allow_pickle=cfg.allow_pickle)
-    run = TrainConfig(
-        output_dir=str(out / "state"),
-        max_steps=cfg.steps,
-        seed=cfg.seed,
-        mixed_precision="no",
-        keep_checkpoints=1,  # the state to resume from; the artefacts are the checkpoints that last
-        tensorboard=False,
-    )
+    run = TrainConfig.plain(out / "state", cfg.steps, cfg.seed, keep=1)  # the artefacts are what lasts
     shell = Shell(run, cpu=torch.device(device).type == "cpu")
     for module in (model.unet, model.vae, model.text_encoder):
         module.to(shell.device)

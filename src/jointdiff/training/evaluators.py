@@ -352,16 +352,7 @@ def train(
         arch = EvaluatorConfig(
             kind=cfg.kind, **ARCH[cfg.kind], vocab=tuple(vocabulary(all_classes)) if cfg.kind == "dual" else ()
         )
-    run = TrainConfig(
-        output_dir=str(Path(run_dir) / cfg.kind),
-        max_steps=cfg.steps,
-        seed=cfg.seed,
-        mixed_precision="no",
-        checkpoint_every=cfg.ckpt_every,
-        keep_checkpoints=2,
-        log_every=cfg.ckpt_every,  # the held-out check is measured with each log record
-        tensorboard=False,
-    )
+    run = TrainConfig.plain(Path(run_dir) / cfg.kind, cfg.steps, cfg.seed, cfg.ckpt_every)  # a check per log
     shell = Shell(run, cpu=True)  # CPU-sized networks on one thread
     with seeded(cfg.seed):  # the network's initial weights, then the auxiliary heads'
         model = build_model(arch)

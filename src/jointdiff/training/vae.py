@@ -174,16 +174,7 @@ def train_vae(cfg: VaeTraining) -> dict[str, float]:
     from diffusers import AutoencoderKL
 
     out = Path(cfg.out)
-    run = TrainConfig(
-        output_dir=str(out),
-        max_steps=cfg.steps,
-        seed=cfg.seed,
-        mixed_precision="no",
-        checkpoint_every=cfg.checkpoint_every,
-        keep_checkpoints=2,
-        log_every=cfg.checkpoint_every,  # the held-out PSNR is measured with each log record
-        tensorboard=False,
-    )
+    run = TrainConfig.plain(out, cfg.steps, cfg.seed, cfg.checkpoint_every)  # held-out PSNR with each log
     shell = Shell(run)
     with seeded(cfg.seed):  # initialisation from the seed without touching the caller's RNG
         vae = AutoencoderKL(**VAE_CONFIG)

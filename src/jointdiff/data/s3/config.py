@@ -49,12 +49,10 @@ class ModelStage:
 
 
 @dataclass
-class TextToImageConfig(ModelStage):
-    """Collage generator G (SDXL in the paper); the prompt gets ``suffix`` appended (sec. 3.1)."""
+class DiffusionStage(ModelStage):
+    """A stage that samples square images with a diffusion model."""
 
-    source: str = "stabilityai/stable-diffusion-xl-base-1.0"
-    suffix: str = "photos of the same"
-    size: int = 1024
+    size: int = 512  # side of the images in pixels
     steps: int = 30
     guidance_scale: float = 7.5
 
@@ -62,6 +60,15 @@ class TextToImageConfig(ModelStage):
         super().__post_init__()
         if self.size < 8:
             raise ValueError("size: image sizes must be >= 8 pixels")
+
+
+@dataclass
+class TextToImageConfig(DiffusionStage):
+    """Collage generator G (SDXL in the paper); the prompt gets ``suffix`` appended (sec. 3.1)."""
+
+    source: str = "stabilityai/stable-diffusion-xl-base-1.0"
+    suffix: str = "photos of the same"
+    size: int = 1024
 
 
 @dataclass
@@ -94,19 +101,15 @@ class ClipConfig(ModelStage):
 
 
 @dataclass
-class InpainterConfig(ModelStage):
-    """Text-guided background inpainting G_I (an SD inpainting model; Algorithm 1, line 21)."""
+class InpainterConfig(DiffusionStage):
+    """Text-guided background inpainting G_I (an SD inpainting model; Algorithm 1, line 21); ``size`` is the
+    side of the square canvas, the set's image size."""
 
     source: str = "stable-diffusion-v1-5/stable-diffusion-inpainting"
-    size: int = 512  # side of the square canvas; the set's image size
     object_scale: tuple[float, float] = (0.3, 0.6)  # longer side of the pasted instance / canvas side
-    steps: int = 30
-    guidance_scale: float = 7.5
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.size < 8:
-            raise ValueError("size: image sizes must be >= 8 pixels")
         lo, hi = self.object_scale
         if not 0 < lo <= hi <= 1:
             raise ValueError("object_scale: must be (lo, hi) with 0 < lo <= hi <= 1")

@@ -111,6 +111,10 @@ class ToyRealMethod:
     def __init__(self, resolution: int | None = None) -> None:
         self.resolution = resolution
 
+    def drawn(self, spec: SubjectSpec, prompt: str, seed: int) -> SubjectSpec:
+        """The subject rendered for ``prompt``: the subject itself."""
+        return spec
+
     def generate(
         self, subject: Subject, references: list[PIL.Image.Image], prompts: list[str], seed: int
     ) -> list[PIL.Image.Image]:
@@ -119,43 +123,24 @@ class ToyRealMethod:
         res = self.resolution or int(subject.meta.get("resolution", 64))
         out = []
         for prompt in prompts:
-            p = parse_prompt(prompt)
-            out.append(
-                render_view(
-                    spec, p.condition, view_rng(spec.seed, 80000, *_stream(prompt, seed)), res, style=p.style
-                ).pil()
-            )
+            p, drawn = parse_prompt(prompt), self.drawn(spec, prompt, seed)
+            rng = view_rng(drawn.seed, 80000, *_stream(prompt, seed))
+            out.append(render_view(drawn, p.condition, rng, res, style=p.style).pil())
         return out
 
 
-class ToyTextOnlyMethod:
+class ToyTextOnlyMethod(ToyRealMethod):
     """The floor: another subject of the same class under the prompt (a perfect text-only generator)."""
 
-    identifier = None
     name = "toy-text-only"
 
-    def __init__(self, resolution: int | None = None) -> None:
-        self.resolution = resolution
-
-    def generate(
-        self, subject: Subject, references: list[PIL.Image.Image], prompts: list[str], seed: int
-    ) -> list[PIL.Image.Image]:
-        """One render per prompt of a random training subject with the same class word."""
-        spec = _spec(subject)
-        res = self.resolution or int(subject.meta.get("resolution", 64))
-        out = []
-        for prompt in prompts:
-            p = parse_prompt(prompt)
-            rng = np.random.default_rng([spec.seed, *_stream(prompt, seed)])
-            other = spec
-            while other.class_word != spec.class_word or other.seed == spec.seed:
-                other = make_subject(int(rng.integers(0, len(SEED_RANGES["train"]))))
-            out.append(
-                render_view(
-                    other, p.condition, view_rng(other.seed, 80000, *_stream(prompt, seed)), res, style=p.style
-                ).pil()
-            )
-        return out
+    def drawn(self, spec: SubjectSpec, prompt: str, seed: int) -> SubjectSpec:
+        """A random training subject with the same class word, chosen by (subject, prompt, seed)."""
+        rng = np.random.default_rng([spec.seed, *_stream(prompt, seed)])
+        other = spec
+        while other.class_word != spec.class_word or other.seed == spec.seed:
+            other = make_subject(int(rng.integers(0, len(SEED_RANGES["train"]))))
+        return other
 
 
 def load_toy_real(options: MethodOptions) -> ToyRealMethod:

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from jointdiff.common.paths import TOY_EVALUATORS
+from jointdiff.evaluation.features import batched
 from jointdiff.evaluation.toy.models import load_model
 
 WEIGHTS_DIR = TOY_EVALUATORS  # the shipped weights
@@ -69,11 +70,8 @@ class ToyImageEncoder:
     @torch.no_grad()
     def encode_images(self, images: Sequence[PIL.Image.Image]) -> torch.Tensor:
         """(n, d) L2-normalised embeddings."""
-        feats = [
-            self.net.image(to_tensor(images[i : i + self.batch_size], self.resolution).to(self.device)).float().cpu()
-            for i in range(0, len(images), self.batch_size)
-        ]
-        return torch.cat(feats) if feats else torch.zeros(0, self.net.cfg.embed_dim)
+        encode = lambda batch: self.net.image(to_tensor(batch, self.resolution).to(self.device)).float()  # noqa: E731
+        return batched(images, self.batch_size, encode, self.net.cfg.embed_dim)
 
 
 class ToyDualEncoder(ToyImageEncoder):
@@ -82,11 +80,8 @@ class ToyDualEncoder(ToyImageEncoder):
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """(n, d) L2-normalised caption embeddings (unknown words, e.g. an identifier, map to one token)."""
-        feats = [
-            self.net.text(self.net.tokenize(list(texts[i : i + self.batch_size])).to(self.device)).float().cpu()
-            for i in range(0, len(texts), self.batch_size)
-        ]
-        return torch.cat(feats) if feats else torch.zeros(0, self.net.cfg.embed_dim)
+        encode = lambda batch: self.net.text(self.net.tokenize(list(batch)).to(self.device)).float()  # noqa: E731
+        return batched(texts, self.batch_size, encode, self.net.cfg.embed_dim)
 
 
 class ToySegmenter:

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from jointdiff.data.toyworld.raster import F32, fractal_noise, grid, hash_noise, over, stamp
-from jointdiff.data.toyworld.scenes.paint import Backdrop, below, fill, ground, horizon, jitter_color, sky, vgradient
+from jointdiff.data.toyworld.scenes.paint import (
+    Backdrop,
+    below,
+    fill,
+    ground,
+    horizon,
+    jitter_color,
+    landscape,
+    side_x,
+    sky,
+    vgradient,
+)
 
 
 def jungle(rng, h, w, cx, base):
@@ -125,10 +136,8 @@ def wheat_field(rng, h, w, cx, base):
 
 
 def autumn_tree(rng, h, w, cx, base):
-    hz = horizon(rng, base, 0.2, 0.3)
-    img = sky(rng, h, w, hz)
-    ground(rng, h, w, img, hz, jitter_color(rng, 0.2, 0.55, 0.55))
-    tx = (w / h) * rng.choice([0.2, 0.8]) + rng.uniform(-0.08, 0.08)
+    img, hz = landscape(rng, h, w, base, 0.2, 0.3, (0.2, 0.55, 0.55))
+    tx = side_x(rng, h, w, [0.2, 0.8], 0.08)
     stamp(img, "box", tx, hz - 0.2, 0.035, 0.22, jitter_color(rng, 0.07, 0.6, 0.3))
     for _ in range(40):
         stamp(
@@ -160,9 +169,7 @@ def autumn_tree(rng, h, w, cx, base):
 
 
 def sunflowers(rng, h, w, cx, base):
-    hz = horizon(rng, base, 0.2, 0.35)
-    img = sky(rng, h, w, hz)
-    ground(rng, h, w, img, hz, jitter_color(rng, 0.3, 0.7, 0.6))
+    img, hz = landscape(rng, h, w, base, 0.2, 0.35, (0.3, 0.7, 0.6))
     over_rgb, over_a = np.zeros((h, w, 3), F32), np.zeros((h, w), F32)
     for k in range(int(rng.integers(6, 10))):
         front = k < 2  # two flowers in front of the subject, at the sides
@@ -183,9 +190,7 @@ def sunflowers(rng, h, w, cx, base):
 
 
 def dirt_road(rng, h, w, cx, base):
-    hz = horizon(rng, base, 0.3, 0.45)
-    img = sky(rng, h, w, hz)
-    ground(rng, h, w, img, hz, jitter_color(rng, 0.27, 0.55, 0.55))
+    img, hz = landscape(rng, h, w, base, 0.3, 0.45, (0.27, 0.55, 0.55))
     x, y = grid(h, w)
     vx = (w / h) * rng.uniform(0.35, 0.65)
     t = np.clip((y - hz) / (1 - hz), 0, 1)

@@ -70,3 +70,18 @@ def ground(
 
 def horizon(rng: np.random.Generator, base: float, lo: float = 0.25, hi: float = 0.45) -> float:
     return float(base - rng.uniform(lo, hi))
+
+
+def landscape(
+    rng: np.random.Generator, h: int, w: int, base: float, lo: float, hi: float, ground_hsv: tuple[float, float, float]
+) -> tuple[np.ndarray, float]:
+    """Sky over ground (of a colour jittered around ``ground_hsv``) at a random horizon: (image, horizon)."""
+    hz = horizon(rng, base, lo, hi)
+    img = sky(rng, h, w, hz)
+    ground(rng, h, w, img, hz, jitter_color(rng, *ground_hsv))
+    return img, hz
+
+
+def side_x(rng: np.random.Generator, h: int, w: int, sides: list[float], spread: float) -> float:
+    """The x of a landmark on one side of the picture (``sides``: fractions of the width), jittered by ``spread``."""
+    return (w / h) * rng.choice(sides) + rng.uniform(-spread, spread)

@@ -5,7 +5,18 @@ from __future__ import annotations
 import numpy as np
 
 from jointdiff.data.toyworld.raster import F32, grid, hash_noise, over, smoothstep, stamp
-from jointdiff.data.toyworld.scenes.paint import Backdrop, below, fill, ground, horizon, jitter_color, sky, vgradient
+from jointdiff.data.toyworld.scenes.paint import (
+    Backdrop,
+    below,
+    fill,
+    ground,
+    horizon,
+    jitter_color,
+    landscape,
+    side_x,
+    sky,
+    vgradient,
+)
 
 
 def cobblestone(rng, h, w, cx, base):
@@ -46,10 +57,8 @@ def city(rng, h, w, cx, base):
 
 
 def blue_house(rng, h, w, cx, base):
-    hz = horizon(rng, base, 0.2, 0.3)
-    img = sky(rng, h, w, hz)
-    ground(rng, h, w, img, hz, jitter_color(rng, 0.28, 0.6, 0.55))
-    hx = (w / h) * rng.choice([0.25, 0.75]) + rng.uniform(-0.08, 0.08)
+    img, hz = landscape(rng, h, w, base, 0.2, 0.3, (0.28, 0.6, 0.55))
+    hx = side_x(rng, h, w, [0.25, 0.75], 0.08)
     hw, hh = rng.uniform(0.22, 0.32), rng.uniform(0.18, 0.26)
     blue = jitter_color(rng, 0.6, 0.65, 0.8)
     stamp(img, "box", hx, hz - hh, hw, hh, blue)
@@ -61,10 +70,8 @@ def blue_house(rng, h, w, cx, base):
 
 
 def eiffel_tower(rng, h, w, cx, base):
-    hz = horizon(rng, base, 0.15, 0.25)
-    img = sky(rng, h, w, hz)
-    ground(rng, h, w, img, hz, jitter_color(rng, 0.25, 0.45, 0.55))
-    tx = (w / h) * rng.choice([0.22, 0.78]) + rng.uniform(-0.05, 0.05)
+    img, hz = landscape(rng, h, w, base, 0.15, 0.25, (0.25, 0.45, 0.55))
+    tx = side_x(rng, h, w, [0.22, 0.78], 0.05)
     iron = jitter_color(rng, 0.08, 0.45, 0.32)
     top = rng.uniform(0.04, 0.1)
     tall = hz - top
