@@ -8,10 +8,9 @@ from typing import Any
 import PIL.Image
 import torch
 
+from jointdiff.common.config import torch_dtype
 from jointdiff.evaluation.benchmarks import Subject
 from jointdiff.evaluation.protocol import MethodOptions, stable_int
-
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class JeDiMethod:
@@ -62,9 +61,7 @@ def load_jedi(options: MethodOptions) -> JeDiMethod:
 
     if not options.model:
         raise ValueError("--method jedi needs --model DIR (a jointdiff pipeline directory)")
-    if options.dtype is not None and options.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {options.dtype!r}")
-    kwargs = {"torch_dtype": DTYPES[options.dtype]} if options.dtype else {}
+    kwargs = {"torch_dtype": torch_dtype(options.dtype)} if options.dtype else {}
     pipe = JointDiffusionPipeline.from_pretrained(options.model, **kwargs).to(options.device)
     pipe.set_progress_bar_config(disable=True)
     return JeDiMethod(pipe, options)

@@ -22,6 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from jointdiff.data.latents import LatentSet, shard_name, vae_fingerprint, write_latent_shard, write_manifest
+from jointdiff.jedi.encoding import encode_latents, latent_factors
 
 # One record per set: key, uint8 images (N, H, W, 3), foreground coverage (N, H, W) in [0, 1]
 # or None, caption variants per image.
@@ -145,9 +146,7 @@ def encode_records(vae: Any, records: list[Record], batch: int = 256) -> list[La
     if not records:
         return []
     images = torch.from_numpy(np.concatenate([r[1] for r in records])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    z = torch.cat([vae.encode(images[i : i + batch]).latent_dist.mode() for i in range(0, len(images), batch)])
-    shift = getattr(vae.config, "shift_factor", None) or 0.0
-    z = (z - shift) * vae.config.scaling_factor  # (M, C, h, w)
+    z = torch.cat([encode_latents(vae, images[i : i + batch]) for i in range(0, len(images), batch)])  # (M, C, h, w)
     factor = images.shape[-1] // z.shape[-1]
     out, row = [], 0
     for key, imgs, masks, captions in records:
@@ -185,8 +184,8 @@ def cache_latents(job: CacheJob, progress: bool = True) -> dict[str, Any]:
     manifest = {
         **{k: v for k, v in asdict(job).items() if k not in ("out", "model", "workers")},
         "vae_fingerprint": vae_fingerprint(vae),
-        "scaling_factor": float(vae.config.scaling_factor),
-        "shift_factor": float(getattr(vae.config, "shift_factor", None) or 0.0),
+        "scaling_factor": latent_factors(vae)[0],
+        "shift_factor": latent_factors(vae)[1],
         "latent_channels": int(vae.config.latent_channels),
         "toyworld_version": TOYWORLD_VERSION if job.source == "toyworld" else None,
     }

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from jointdiff.common.config import torch_dtype
 from jointdiff.data.stream import BatchSpec, SetBatchStream, WeightedSource, skipped_total
-from jointdiff.jedi.encoding import encode_latents, encode_prompts
+from jointdiff.jedi.encoding import encode_latents, encode_prompts, latent_factors
 from jointdiff.jedi.sets import pack_sets, unpack_sets
 from jointdiff.training.checkpoint import save_pipeline
 from jointdiff.training.components import load_components, open_data_sources
@@ -109,8 +109,8 @@ def check_latent_sources(sources: list[WeightedSource], vae: Any, train_vae: boo
                     f"data.sources[{i}]: latents encoded by VAE {manifest.get('vae_fingerprint')}, "
                     f"the model's VAE is {mine}; re-encode with `jointdiff cache-latents --model` this model"
                 )
-            for key in ("scaling_factor", "shift_factor"):
-                if float(manifest.get(key) or 0.0) != float(getattr(vae.config, key, None) or 0.0):
+            for key, value in zip(("scaling_factor", "shift_factor"), latent_factors(vae), strict=True):
+                if float(manifest.get(key) or 0.0) != value:
                     raise ValueError(f"data.sources[{i}]: cache {key} {manifest.get(key)} != the VAE's")
 
 

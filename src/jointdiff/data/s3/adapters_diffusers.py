@@ -11,11 +11,10 @@ from typing import Any
 
 import torch
 
+from jointdiff.common.config import torch_dtype
 from jointdiff.common.paths import is_hub_id
 from jointdiff.data.s3.config import InpainterConfig, ModelStage, StylizerConfig, TextToImageConfig
 from jointdiff.data.s3.stages import Image
-
-_TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def load_error(stage: str, source: str, error: BaseException) -> ValueError:
@@ -43,7 +42,7 @@ def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """``auto`` -> fp16 on cuda, fp32 elsewhere."""
     if dtype == "auto":
         return torch.float16 if device.startswith("cuda") else torch.float32
-    return _TORCH_DTYPES[dtype]
+    return torch_dtype(dtype)
 
 
 def _dtype_kwarg(dtype: torch.dtype) -> dict[str, torch.dtype]:
