@@ -167,3 +167,16 @@ def test_training_refuses_latents_of_another_vae(cache, tmp_path):
     )
     with pytest.raises(ValueError, match="encoded by VAE"):
         train(cfg)
+
+
+def test_monitor_records_reference_effect_and_identity(cache, tmp_path):
+    root, job, _ = cache
+    overrides = {"train.max_steps": "2", "monitor.every": "2", "monitor.subjects": "1", "monitor.steps": "2"}
+    train(load_config(None, _overrides(root, job.out, tmp_path / "m", **overrides)))
+    (record,) = [json.loads(line) for line in (tmp_path / "m" / "logs" / "monitor.jsonl").read_text().splitlines()]
+    assert record["step"] == 2 and record["cpu_hours"] > 0
+    assert record["reference_effect"] > 0  # a random model's outputs still move with the reference
+    assert record["identity_real"] > record["identity_floor"]
+    span = record["identity_real"] - record["identity_floor"]
+    expected = (record["identity_ref"] - record["identity_floor"]) / span
+    assert record["normalised_ref"] == pytest.approx(expected, abs=2e-3)  # rounded to 4 digits
