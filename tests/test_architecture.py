@@ -18,6 +18,17 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 PACKAGE = "jointdiff"
 SCAFFOLDING = f"{PACKAGE}.testing"
 LEAVES = f"{PACKAGE}.common"
+# The folders of docs/architecture.md, bottom row first: a folder imports only folders of lower rows.
+LAYERS = (
+    ("common",),
+    ("data", "jedi"),
+    ("evaluation", "miniature"),
+    ("training",),
+    ("dreamblend", "testing"),
+    ("app",),
+    ("cli",),
+    (PACKAGE, "__main__"),  # the package's own __init__ (public names of jedi) and `python -m jointdiff`
+)
 
 
 def modules(src: Path, package: str) -> dict[str, Path]:
@@ -134,6 +145,14 @@ def test_no_import_cycle_between_modules(edges):
 def test_folders_depend_on_each_other_in_one_direction(edges):
     cycle = find_cycle(folder_graph(edges, PACKAGE))
     assert not cycle, "folders import each other in a circle: " + " -> ".join(cycle)
+
+
+def test_folders_import_only_the_rows_below_them(edges):
+    row = {name: i for i, names in enumerate(LAYERS) for name in names}
+    graph = folder_graph(edges, PACKAGE)
+    assert set(graph) == set(row), "a folder is missing from LAYERS (and from docs/architecture.md)"
+    upward = [f"{a} -> {b}" for a, targets in graph.items() for b in targets if row[b] >= row[a]]
+    assert not upward, f"imports that do not go down the rows of docs/architecture.md: {upward}"
 
 
 def test_production_code_never_imports_test_scaffolding(edges):

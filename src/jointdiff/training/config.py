@@ -231,7 +231,7 @@ class EmaConfig:
 
 @dataclass
 class SampleConfig:
-    """Sample grids written during training (needs JointDiffusionPipeline.__call__)."""
+    """Sample grids written during training, with the EMA weights."""
 
     every: int = field(default=0, metadata=doc("write a grid every this many optimizer steps (0: never)"))
     prompts: list[str] = field(

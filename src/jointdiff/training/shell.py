@@ -9,9 +9,10 @@ Every trainer of the project is its loss and its data on this shell:
 | miniature VAE | :mod:`jointdiff.training.vae` | L1 + L2 + KL | toy renders, crops |
 | toy evaluators | :mod:`jointdiff.training.evaluators` | InfoNCE, BCE + Dice | the evaluator cache |
 
-A trainer builds its models, optimizer and LR schedule, hands them to :meth:`Shell.prepare`, restores
-its own state from :meth:`Shell.restore` and calls :meth:`Shell.fit` with a :class:`Task`. The shell
-owns the run directory: ``checkpoints/step-XXXXXXXX/`` (:mod:`jointdiff.training.checkpoint`: atomic,
+A trainer makes a :class:`Shell` from its run settings (:class:`jointdiff.training.config.TrainConfig`),
+builds its models, optimizer and LR schedule, hands them to :meth:`Shell.prepare`, restores its own
+state from :meth:`Shell.restore` and calls :meth:`Shell.fit` with a :class:`Task`. The shell owns the
+run directory: ``checkpoints/step-XXXXXXXX/`` (:mod:`jointdiff.training.checkpoint`: atomic,
 accelerate's state plus ``trainer_state_{rank}.pt`` with the step, the CPU seconds of every part of
 the run and the task's own state), ``logs/metrics.jsonl`` (and TensorBoard) and the progress bar.
 """
