@@ -1,4 +1,5 @@
-"""What a run trains on: the model (a jointdiff pipeline, a base converted at start, or one built from configs) and the data sources.
+"""What a run trains on: the model (a jointdiff pipeline, a base converted at start, or one built from configs),
+the data sources and this rank's micro-batches.
 
 ``model.source`` is a jointdiff directory (loaded), or a plain Stable-Diffusion-layout
 directory / Hub id (converted by :func:`jointdiff.jedi.convert.convert_pipeline`); ``[model.init]``
@@ -11,10 +12,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from jointdiff.common.paths import is_hub_id
 from jointdiff.data.sources import open_source
-from jointdiff.data.stream import WeightedSource
-from jointdiff.training.config import DataConfig, ModelConfig, ModelInit
+from jointdiff.data.stream import BatchSpec, SetBatchStream, WeightedSource
+from jointdiff.jedi.encoding import latent_factors
+from jointdiff.training.config import Config, DataConfig, ModelConfig, ModelInit
 
 
 def _is_jointdiff_dir(source: str) -> bool:
@@ -123,3 +127,59 @@ def open_data_sources(data: DataConfig) -> list[WeightedSource]:
             raise ValueError(f"data.sources[{i}].path: {e}") from e
         sources.append(WeightedSource(source, s.weight, s.max_set_size))
     return sources
+
+
+def check_latent_sources(sources: list[WeightedSource], vae: Any, train_vae: bool) -> None:
+    """Cached latents must come from this model's VAE (same weights, scaling and shift); ValueError if not."""
+    from jointdiff.data.latents import vae_fingerprint
+    from jointdiff.data.sources import LatentSource
+
+    cached = [(i, ws.source) for i, ws in enumerate(sources) if isinstance(ws.source, LatentSource)]
+    if not cached:
+        return
+    if train_vae:
+        raise ValueError("model.train_vae: cannot train the VAE on cached latents")
+    mine = vae_fingerprint(vae)
+    for i, source in cached:
+        for manifest in source.manifests():
+            if manifest.get("vae_fingerprint") != mine:
+                raise ValueError(
+                    f"data.sources[{i}]: latents encoded by VAE {manifest.get('vae_fingerprint')}, "
+                    f"the model's VAE is {mine}; re-encode with `jointdiff cache-latents --model` this model"
+                )
+            for key, value in zip(("scaling_factor", "shift_factor"), latent_factors(vae), strict=True):
+                if float(manifest.get(key) or 0.0) != value:
+                    raise ValueError(f"data.sources[{i}]: cache {key} {manifest.get(key)} != the VAE's")
+
+
+class Batches:
+    """Micro-batches of this rank with the data position of every loader worker, for checkpoints."""
+
+    def __init__(self, config: Config, sources: list[WeightedSource], rank: int, world: int, state: dict | None):
+        d = config.data
+        spec = BatchSpec(
+            d.batch_size, d.resolution, (d.set_size[0], d.set_size[1]), d.batching, d.short_caption_probability
+        )
+        stream = SetBatchStream(sources, spec, config.train.seed, rank, world, d.shuffle, resume=state)
+        # Own generator: creating the iterator must not draw from the global RNG restored by resume.
+        loader = torch.utils.data.DataLoader(
+            stream,
+            batch_size=None,
+            num_workers=d.num_workers,
+            generator=torch.Generator().manual_seed(config.train.seed),
+            pin_memory=torch.cuda.is_available(),
+        )
+        self.workers = max(d.num_workers, 1)
+        self.consumed = int(state["consumed"]) if state else 0
+        self.roles: dict[int, Any] = dict(state["roles"]) if state else {}
+        self._it = iter(loader)
+
+    def next(self) -> dict[str, Any]:
+        batch = next(self._it)
+        self.consumed += 1
+        tag = batch.pop("data_state")
+        self.roles[int(tag["role"])] = tag["state"]
+        return batch
+
+    def state(self) -> dict[str, Any]:
+        return {"consumed": self.consumed, "num_workers": self.workers, "roles": self.roles}

@@ -21,11 +21,11 @@ import torch
 from tqdm.auto import tqdm
 
 from jointdiff.common.config import torch_dtype
-from jointdiff.data.stream import BatchSpec, SetBatchStream, WeightedSource, skipped_total
-from jointdiff.jedi.encoding import encode_latents, encode_prompts, latent_factors
+from jointdiff.data.stream import WeightedSource, skipped_total
+from jointdiff.jedi.encoding import encode_latents, encode_prompts
 from jointdiff.jedi.sets import pack_sets, unpack_sets
 from jointdiff.training.checkpoint import save_pipeline
-from jointdiff.training.components import load_components, open_data_sources
+from jointdiff.training.components import Batches, check_latent_sources, load_components, open_data_sources
 from jointdiff.training.config import Config
 from jointdiff.training.objective import JediObjective
 from jointdiff.training.samples import run_monitor, write_sample_grid
@@ -89,29 +89,6 @@ class Model:
             "unet": accelerator.unwrap_model(self.joint).unet,
             "text_encoder": accelerator.unwrap_model(self.text_model),
         }
-
-
-def check_latent_sources(sources: list[WeightedSource], vae: Any, train_vae: bool) -> None:
-    """Cached latents must come from this model's VAE (same weights, scaling and shift); ValueError if not."""
-    from jointdiff.data.latents import vae_fingerprint
-    from jointdiff.data.sources import LatentSource
-
-    cached = [(i, ws.source) for i, ws in enumerate(sources) if isinstance(ws.source, LatentSource)]
-    if not cached:
-        return
-    if train_vae:
-        raise ValueError("model.train_vae: cannot train the VAE on cached latents")
-    mine = vae_fingerprint(vae)
-    for i, source in cached:
-        for manifest in source.manifests():
-            if manifest.get("vae_fingerprint") != mine:
-                raise ValueError(
-                    f"data.sources[{i}]: latents encoded by VAE {manifest.get('vae_fingerprint')}, "
-                    f"the model's VAE is {mine}; re-encode with `jointdiff cache-latents --model` this model"
-                )
-            for key, value in zip(("scaling_factor", "shift_factor"), latent_factors(vae), strict=True):
-                if float(manifest.get(key) or 0.0) != value:
-                    raise ValueError(f"data.sources[{i}]: cache {key} {manifest.get(key)} != the VAE's")
 
 
 def _check_placement(config: Config, accelerator: Any) -> None:
@@ -206,39 +183,6 @@ def build_optimizer(config: Config, shell: Shell, trainables: list[torch.nn.Modu
         num_training_steps=config.train.max_steps * processes,
     )
     return optimizer, lr_scheduler
-
-
-class Batches:
-    """Micro-batches of this rank with the data position of every loader worker, for checkpoints."""
-
-    def __init__(self, config: Config, sources: list[WeightedSource], rank: int, world: int, state: dict | None):
-        d = config.data
-        spec = BatchSpec(
-            d.batch_size, d.resolution, (d.set_size[0], d.set_size[1]), d.batching, d.short_caption_probability
-        )
-        stream = SetBatchStream(sources, spec, config.train.seed, rank, world, d.shuffle, resume=state)
-        # Own generator: creating the iterator must not draw from the global RNG restored by resume.
-        loader = torch.utils.data.DataLoader(
-            stream,
-            batch_size=None,
-            num_workers=d.num_workers,
-            generator=torch.Generator().manual_seed(config.train.seed),
-            pin_memory=torch.cuda.is_available(),
-        )
-        self.workers = max(d.num_workers, 1)
-        self.consumed = int(state["consumed"]) if state else 0
-        self.roles: dict[int, Any] = dict(state["roles"]) if state else {}
-        self._it = iter(loader)
-
-    def next(self) -> dict[str, Any]:
-        batch = next(self._it)
-        self.consumed += 1
-        tag = batch.pop("data_state")
-        self.roles[int(tag["role"])] = tag["state"]
-        return batch
-
-    def state(self) -> dict[str, Any]:
-        return {"consumed": self.consumed, "num_workers": self.workers, "roles": self.roles}
 
 
 class JediTask(Task):
