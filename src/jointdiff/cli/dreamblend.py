@@ -93,11 +93,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="blend_out", help="output directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--steps", dest="num_inference_steps", type=int, default=BlendConfig.num_inference_steps)
+    p.add_argument(
+        "--steps", dest="num_inference_steps", metavar="STEPS", type=int, default=BlendConfig.num_inference_steps
+    )
     p.add_argument("--guidance-scale", type=float, default=BlendConfig.guidance_scale)
-    p.add_argument("--cag-scale", type=float, default=BlendConfig.cag_scale, help="step size of the guidance step")
-    p.add_argument("--cag-fraction", type=float, default=BlendConfig.cag_fraction, help="fraction of steps guided")
-    p.add_argument("--collapse-weight", type=float, default=BlendConfig.collapse_weight, help="anti-collapse weight")
+    p.add_argument(
+        "--cag-scale",
+        type=float,
+        default=BlendConfig.cag_scale,
+        help="step size of the attention-guidance gradient step",
+    )
+    p.add_argument(
+        "--cag-fraction", type=float, default=BlendConfig.cag_fraction, help="fraction of steps guided (from the start)"
+    )
+    p.add_argument(
+        "--collapse-weight", type=float, default=BlendConfig.collapse_weight, help="weight of the anti-collapse penalty"
+    )
     p.add_argument("--reference-maps", choices=list(REFERENCE_MAPS), default=BlendConfig.reference_maps)
     p.add_argument("--reference-image", default=None, help="with --reference-maps invert: image to invert")
     p.set_defaults(func=_cmd_blend)

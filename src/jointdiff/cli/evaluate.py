@@ -41,9 +41,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--num-inputs",
         dest="num_random",
+        metavar="NUM_INPUTS",
         type=int,
         default=1,
-        help="random input choices per subject (--inputs random)",
+        help="random input choices per subject with --inputs random",
     )
     p.add_argument(
         "--images-per-prompt", type=int, default=1, help="samples per prompt and input choice (>= 2: diversity)"
