@@ -172,13 +172,18 @@ def main(argv: list[str] | None = None) -> int:
         "resolution": args.resolution,
         "mixed_precision": config.train.mixed_precision,
         "torch": torch.__version__,
-        "command": " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], *sys.argv]),
     }
-    print(json.dumps(record, indent=2))
-    if args.record:
-        with open(args.record, "a") as f:
-            f.write(f"- {json.dumps(record)}\n")
+    _report(record, args.record)
     return 0
+
+
+def _report(record: dict, path: str | None) -> None:
+    """Print a result with the command that made it; append it to ``path`` as a markdown list item."""
+    record["command"] = " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], *sys.argv])
+    print(json.dumps(record, indent=2))
+    if path:
+        with open(path, "a") as f:
+            f.write(f"- {json.dumps(record)}\n")
 
 
 def miniature_data_path(args: argparse.Namespace) -> int:
@@ -262,12 +267,8 @@ def miniature_data_path(args: argparse.Namespace) -> int:
         "ratio": round(rate(stamps) / rate(bare), 3),
         "images_per_step": b * n,
         "torch": torch.__version__,
-        "command": " ".join(shlex.quote(a) for a in [sys.executable.rsplit("/", 1)[-1], *sys.argv]),
     }
-    print(json.dumps(record, indent=2))
-    if args.record:
-        with open(args.record, "a") as f:
-            f.write(f"- {json.dumps(record)}\n")
+    _report(record, args.record)
     return 0
 
 

@@ -84,3 +84,14 @@ def test_cli_show_and_stats(tmp_path, capsys):
     assert main(["toyworld", "stats", "--subjects", "50", "--render", "0"]) == 0
     stats = json.loads(capsys.readouterr().out)
     assert stats["subjects"] == 50 and stats["distinct_specs"] == 50 and "pixels" not in stats
+
+
+def test_cli_split_choices_are_the_seed_ranges():
+    """The CLI writes the split names out (its --help imports no toy world); they must stay the library's."""
+    from jointdiff.cli import build_parser
+    from jointdiff.data.toyworld.subjects import SEED_RANGES
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command").choices["toyworld"]
+    steps = next(a for a in sub._actions if getattr(a, "choices", None) and isinstance(a.choices, dict)).choices
+    found = [a.choices for p in steps.values() for a in p._actions if a.dest == "split"]
+    assert found and all(list(c) == list(SEED_RANGES) for c in found)
