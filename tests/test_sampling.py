@@ -93,7 +93,8 @@ def test_known_slots_equal_forward_diffusion_of_references_every_step(pipe, sche
     original = pipe.joint_unet.forward
 
     def spy(sample, t, *args, **kwargs):
-        fed.append(sample[:, :2].clone())  # reference slots as the U-Net sees them
+        if sample.shape[1] == 4:  # the whole set (the reference-free branches run on the 2 targets alone)
+            fed.append(sample[:, :2].clone())  # reference slots as the U-Net sees them
         return original(sample, t, *args, **kwargs)
 
     pipe.joint_unet.forward = spy
@@ -115,7 +116,7 @@ def test_known_slots_equal_forward_diffusion_of_references_every_step(pipe, sche
     for (t, known, noise), model_in in zip(seen, fed, strict=True):
         expected = check.add_noise(ref_latents, noise[0], t.reshape(1))
         assert torch.allclose(known[0], expected, atol=1e-6)
-        # Every guidance branch sees the same scaled reference slots.
+        # Every guidance branch with the references sees the same scaled reference slots.
         scaled = check.scale_model_input(expected, t)
         assert all(torch.allclose(m, scaled, atol=1e-5) for m in model_in)
         check.step(torch.zeros(2, 4, 8, 8), t, torch.zeros(2, 4, 8, 8))  # advance step index like the loop
@@ -165,8 +166,8 @@ def test_denoiser_batches_branches_and_drops_reference_slots_in_null_branch(join
     )
     d = GuidedSetDenoiser(model, cond, "text_first", 5.0, 2.0, null_reference="drop")
     assert d.branches == (NULL, IMAGE, FULL)
-    assert d.known.tolist() == [[False, False, False], [True, False, False], [True, False, False]]
-    assert d.slot_mask.tolist() == [[False, True, True], [True, True, True], [True, True, True]]
+    assert d.whole == [IMAGE, FULL] and d.targets_only == [NULL]  # the null branch sees the 2 targets only
+    assert d.known.tolist() == [[True, False, False], [True, False, False]]
     x = randn(1, 3, 4, 8, 8, seed=4)
     with torch.no_grad():
         eps = d(x, torch.tensor(500))
@@ -188,6 +189,46 @@ def test_denoiser_batches_branches_and_drops_reference_slots_in_null_branch(join
         )
     expected = null_targets + 2.0 * (img[:, 1:] - null_targets) + 5.0 * (full[:, 1:] - img[:, 1:])
     assert torch.allclose(eps[:, 1:], expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("strategy", ["joint", "text_first", "image_first", "text_only"])
+def test_targets_only_null_branches_equal_the_slot_masked_whole_set(joint_unet, strategy):
+    """``drop``: reference-free branches on the K targets alone give what the whole set with the
+    reference slots masked out of coupling gave (the earlier implementation), with fewer U-Net slots."""
+    from jointdiff.jedi.guidance import branches_for, combine
+    from jointdiff.jedi.model import JointUNet
+
+    model = JointUNet(joint_unet)
+    b, n, k = 2, 2, 3
+    cond = SetConditioning(
+        text=randn(b, n + k, 5, 16), null_text=randn(b, n + k, 5, 16, seed=2), references=randn(b, n, 4, 8, 8, seed=3)
+    )
+    x, t = randn(b, n + k, 4, 8, 8, seed=4), torch.tensor(700)
+    seen: list[int] = []
+    model.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0] * args[0].shape[1]))
+    with torch.no_grad():
+        eps = GuidedSetDenoiser(model, cond, strategy, 4.0, 2.5, null_reference="drop")(x, t)
+        parts = {}
+        refs = torch.cat([cond.references, torch.zeros(b, k, 4, 8, 8)], 1)
+        is_ref = torch.arange(n + k) < n
+        for br in branches_for(strategy, 4.0, 2.5):
+            text = cond.text if br.text else cond.null_text
+            if br.references:
+                parts[br] = model(x, t, text, reference=refs, known=is_ref.expand(b, -1))
+            else:  # the earlier way: every slot computed, reference slots excluded from coupling
+                parts[br] = model(
+                    x,
+                    t,
+                    text,
+                    reference=refs,
+                    known=torch.zeros(b, n + k, dtype=torch.bool),
+                    slot_mask=(~is_ref).expand(b, -1),
+                )
+        expected = combine(parts, strategy, 4.0, 2.5)
+    assert torch.allclose(eps[:, n:], expected[:, n:], atol=1e-5)
+    with_refs = sum(br.references for br in branches_for(strategy, 4.0, 2.5))
+    without = len(branches_for(strategy, 4.0, 2.5)) - with_refs
+    assert seen[0] + (seen[1] if without and with_refs else 0) == b * (n + k) * with_refs + b * k * without
 
 
 def test_pipeline_rejects_bad_arguments(pipe):

@@ -39,8 +39,9 @@ class GuidedSetDenoiser:
     """eps for the targets of B sets: all guidance branches batched into one U-Net call (eq. 3/4).
 
     ``null_reference`` chooses how branches without references see the reference slots:
-    ``"drop"`` excludes them from coupled attention (the targets form a set of their own, truly
-    reference-free), ``"mask"`` keeps them as noisy slots with mask 1 and zero reference channels.
+    ``"drop"`` leaves them out (the targets form a set of their own, truly reference-free: those
+    branches run the U-Net on the K target slots only, a second, smaller batch), ``"mask"`` keeps
+    them as noisy slots with mask 1 and zero reference channels.
     """
 
     def __init__(
@@ -59,36 +60,59 @@ class GuidedSetDenoiser:
         b, n = cond.references.shape[:2]
         big_n = cond.text.shape[1]
         device = cond.text.device
+        self.n = n
+        # Branches on the whole set (n + K slots) and, with "drop", reference-free ones on the K targets.
+        dropped = n > 0 and null_reference == "drop"
+        self.whole = [br for br in self.branches if br.references or not dropped]
+        self.targets_only = [br for br in self.branches if not br.references and dropped]
         # Per-branch conditioning, stacked on the batch axis: (nb*B, N, ...).
-        self.text = torch.cat([cond.text if br.text else cond.null_text for br in self.branches])
+        self.text = torch.cat([cond.text if br.text else cond.null_text for br in self.whole])
         known_refs = torch.arange(big_n, device=device) < n  # (N,) True on reference slots
-        known, slots = [], []
-        for br in self.branches:
-            known.append(
-                known_refs.expand(b, big_n) if br.references else torch.zeros(b, big_n, dtype=torch.bool, device=device)
-            )
-            drop = not br.references and null_reference == "drop" and n > 0
-            slots.append(
-                ~known_refs.expand(b, big_n) if drop else torch.ones(b, big_n, dtype=torch.bool, device=device)
-            )
-        self.known = torch.cat(known)  # (nb*B, N)
-        slot_mask = torch.cat(slots)  # (nb*B, N)
-        self.slot_mask = None if bool(slot_mask.all()) else slot_mask
+        self.known = torch.cat(
+            [
+                known_refs.expand(b, big_n) if br.references else torch.zeros_like(known_refs).expand(b, big_n)
+                for br in self.whole
+            ]
+        )  # (nb*B, N)
         pad = torch.zeros(b, big_n - n, *cond.references.shape[2:], dtype=cond.references.dtype, device=device)
-        self.reference = torch.cat([cond.references, pad], dim=1).repeat(len(self.branches), 1, 1, 1, 1)
+        self.reference = torch.cat([cond.references, pad], dim=1).repeat(len(self.whole), 1, 1, 1, 1)
+        if self.targets_only:  # (nt*B, K, ...): the target slots' prompts, nothing known
+            self.target_text = torch.cat(
+                [(cond.text if br.text else cond.null_text)[:, n:] for br in self.targets_only]
+            )
+            self.target_known = torch.zeros(len(self.targets_only) * b, big_n - n, dtype=torch.bool, device=device)
+            self.target_reference = pad.repeat(len(self.targets_only), 1, 1, 1, 1)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Guided eps for all slots of the sets ``x`` (model input, ``(B, N, C, h, w)``)."""
-        nb = len(self.branches)
-        eps = self.model(
-            x.repeat(nb, 1, 1, 1, 1),  # (B, N, ...) -> (nb*B, N, ...)
-            t,
-            self.text,
-            reference=self.reference.to(x.dtype),
-            known=self.known,
-            slot_mask=self.slot_mask,
-        )
-        parts: dict[Branch, torch.Tensor] = dict(zip(self.branches, eps.chunk(nb), strict=True))
+        """Guided eps for the sets ``x`` (model input, ``(B, N, C, h, w)``).
+
+        Reference slots hold a value the replacement trick discards (with ``drop``, reference-free
+        branches contribute zeros there: those slots are not in their sets).
+        """
+        parts: dict[Branch, torch.Tensor] = {}
+        if self.whole:
+            nb = len(self.whole)
+            eps = self.model(
+                x.repeat(nb, 1, 1, 1, 1),  # (B, N, ...) -> (nb*B, N, ...)
+                t,
+                self.text,
+                reference=self.reference.to(x.dtype),
+                known=self.known,
+            )
+            parts.update(zip(self.whole, eps.chunk(nb), strict=True))
+        if self.targets_only:
+            nt, targets = len(self.targets_only), x[:, self.n :]  # (B, K, ...)
+            eps = self.model(
+                targets.repeat(nt, 1, 1, 1, 1),  # (B, K, ...) -> (nt*B, K, ...)
+                t,
+                self.target_text,
+                reference=self.target_reference.to(x.dtype),
+                known=self.target_known,
+            )
+            blank = torch.zeros_like(x[:, : self.n])  # (B, n, ...): not part of these sets
+            parts.update(
+                (br, torch.cat([blank, e], dim=1)) for br, e in zip(self.targets_only, eps.chunk(nt), strict=True)
+            )
         return combine(parts, self.strategy, self.text_scale, self.image_scale)
 
 
