@@ -74,6 +74,18 @@ def test_slot_mask_excluded_slot_is_alone_included_slots_form_a_smaller_set(attn
     assert torch.allclose(all_on, proc(attn, x, set_size=n), atol=1e-6)
 
 
+@pytest.mark.parametrize("sizes", [(3, 3, 2, 2, 2), (2, 3, 3, 1), (4,)])
+def test_per_set_sizes_equal_each_set_alone(attn, sizes):
+    """``set_size`` as a tuple: every set of the packed batch attends over its own tokens only."""
+    x = randn(sum(sizes), 10, 16)
+    out = CoupledAttnProcessor()(attn, x, set_size=sizes)
+    start = 0
+    for n in sizes:
+        expected = _manual_attention(attn, x[start : start + n].reshape(1, n * 10, 16)).reshape(n, 10, 16)
+        assert torch.allclose(out[start : start + n], expected, atol=1e-5)
+        start += n
+
+
 def test_bad_set_arguments_raise_precise_errors(attn):
     x = randn(6, 10, 16)
     with pytest.raises(ValueError, match="set_size=4 does not divide the batch of 6"):
@@ -82,6 +94,10 @@ def test_bad_set_arguments_raise_precise_errors(attn):
         CoupledAttnProcessor()(attn, x, set_size=3, slot_mask=torch.ones(3, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="positive int"):
         CoupledAttnProcessor()(attn, x, set_size=0)
+    with pytest.raises(ValueError, match=r"set sizes \(3, 2\) add up to 5, not the batch of 6"):
+        CoupledAttnProcessor()(attn, x, set_size=(3, 2))
+    with pytest.raises(ValueError, match="slot_mask needs one set size"):
+        CoupledAttnProcessor()(attn, x, set_size=(3, 3), slot_mask=torch.ones(2, 3, dtype=torch.bool))
 
 
 def _unet_out(unet, x, text, n=None, slot_mask=None):

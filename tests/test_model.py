@@ -5,7 +5,7 @@ import torch
 from conftest import randn, text
 
 from jointdiff.jedi.attention import remove_joint_attention
-from jointdiff.jedi.model import LAYOUT_KEY, JointLayout, JointUNet, convert_unet, joint_layout
+from jointdiff.jedi.model import LAYOUT_KEY, JointLayout, JointUNet, SetBatch, convert_unet, joint_layout
 
 
 def test_convert_widens_conv_in_with_zero_weights_and_records_layout(unet):
@@ -79,6 +79,27 @@ def test_timestep_forms_are_equivalent(joint_unet):
         per_set = model(x, torch.tensor([250, 250]), emb)
         per_image = model(x, torch.full((2, 2), 250), emb)
     assert torch.equal(scalar, per_set) and torch.equal(scalar, per_image)
+
+
+def test_forward_groups_equals_one_forward_per_group(joint_unet):
+    """Sets of different sizes in one U-Net call give what separate calls give (JointUNet.forward_groups)."""
+    with torch.no_grad():
+        joint_unet.conv_in.weight[:, 5:] = randn(*joint_unet.conv_in.weight[:, 5:].shape, seed=3) * 0.1
+    model = JointUNet(joint_unet)
+    big = SetBatch(randn(2, 3, 4, 8, 8), torch.tensor([100, 700]), text(2, 3), randn(2, 3, 4, 8, 8, seed=2))
+    big.known = torch.tensor([[True, False, False], [False, True, False]])
+    small = SetBatch(randn(3, 2, 4, 8, 8, seed=4), 400, text(3, 2, seed=5))
+    single = SetBatch(randn(1, 1, 4, 8, 8, seed=6), 900, text(1, 1, seed=7))
+    with torch.no_grad():
+        together = model.forward_groups([big, small, single])
+        alone = [
+            model(g.sample, g.timestep, g.encoder_hidden_states, g.reference, g.known) for g in (big, small, single)
+        ]
+    assert [tuple(e.shape) for e in together] == [(2, 3, 4, 8, 8), (3, 2, 4, 8, 8), (1, 1, 4, 8, 8)]
+    for a, b in zip(together, alone, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    with pytest.raises(ValueError, match="slot_mask is supported with one group only"):
+        model.forward_groups([SetBatch(big.sample, 1, big.encoder_hidden_states, slot_mask=big.known), small])
 
 
 def test_joint_unet_rejects_bad_inputs(components):

@@ -8,6 +8,8 @@ set arguments and runs its inner processor unchanged, so each image keeps its ow
 
 The set size and an optional slot mask travel with each forward call through the U-Net's
 ``cross_attention_kwargs`` (``{"set_size": N, "slot_mask": mask}``), never through global state.
+``set_size`` may also give the size of every set of the batch (a tuple): sets of different sizes
+then share one U-Net call (convolutions batched over all images; attention per run of equal sizes).
 """
 
 from __future__ import annotations
@@ -18,6 +20,27 @@ import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 SET_KWARGS = ("set_size", "slot_mask")
+
+
+def _runs(sizes: tuple[int, ...]) -> list[tuple[int, int]]:
+    """Consecutive sets of equal size: ``(4, 4, 3) -> [(4, 2), (3, 1)]`` as (set size, number of sets)."""
+    runs: list[tuple[int, int]] = []
+    for size in sizes:
+        if runs and runs[-1][0] == size:
+            runs[-1] = (size, runs[-1][1] + 1)
+        else:
+            runs.append((size, 1))
+    return runs
+
+
+def _check_set_sizes(batch: int, sizes: tuple[int, ...], slot_mask: torch.Tensor | None) -> None:
+    """Validate per-set sizes (a tuple ``set_size``) against a packed batch of ``batch`` images."""
+    if not sizes or not all(isinstance(s, int) and s >= 1 for s in sizes):
+        raise ValueError(f"set_size as a tuple must hold positive ints, got {sizes!r}")
+    if sum(sizes) != batch:
+        raise ValueError(f"set sizes {sizes} add up to {sum(sizes)}, not the batch of {batch} images")
+    if slot_mask is not None:
+        raise ValueError("slot_mask needs one set size for the batch, not per-set sizes")
 
 
 def _check_set_args(batch: int, set_size: int | None, slot_mask: torch.Tensor | None) -> int:
@@ -58,7 +81,7 @@ class CoupledAttnProcessor:
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
-        set_size: int | None = None,
+        set_size: int | tuple[int, ...] | None = None,
         slot_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if encoder_hidden_states is not None:
@@ -66,6 +89,17 @@ class CoupledAttnProcessor:
         if hidden_states.ndim != 3:
             raise ValueError(f"coupled attention expects (B*N, L, C) tokens, got {tuple(hidden_states.shape)}")
         bn, length, channels = hidden_states.shape
+        if isinstance(set_size, tuple):  # sets of several sizes: each run of equal sizes on its own
+            _check_set_sizes(bn, set_size, slot_mask)
+            runs = _runs(set_size)
+            if len(runs) > 1:
+                if attention_mask is not None:
+                    raise ValueError("a token attention_mask is not supported with per-set sizes")
+                parts = hidden_states.split([size * count for size, count in runs])  # (size*count, L, C) each
+                return torch.cat(
+                    [self(attn, x, temb=temb, set_size=size) for x, (size, _) in zip(parts, runs, strict=True)]
+                )
+            set_size = runs[0][0]
         n = _check_set_args(bn, set_size, slot_mask)
         if n == 1:
             return self.inner(attn, hidden_states, attention_mask=attention_mask, temb=temb)
@@ -106,7 +140,7 @@ class PerImageAttnProcessor:
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
-        set_size: int | None = None,
+        set_size: int | tuple[int, ...] | None = None,
         slot_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.inner(

@@ -11,7 +11,7 @@ under ``_jointdiff`` (saved and loaded by diffusers' ``save_pretrained`` / ``fro
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -112,6 +112,31 @@ def _flat_timesteps(timestep: torch.Tensor | float | int, b: int, n: int, device
     raise ValueError(f"timestep must be a scalar, (B,) or (B, N) = ({b}, {n}); got shape {tuple(t.shape)}")
 
 
+@dataclass
+class SetBatch:
+    """One batch of B sets of N slots for :meth:`JointUNet.forward_groups` (arguments as in
+    :meth:`JointUNet.forward`)."""
+
+    sample: torch.Tensor  # (B, N, C, H, W)
+    timestep: torch.Tensor | float | int  # scalar, (B,) or (B, N)
+    encoder_hidden_states: torch.Tensor  # (B, N, T, D)
+    reference: torch.Tensor | None = None  # (B, N, C, H, W)
+    known: torch.Tensor | None = None  # (B, N) bool
+    slot_mask: torch.Tensor | None = None  # (B, N) bool
+    added_cond_kwargs: dict[str, torch.Tensor] | None = None  # values (B, N, ...)
+
+
+class _Packed(NamedTuple):
+    """One group's U-Net input, packed: ``(B*N, 1+2C, H, W)``, ``(B*N,)``, ``(B*N, T, D)``, extras."""
+
+    x: torch.Tensor
+    t: torch.Tensor
+    text: torch.Tensor
+    added: dict[str, torch.Tensor]
+    b: int
+    n: int
+
+
 class JointUNet(nn.Module):
     """eps_theta(x_t, x_hat, M) of JeDi eq. 2 on image sets: a thin adapter over a converted U-Net.
 
@@ -155,6 +180,44 @@ class JointUNet(nn.Module):
         Returns:
             Predicted noise, ``(B, N, C, H, W)``.
         """
+        return self.forward_groups(
+            [SetBatch(sample, timestep, encoder_hidden_states, reference, known, slot_mask, added_cond_kwargs)],
+            cross_attention_kwargs,
+        )[0]
+
+    def forward_groups(
+        self, groups: list[SetBatch], cross_attention_kwargs: dict[str, Any] | None = None
+    ) -> list[torch.Tensor]:
+        """:meth:`forward` for several batches of sets, of different set sizes, in one U-Net call.
+
+        The images of all groups are packed into one U-Net batch (convolutions and cross-attention
+        run once over all of them); coupled self-attention runs per run of sets of equal size, so
+        each set still attends only to itself. Returns each group's noise, ``(B_g, N_g, C, H, W)``.
+        A ``slot_mask`` is allowed only with a single group.
+        """
+        if not groups:
+            raise ValueError("forward_groups needs at least one group of sets")
+        if len(groups) > 1 and any(g.slot_mask is not None for g in groups):
+            raise ValueError("slot_mask is supported with one group only")
+        packed = [self._pack(g) for g in groups]
+        sizes = tuple(p.n for p in packed for _ in range(p.b))  # the size of every set, in batch order
+        kwargs = dict(cross_attention_kwargs or {})
+        kwargs.update(set_size=sizes if len(groups) > 1 else sizes[0], slot_mask=groups[0].slot_mask)
+        if any(set(p.added) != set(packed[0].added) for p in packed):
+            raise ValueError("every group must carry the same added_cond_kwargs")
+        eps = self.unet(
+            torch.cat([p.x for p in packed]),  # every group's (B_g*N_g, 1+2C, H, W)
+            torch.cat([p.t for p in packed]),
+            encoder_hidden_states=torch.cat([p.text for p in packed]),
+            added_cond_kwargs={k: torch.cat([p.added[k] for p in packed]) for k in packed[0].added} or None,
+            cross_attention_kwargs=kwargs,
+        ).sample
+        chunks = eps.split([p.b * p.n for p in packed])
+        return [unpack_sets(e, p.n) for e, p in zip(chunks, packed, strict=True)]  # (B_g, N_g, C, H, W) each
+
+    def _pack(self, g: SetBatch) -> _Packed:
+        """Validate one group and build its packed U-Net input."""
+        sample, encoder_hidden_states, reference, known = g.sample, g.encoder_hidden_states, g.reference, g.known
         if sample.ndim != 5 or sample.shape[2] != self.layout.latent_channels:
             raise ValueError(f"sample must be (B, N, {self.layout.latent_channels}, H, W), got {tuple(sample.shape)}")
         b, n, _, h, w = sample.shape
@@ -183,14 +246,11 @@ class JointUNet(nn.Module):
             [mask_channel(known, h, w, sample.dtype), sample, masked_reference(reference.to(sample.dtype), known)],
             dim=2,
         )  # (B, N, 1 + 2C, H, W)
-        kwargs = dict(cross_attention_kwargs or {})
-        kwargs.update(set_size=n, slot_mask=slot_mask)
-        added = {k: pack_sets(v) for k, v in added_cond_kwargs.items()} if added_cond_kwargs else None
-        eps = self.unet(
-            pack_sets(x),  # (B, N, 1+2C, H, W) -> (B*N, 1+2C, H, W)
-            _flat_timesteps(timestep, b, n, sample.device),
-            encoder_hidden_states=pack_sets(encoder_hidden_states),  # (B, N, T, D) -> (B*N, T, D)
-            added_cond_kwargs=added,
-            cross_attention_kwargs=kwargs,
-        ).sample
-        return unpack_sets(eps, n)  # (B*N, C, H, W) -> (B, N, C, H, W)
+        return _Packed(
+            x=pack_sets(x),  # (B, N, 1+2C, H, W) -> (B*N, 1+2C, H, W)
+            t=_flat_timesteps(g.timestep, b, n, sample.device),
+            text=pack_sets(encoder_hidden_states),  # (B, N, T, D) -> (B*N, T, D)
+            added={k: pack_sets(v) for k, v in (g.added_cond_kwargs or {}).items()},
+            b=b,
+            n=n,
+        )

@@ -17,7 +17,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from jointdiff.jedi.guidance import Branch, branches_for, check_null_reference, combine
-from jointdiff.jedi.model import JointUNet
+from jointdiff.jedi.model import JointUNet, SetBatch
 
 
 @dataclass
@@ -40,8 +40,9 @@ class GuidedSetDenoiser:
 
     ``null_reference`` chooses how branches without references see the reference slots:
     ``"drop"`` leaves them out (the targets form a set of their own, truly reference-free: those
-    branches run the U-Net on the K target slots only, a second, smaller batch), ``"mask"`` keeps
-    them as noisy slots with mask 1 and zero reference channels.
+    branches compute the K target slots only, as sets of size K in the same U-Net call as the
+    branches with references, see :meth:`JointUNet.forward_groups`), ``"mask"`` keeps them as
+    noisy slots with mask 1 and zero reference channels.
     """
 
     def __init__(
@@ -89,30 +90,22 @@ class GuidedSetDenoiser:
         Reference slots hold a value the replacement trick discards (with ``drop``, reference-free
         branches contribute zeros there: those slots are not in their sets).
         """
+        groups, branches = [], []
+        if self.whole:  # (nb*B, N, ...): every branch that sees the whole set
+            groups.append(
+                SetBatch(x.repeat(len(self.whole), 1, 1, 1, 1), t, self.text, self.reference.to(x.dtype), self.known)
+            )
+            branches.append(self.whole)
+        if self.targets_only:  # (nt*B, K, ...): reference-free branches, the targets as a set of their own
+            targets = x[:, self.n :].repeat(len(self.targets_only), 1, 1, 1, 1)
+            groups.append(SetBatch(targets, t, self.target_text, self.target_reference.to(x.dtype), self.target_known))
+            branches.append(self.targets_only)
         parts: dict[Branch, torch.Tensor] = {}
-        if self.whole:
-            nb = len(self.whole)
-            eps = self.model(
-                x.repeat(nb, 1, 1, 1, 1),  # (B, N, ...) -> (nb*B, N, ...)
-                t,
-                self.text,
-                reference=self.reference.to(x.dtype),
-                known=self.known,
-            )
-            parts.update(zip(self.whole, eps.chunk(nb), strict=True))
-        if self.targets_only:
-            nt, targets = len(self.targets_only), x[:, self.n :]  # (B, K, ...)
-            eps = self.model(
-                targets.repeat(nt, 1, 1, 1, 1),  # (B, K, ...) -> (nt*B, K, ...)
-                t,
-                self.target_text,
-                reference=self.target_reference.to(x.dtype),
-                known=self.target_known,
-            )
-            blank = torch.zeros_like(x[:, : self.n])  # (B, n, ...): not part of these sets
-            parts.update(
-                (br, torch.cat([blank, e], dim=1)) for br, e in zip(self.targets_only, eps.chunk(nt), strict=True)
-            )
+        blank = torch.zeros_like(x[:, : self.n])  # (B, n, ...): not part of the reference-free sets
+        for eps, brs in zip(self.model.forward_groups(groups), branches, strict=True):  # one U-Net call
+            if brs is self.targets_only:
+                eps = torch.cat([blank.repeat(len(brs), 1, 1, 1, 1), eps], dim=1)  # (nt*B, N, ...)
+            parts.update(zip(brs, eps.chunk(len(brs)), strict=True))
         return combine(parts, self.strategy, self.text_scale, self.image_scale)
 
 
