@@ -21,7 +21,7 @@ allocator, on CPU the peak resident set sampled every 2 ms by a thread (glibc is
 return big blocks to the system at once, so each row starts from the same base).
 
     python benchmarks/speed.py --backbone miniature --repeats 20 --record benchmarks/speed.md
-    python benchmarks/speed.py --backbone sd15 --repeats 1 --record benchmarks/speed.md
+    python benchmarks/speed.py --backbone sd15 --references 1 --repeats 1 --warmup 0 --record benchmarks/speed.md
     python benchmarks/speed.py --memory --record benchmarks/speed.md    # issue 17 item 4 (SD 1.5, 512 px)
 
 Runs unchanged on CUDA (``--device cuda --dtype float16``).
@@ -260,6 +260,9 @@ def speed_rows(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
             flush=True,
         )
 
+    with torch.no_grad():  # one untimed call first: one-time costs (kernel selection) stay out of every row
+        fn = plain_cfg(plain, Inputs(plain, tokens, 0, 1, device, dtype))
+        fn()
     for k in args.targets:
         inp = Inputs(plain, tokens, 0, k, device, dtype)
         run("plain CFG", 0, k, 2 * k, plain_cfg(plain, inp))

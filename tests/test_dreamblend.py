@@ -8,7 +8,14 @@ from diffusers.models.attention_processor import AttnProcessor2_0
 
 from jointdiff.cli import main
 from jointdiff.common.tiny import TEXT_DIM, tiny_components
-from jointdiff.dreamblend.blend import BlendConfig, choose_overfit, guided_sample, record_maps
+from jointdiff.dreamblend.blend import (
+    BlendConfig,
+    checkpoint_prompt_fidelity,
+    choose_overfit,
+    choose_underfit,
+    guided_sample,
+    record_maps,
+)
 from jointdiff.dreamblend.crossattn import AttentionStore, alignment_loss, collapse_score, install_recorders
 from jointdiff.jedi.t2i import TextToImage
 from jointdiff.testing import save_tiny_run
@@ -100,6 +107,45 @@ def test_overfit_choice_is_the_latest_checkpoint_before_collapse():
     assert choose_overfit({5: 0.20, 50: 0.9}, margin=0.2) == 5
 
 
+def test_underfit_choice_is_the_latest_prompt_faithful_checkpoint_before_the_overfit_one():
+    clip_t = {5: 0.300, 25: 0.290, 50: 0.270, 100: 0.250, 250: 0.200}
+    assert choose_underfit(clip_t, before=250, margin=0.05) == 25  # 0.290 >= 0.95 x 0.300; 0.270 is not
+    assert choose_underfit(clip_t, before=250, margin=0.20) == 100  # 0.250 >= 0.80 x 0.300
+    assert choose_underfit(clip_t, before=25, margin=0.20) == 5  # only checkpoints before the overfit one
+    assert choose_underfit(clip_t, before=5) == 5  # nothing earlier: the earliest
+    assert choose_underfit({5: 0.2, 25: 0.3, 50: 0.1}, before=100) == 25  # the best is not always the first
+
+
+class _BrightnessClip:
+    """A dual encoder whose CLIP-T is a known function of the image: cos([m, 1], [0, 1]) = 1 / sqrt(1 + m^2),
+    m the mean pixel value in [0, 1]; it records the texts it is given."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    def encode_images(self, images):
+        m = torch.tensor([np.asarray(im, dtype=np.float32).mean() / 255 for im in images])
+        return torch.stack([m, torch.ones_like(m)], 1)
+
+    def encode_texts(self, texts):
+        self.texts += list(texts)
+        return torch.tensor([[0.0, 1.0]] * len(texts))
+
+
+def test_prompt_fidelity_of_checkpoints_scores_their_samples(run_dir):
+    from jointdiff.jedi.t2i import sample
+
+    run, clip = run_dir / "run", _BrightnessClip()
+    scores = checkpoint_prompt_fidelity(run, [PROMPT], clip, images_per_prompt=2, num_inference_steps=3)
+    assert sorted(scores) == list_checkpoints(run) == [2, 6]
+    assert clip.texts == ["a photo of toy on the beach"] * 2  # CLIP-T prompt: the identifier removed
+    model = load_checkpoint(run, 6)
+    images = model.decode(sample(model, [PROMPT] * 2, torch.Generator().manual_seed(0), num_inference_steps=3))
+    m = torch.tensor([np.asarray(im, dtype=np.float32).mean() / 255 for im in images])
+    assert scores[6] == pytest.approx(float((1 / (1 + m**2).sqrt()).mean()), abs=1e-6)
+    assert scores == checkpoint_prompt_fidelity(run, [PROMPT], clip, images_per_prompt=2, num_inference_steps=3)
+
+
 def test_guidance_lowers_attention_distance_to_the_reference():
     underfit, overfit = _model(0), _model(0)
     with torch.no_grad():  # a different checkpoint of the same model
@@ -168,10 +214,16 @@ def test_interrupted_finetune_resumes_to_identical_weights(run_dir, tmp_path, mo
 
 
 def test_blend_cli_and_its_errors(run_dir, tmp_path, capsys):
+    from jointdiff.testing.evaluation import save_tiny_clip
+
     run = str(run_dir / "run")
     out = tmp_path / "b"
-    assert main(["blend", "--run", run, "--prompt", PROMPT, "--steps", "3", "--overfit", "6", "--out", str(out)]) == 0
+    clip = ["--clip-model", str(save_tiny_clip(tmp_path / "clip"))]
+    assert main(["blend", "--run", run, "--prompt", PROMPT, "--steps", "3", "--out", str(out), *clip]) == 0
     assert (out / "blend.png").is_file() and (out / "grid.png").is_file()
+    said = capsys.readouterr().out
+    assert "attention-collapse score" in said and "whose CLIP-T is within 5% of the best" in said
+    assert "underfit step 2" in said  # the only checkpoint before the overfit one (6, or 2 alone)
     for argv, needle in (
         (["--underfit", "6", "--overfit", "2"], "must not be later than"),
         (["--underfit", "3"], "no underfit checkpoint at step 3"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import numpy as np
 import PIL.Image
 import pytest
 
@@ -29,7 +30,7 @@ def test_evaluate_real_images_then_images_dir_then_compare(setup, capsys):
     out = root / "real"
     assert main(["evaluate", "--method", "real", "--out", str(out), *common]) == 0
     res = json.loads((out / "results.json").read_text())
-    assert res["num_images"] == 2 * 3 * 3 and res["generation"] == {"generated": 18, "cached": 0}
+    assert res["num_images"] == 2 * 3 * 3 and (res["generation"]["generated"], res["generation"]["cached"]) == (18, 0)
     assert set(res["subjects"]) == {"dog", "backpack"} and len(res["prompts"]) == 6
     assert all(isinstance(res["overall"][m], float) for m in ("CLIP-T", "CLIP-I", "MCLIP-I", "DINO", "MDINO"))
     assert res["overall"]["Diversity"] is None  # one image per prompt and input
@@ -73,6 +74,20 @@ def test_evaluate_jedi_on_tiny_pipeline(setup, tmp_path, capsys):
     assert main([*args, "--subjects", "dog", "--max-prompts", "1", "--guidance-scale", "3", *common]) == 2
     assert "holds images made with other settings (method_settings)" in capsys.readouterr().err
 
+    def images(method: str, null_reference: str) -> list[np.ndarray]:
+        run = tmp_path / f"{method}-{null_reference}"
+        argv = ["evaluate", "--method", method, "--model", str(tmp_path / "jedi"), "--steps", "2", "--out", str(run)]
+        argv += ["--subjects", "dog", "--max-prompts", "1", "--null-reference", null_reference, *common]
+        assert main(argv) == 0
+        assert json.loads((run / "results.json").read_text())["method_settings"]["null_reference"] == null_reference
+        return [np.asarray(PIL.Image.open(p)) for p in sorted((run / "images").rglob("*.png"))]
+
+    drop, mask = images("jedi", "drop"), images("jedi", "mask")
+    assert any(not np.array_equal(a, b) for a, b in zip(drop, mask, strict=True))  # the null branch differs
+    free, free_mask = images("jedi-noref", "drop"), images("jedi-noref", "mask")
+    assert all(np.array_equal(a, b) for a, b in zip(free, free_mask, strict=True))  # no references: nothing to drop
+    assert all(not np.array_equal(a, b) for a, b in zip(free, drop, strict=True))  # the references change the image
+
 
 def test_one_line_errors(setup, tmp_path, capsys):
     _root, common = setup
@@ -81,7 +96,7 @@ def test_one_line_errors(setup, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "missing-clip" in err and "--clip-model DIR" in err
     assert main(["evaluate", "--method", "nope", *common]) == 2
-    assert "unknown method 'nope'; choose one of: jedi, real" in capsys.readouterr().err
+    assert "unknown method 'nope'; choose one of: jedi, jedi-noref, real" in capsys.readouterr().err
     assert main(["evaluate", "--method", "real", "--subjects", "cat", *common]) == 2
     assert "unknown subject(s) cat; known: dog, backpack" in capsys.readouterr().err
     assert main(["evaluate", "--method", "real", "--data", str(tmp_path)]) == 2

@@ -165,7 +165,10 @@ def test_resume_recomputes_nothing_and_regenerates_a_corrupt_image(small, tmp_pa
     scorer, method = _scorer(), TaggedFirstInput()
     config = EvalConfig(refs=2, inputs="random", num_random=2, max_prompts=3, images_per_prompt=2)
     first = evaluate(tmp_path, small, scorer, config, method=method, report=False)
-    assert first["generation"] == {"generated": 3 * 2 * 3 * 2, "cached": 0}
+    g = first["generation"]
+    assert (g["generated"], g["cached"]) == (3 * 2 * 3 * 2, 0) and g["seconds_per_image"] >= 0
+    timing = json.loads((tmp_path / "images" / "timing.json").read_text())
+    assert timing["images"] == 36 and timing["seconds"] / 36 == pytest.approx(g["seconds_per_image"])
     encoded = scorer.clip.calls, scorer.dino.calls
     calls = len(method.calls)
 
@@ -173,12 +176,14 @@ def test_resume_recomputes_nothing_and_regenerates_a_corrupt_image(small, tmp_pa
     assert len(method.calls) == calls  # nothing generated
     assert (scorer.clip.calls, scorer.dino.calls) == encoded  # no feature recomputed (real ones included)
     assert second["overall"] == first["overall"] and second["generation"]["cached"] == 36
+    assert second["generation"]["seconds_per_image"] == g["seconds_per_image"]  # kept from the run that generated
 
     victim = sorted((tmp_path / "images" / "teapot").rglob("*.png"))[1]
     victim.write_bytes(victim.read_bytes()[:100])  # truncated PNG
     third = evaluate(tmp_path, small, scorer, config, method=method, report=False)
     assert method.calls[calls:] == [("teapot", 1)]  # exactly the corrupt image, alone
-    assert third["generation"] == {"generated": 1, "cached": 35}
+    assert (third["generation"]["generated"], third["generation"]["cached"]) == (1, 35)
+    assert json.loads((tmp_path / "images" / "timing.json").read_text())["images"] == 37
     assert (scorer.clip.calls - encoded[0], scorer.dino.calls - encoded[1]) == (1, 1)  # only the new image
     assert PIL.Image.open(victim).getpixel((0, 0)) == (len(method.calls), 0, 0)  # the regenerated file is scored
     assert third["overall"]["DINO"] == pytest.approx(first["overall"]["DINO"], abs=1e-3)  # one pixel changed

@@ -234,6 +234,23 @@ def test_targets_only_null_branches_equal_the_slot_masked_whole_set(joint_unet, 
     assert seen[0] == b * (n + k) * with_refs + b * k * without  # reference-free branches: K slots only
 
 
+@pytest.mark.parametrize("eta", [0.0, 1.0])
+def test_sets_with_their_own_prompts_and_generators_equal_the_sets_made_alone(pipe, eta):
+    """``prompt`` as B lists and one generator per set: each set as if generated alone (same noise)."""
+    refs, sets = [_image(1)], [["a toy", "a toy in snow"], ["a toy on a beach", "a red toy"]]
+    kw = {"reference_images": refs, "num_inference_steps": 3, "eta": eta, "output_type": "latent"}
+    batch = pipe(sets, generator=[torch.Generator().manual_seed(s) for s in (5, 6)], **kw).images  # (B*K, ...)
+    for i, (prompts, s) in enumerate(zip(sets, (5, 6), strict=True)):
+        alone = pipe(prompts, generator=torch.Generator().manual_seed(s), **kw).images  # (K, ...)
+        assert torch.allclose(batch[2 * i : 2 * i + 2], alone, atol=1e-5)
+    with pytest.raises(ValueError, match="same number of prompts"):
+        pipe([["a"], ["b", "c"]])
+    with pytest.raises(ValueError, match="a list of 2 \\(one per set\\)"):
+        pipe(sets, generator=[torch.Generator()])
+    with pytest.raises(ValueError, match="num_images_per_prompt must be 1"):
+        pipe(sets, num_images_per_prompt=2)
+
+
 def test_pipeline_rejects_bad_arguments(pipe):
     with pytest.raises(ValueError, match="positive integer"):
         pipe("a toy", num_inference_steps=0)

@@ -34,6 +34,18 @@ def _cmd_blend(args: argparse.Namespace) -> int:
 
     cfg = from_args(BlendConfig, args)
     reference = load_image(args.reference_image) if args.reference_image else None
+    from jointdiff.training.dreambooth import list_checkpoints
+
+    list_checkpoints(args.run)  # a bad run directory is reported before any scorer loads
+    clip = None
+    if args.underfit is None:  # chosen by prompt fidelity: the harness's CLIP-T scorer
+        from jointdiff.evaluation.registry import BACKBONES, resolve
+
+        clip = resolve(BACKBONES, args.clip_backbone, "backbone")(args.clip_model, "cpu")
+        if not callable(getattr(clip, "encode_texts", None)):
+            raise ValueError(
+                f"--clip-backbone {args.clip_backbone!r} has no text encoder (CLIP-T needs a dual encoder)"
+            )
     result = blend_from_run(
         args.run,
         args.prompt,
@@ -42,7 +54,11 @@ def _cmd_blend(args: argparse.Namespace) -> int:
         seed=args.seed,
         cfg=cfg,
         reference_image=reference,
+        clip=clip,
+        underfit_margin=args.underfit_margin,
     )
+    for line in result.why:
+        print(line)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {
@@ -87,7 +103,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("blend", help="DreamBlend: underfit layout + overfit subject via cross-attention guidance")
     p.add_argument("--run", required=True, help="run directory written by `jointdiff finetune`")
     p.add_argument("--prompt", required=True, help='e.g. "a photo of sks dog on the beach"')
-    p.add_argument("--underfit", type=int, default=None, help="underfit checkpoint step (default: the earliest)")
+    p.add_argument(
+        "--underfit",
+        type=int,
+        default=None,
+        help="underfit checkpoint step (default: the latest before the overfit one whose CLIP-T is near the best)",
+    )
+    p.add_argument(
+        "--underfit-margin",
+        type=float,
+        default=0.05,
+        help="relative CLIP-T drop allowed when choosing the underfit step (default 0.05)",
+    )
+    p.add_argument(
+        "--clip-backbone",
+        default="clip",
+        help="CLIP-T scorer for the underfit choice: clip (SD runs) or toy-clip (the miniature)",
+    )
+    p.add_argument("--clip-model", default=None, help="its Hub id or local directory (default: the backbone's)")
     p.add_argument(
         "--overfit", type=int, default=None, help="overfit checkpoint step (default: latest before collapse)"
     )

@@ -19,7 +19,10 @@ def register(sub: Any) -> None:
         "writes results.json, table.md and dino_vs_clipt.png under --out. See docs/evaluation.md.",
     )
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--method", help="method to run: jedi, real (the real images; upper-bound row)")
+    what.add_argument(
+        "--method",
+        help="method to run: jedi, jedi-noref (the same model without references), real (the real images; upper bound)",
+    )
     what.add_argument("--images", type=Path, help="score images of another system: DIR/<subject>/[in<i>/]<NN>_*.png")
     what.add_argument("--compare", type=Path, nargs="+", help="combine the results.json of these runs into one report")
     p.add_argument("--out", type=Path, help="run directory (default: runs/eval/<method>-<benchmark>-<refs>ref)")
@@ -67,6 +70,13 @@ def register(sub: Any) -> None:
         choices=list(STRATEGIES),
         help="guidance scheme",
     )
+    p.add_argument(
+        "--null-reference",
+        default="drop",
+        choices=["drop", "mask"],
+        help="reference-free guidance branches: drop the reference slots or keep them masked",
+    )
+    p.add_argument("--batch-size", type=int, default=1, help="jedi: prompts generated in one batch (sets side by side)")
     p.add_argument("--resolution", type=int, help="generated image side (default: the model's)")
     p.add_argument(
         "--reference-caption", default="a photo of a {}", help='caption of each reference, "{}" = class word'

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import PIL.Image
 import torch
@@ -41,6 +42,7 @@ class BlendResult:
     underfit_step: int
     overfit_step: int
     losses: list[float] = field(default_factory=list)  # CAG loss per guided step
+    why: list[str] = field(default_factory=list)  # how each automatically chosen step was chosen
 
 
 def record_maps(
@@ -192,6 +194,57 @@ def choose_overfit(scores: dict[int, float], margin: float = 0.2) -> int:
     return ok[-1]
 
 
+def checkpoint_prompt_fidelity(
+    run: str | Path,
+    prompts: list[str],
+    clip: Any,
+    steps: list[int] | None = None,
+    images_per_prompt: int = 2,
+    num_inference_steps: int = 25,
+    guidance_scale: float = 7.5,
+    seed: int = 0,
+) -> dict[int, float]:
+    """CLIP-T of each checkpoint (the harness's text alignment, identifier removed from the prompt),
+    averaged over ``prompts`` x ``images_per_prompt`` samples with the same seeds for every checkpoint.
+
+    ``clip`` is any dual encoder of the harness (``encode_images``, ``encode_texts``): CLIP for an
+    SD run, the toy CLIP for the miniature.
+    """
+    from jointdiff.evaluation.metrics import clip_t_prompt, text_alignment
+
+    if images_per_prompt < 1:
+        raise ValueError(f"images_per_prompt must be >= 1, got {images_per_prompt}")
+    cfg = run_config(run)
+    texts = [clip_t_prompt(p, cfg.class_word, cfg.identifier) for p in prompts for _ in range(images_per_prompt)]
+    text_feats = clip.encode_texts(texts)  # (P*I, d)
+    scores: dict[int, float] = {}
+    for step in steps or list_checkpoints(run):
+        model = load_checkpoint(run, step)
+        images = []
+        for j, prompt in enumerate(prompts):
+            g = torch.Generator().manual_seed(seed + j)
+            latents = sample(
+                model,
+                [prompt] * images_per_prompt,
+                g,
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+            )
+            images += model.decode(latents)
+        scores[step] = float(text_alignment(clip.encode_images(images), text_feats).mean())
+    return scores
+
+
+def choose_underfit(scores: dict[int, float], before: int, margin: float = 0.05) -> int:
+    """The latest checkpoint before ``before`` (the overfit step) whose CLIP-T is within ``margin``
+    (relative) of the best CLIP-T among those checkpoints: as much subject as the prompt allows.
+    The earliest checkpoint when none is earlier than ``before``."""
+    steps = sorted(s for s in scores if s < before) or sorted(scores)[:1]
+    best = max(scores[s] for s in steps)
+    ok = [s for s in steps if scores[s] >= best - margin * abs(best)]
+    return ok[-1]
+
+
 def blend_from_run(
     run_dir: str | Path,
     prompt: str,
@@ -202,16 +255,40 @@ def blend_from_run(
     num_inference_steps: int = 50,
     cfg: BlendConfig | None = None,
     reference_image: PIL.Image.Image | None = None,
+    clip: Any = None,
+    collapse_margin: float = 0.2,
+    underfit_margin: float = 0.05,
 ) -> BlendResult:
-    """DreamBlend on a ``jointdiff finetune`` run; missing steps are chosen automatically:
-    the overfit one as the latest before attention collapse, the underfit one as the earliest."""
+    """DreamBlend on a ``jointdiff finetune`` run; missing steps are chosen automatically: the
+    overfit one as the latest before attention collapse (:func:`choose_overfit`), the underfit one
+    by prompt fidelity with the dual encoder ``clip`` (:func:`choose_underfit`; without ``clip``,
+    the earliest checkpoint)."""
     steps = list_checkpoints(run_dir)
     for name, s in (("underfit", underfit), ("overfit", overfit)):
         if s is not None and s not in steps:
             raise ValueError(f"no {name} checkpoint at step {s}; saved: {steps}")
+    why = []
     if overfit is None:
-        overfit = choose_overfit(checkpoint_collapse_scores(run_dir, [prompt]))
-    underfit = steps[0] if underfit is None else underfit
+        collapse = checkpoint_collapse_scores(run_dir, [prompt])
+        overfit = choose_overfit(collapse, collapse_margin)
+        table = ", ".join(f"{s}: {v:.3f}" for s, v in sorted(collapse.items()))
+        why.append(
+            f"overfit step {overfit}: the latest whose attention-collapse score is within {collapse_margin} "
+            f"of the earliest checkpoint's (scores {table})"
+        )
+    if underfit is None and clip is not None:
+        fidelity = checkpoint_prompt_fidelity(
+            run_dir, [prompt], clip, [s for s in steps if s < overfit] or steps[:1], seed=seed
+        )
+        underfit = choose_underfit(fidelity, overfit, underfit_margin)
+        table = ", ".join(f"{s}: {v:.3f}" for s, v in sorted(fidelity.items()))
+        why.append(
+            f"underfit step {underfit}: the latest before step {overfit} whose CLIP-T is within "
+            f"{underfit_margin:.0%} of the best (CLIP-T {table})"
+        )
+    elif underfit is None:
+        underfit = steps[0]
+        why.append(f"underfit step {underfit}: the earliest checkpoint (no CLIP-T scorer given)")
     if underfit > overfit:
         raise ValueError(f"the underfit step ({underfit}) must not be later than the overfit step ({overfit})")
     cfg = cfg or BlendConfig(num_inference_steps=num_inference_steps)
@@ -225,4 +302,4 @@ def blend_from_run(
         cfg=cfg,
         reference_image=reference_image,
     )
-    return BlendResult(image=image, reference=ref, underfit_step=underfit, overfit_step=overfit, losses=losses)
+    return BlendResult(image=image, reference=ref, underfit_step=underfit, overfit_step=overfit, losses=losses, why=why)

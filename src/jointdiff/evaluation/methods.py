@@ -18,15 +18,17 @@ class JeDiMethod:
 
     The target prompt is the template filled with the class word (no identifier: JeDi is finetuning-free);
     every reference is captioned ``options.reference_caption`` with the class word. Each image uses its own
-    generator seeded by (seed, prompt), so it does not depend on which other prompts share the call.
+    generator seeded by (seed, prompt), so its noise does not depend on which other prompts share the call;
+    ``options.batch_size`` sets run in one batch (a batch changes results by float rounding only).
     """
 
     identifier = None
 
-    def __init__(self, pipe: Any, options: MethodOptions, name: str = "jedi") -> None:
+    def __init__(self, pipe: Any, options: MethodOptions, name: str = "jedi", use_references: bool = True) -> None:
         self.pipe = pipe
         self.options = options
         self.name = name
+        self.use_references = use_references  # False: the same pipeline as a plain text-to-image model
 
     def generate(
         self, subject: Subject, references: list[PIL.Image.Image], prompts: list[str], seed: int
@@ -35,36 +37,47 @@ class JeDiMethod:
         o = self.options
         refs = [im.convert("RGB") for im in references]
         caption = o.reference_caption.format(subject.class_word)
-        images = []
-        for prompt in prompts:
-            generator = torch.Generator("cpu").manual_seed(stable_int(seed, prompt))
+        with_refs = {"reference_images": refs, "reference_prompts": [caption] * len(refs)}
+        images: list[PIL.Image.Image] = []
+        for start in range(0, len(prompts), o.batch_size):  # up to batch_size independent sets per call
+            chunk = prompts[start : start + o.batch_size]
             out = self.pipe(
-                prompt=[prompt],
-                reference_images=refs,
-                reference_prompts=[caption] * len(refs),
+                prompt=[[p] for p in chunk],  # one set (references + one target) per prompt
+                **(with_refs if self.use_references else {}),
                 num_inference_steps=o.steps,
                 guidance_scale=o.guidance_scale,
-                image_guidance_scale=o.image_guidance_scale,
-                guidance=o.guidance,
+                image_guidance_scale=o.image_guidance_scale if self.use_references else None,
+                guidance=o.guidance if self.use_references else "joint",
+                null_reference=o.null_reference,
                 height=o.resolution,
                 width=o.resolution,
-                generator=generator,
+                generator=[torch.Generator("cpu").manual_seed(stable_int(seed, p)) for p in chunk],
                 output_type="pil",
             )
-            images.append(out.images[0])
+            images += out.images
         return images
+
+
+def _jedi_pipeline(options: MethodOptions, method: str) -> Any:
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
+
+    if not options.model:
+        raise ValueError(f"--method {method} needs --model DIR (a jointdiff pipeline directory)")
+    kwargs = {"torch_dtype": torch_dtype(options.dtype)} if options.dtype else {}
+    pipe = JointDiffusionPipeline.from_pretrained(options.model, **kwargs).to(options.device)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def load_jedi(options: MethodOptions) -> JeDiMethod:
     """A JointDiffusionPipeline from ``options.model`` (a converted or trained jointdiff directory / Hub id)."""
-    from jointdiff.jedi.pipeline import JointDiffusionPipeline
+    return JeDiMethod(_jedi_pipeline(options, "jedi"), options)
 
-    if not options.model:
-        raise ValueError("--method jedi needs --model DIR (a jointdiff pipeline directory)")
-    kwargs = {"torch_dtype": torch_dtype(options.dtype)} if options.dtype else {}
-    pipe = JointDiffusionPipeline.from_pretrained(options.model, **kwargs).to(options.device)
-    pipe.set_progress_bar_config(disable=True)
-    return JeDiMethod(pipe, options)
+
+def load_jedi_noref(options: MethodOptions) -> JeDiMethod:
+    """The same pipeline without references: a plain text-to-image row (classifier-free guidance on
+    the text, ``options.guidance_scale``), the inputs ignored."""
+    return JeDiMethod(_jedi_pipeline(options, "jedi-noref"), options, name="jedi-noref", use_references=False)
 
 
 class RealImagesMethod:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import re
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import PIL.Image
 from tqdm.auto import tqdm
@@ -46,6 +48,15 @@ class MethodOptions:
     guidance_scale: float = 7.5  # text guidance (JeDi eq. 3 / eq. 4 lambda_1)
     image_guidance_scale: float | None = None  # JeDi eq. 4 lambda_2; None = single-scale eq. 3
     guidance: str = "joint"  # "joint" | "text_first" | "image_first" | "text_only"
+    null_reference: str = "drop"  # how reference-free guidance branches see the reference slots: "drop" | "mask"
+    batch_size: int = 1  # independent sets (one prompt each) per pipeline call
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.null_reference not in ("drop", "mask"):
+            raise ValueError(f"null_reference must be 'drop' or 'mask', got {self.null_reference!r}")
+
     resolution: int | None = None  # generated image side; None = the model's default
     reference_caption: str = "a photo of a {}"  # caption of each reference image, "{}" = class word
 
@@ -136,9 +147,14 @@ def generate_images(
     config: EvalConfig,
     images_dir: Path,
 ) -> tuple[list[Sample], dict[str, int]]:
-    """Generate every missing image (resumable: valid cached files are kept, corrupt ones redone)."""
+    """Generate every missing image (resumable: valid cached files are kept, corrupt ones redone).
+
+    The stats count generated and cached images and give the wall seconds per generated image over
+    every invocation that generated into ``images_dir`` (kept in ``images_dir/timing.json``)."""
     samples: list[Sample] = []
-    stats = {"generated": 0, "cached": 0}
+    stats: dict[str, Any] = {"generated": 0, "cached": 0}
+    timing_file = images_dir / "timing.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {"seconds": 0.0, "images": 0}
     jobs = [(s, c) for s in subjects for c in input_choices(len(s.images), s.name, config)]
     for subject, choice in tqdm(jobs, desc=f"generate ({method.name})", unit="input", leave=False):
         templates = benchmark.prompt_templates(subject)[: config.max_prompts]
@@ -150,13 +166,18 @@ def generate_images(
             stats["cached"] += len(paths) - len(missing)
             if missing:
                 seed = generation_seed(config.seed, subject.name, choice, j)
+                t0 = time.perf_counter()
                 images = method.generate(subject, references, [prompts[k] for k in missing], seed)
+                timing["seconds"] += time.perf_counter() - t0
+                timing["images"] += len(missing)
                 if len(images) != len(missing):
                     raise ValueError(f"method {method.name!r} returned {len(images)} images for {len(missing)} prompts")
                 for k, image in zip(missing, images, strict=True):
                     save_image(image, paths[k])
+                timing_file.write_text(json.dumps(timing))
                 stats["generated"] += len(missing)
             samples += [Sample(subject.name, k, templates[k], choice, str(j), paths[k]) for k in range(len(templates))]
+    stats["seconds_per_image"] = timing["seconds"] / timing["images"] if timing["images"] else None
     return samples, stats
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from jointdiff.evaluation.benchmarks import load_dreambooth
 from jointdiff.evaluation.features import load_clip, load_dino
-from jointdiff.evaluation.methods import load_jedi, load_real
+from jointdiff.evaluation.methods import load_jedi, load_jedi_noref, load_real
 from jointdiff.evaluation.segmenters import load_clipseg, load_mask_files, load_semantic
 from jointdiff.evaluation.toy.benchmark import load_toy_real, load_toy_text_only, load_toyworld
 from jointdiff.evaluation.toy.evaluators import load_toy_dual, load_toy_identity, load_toy_segmenter
@@ -23,6 +23,7 @@ BENCHMARKS: Mapping[str, Callable[..., Any]] = {"dreambooth": load_dreambooth, "
 # name -> factory(options: MethodOptions) -> Method
 METHODS: Mapping[str, Callable[..., Any]] = {
     "jedi": load_jedi,
+    "jedi-noref": load_jedi_noref,
     "real": load_real,
     "toy-real": load_toy_real,
     "toy-text-only": load_toy_text_only,

@@ -56,19 +56,24 @@ def _fmt(v: float | None) -> str:
 
 def markdown_table(runs: Sequence[dict[str, Any]], paper: bool = True) -> str:
     """Table 2 layout: one row per run, a "Real images" row per benchmark, and the paper's rows."""
-    head = "| Method | " + " | ".join(f"{c} (↑)" for c in METRICS) + " | Diversity | images |"
-    rule = "| --- |" + " ---: |" * (len(METRICS) + 2)
+    head = "| Method | " + " | ".join(f"{c} (↑)" for c in METRICS) + " | Diversity | images | s/image |"
+    rule = "| --- |" + " ---: |" * (len(METRICS) + 3)
     lines = [head, rule]
     for r in runs:
         o = r["overall"]
-        lines.append(f"| {r['label']} | " + " | ".join(_fmt(o.get(c)) for c in COLUMNS) + f" | {r['num_images']} |")
+        secs = (r.get("generation") or {}).get("seconds_per_image")  # wall seconds per generated image
+        lines.append(
+            f"| {r['label']} | "
+            + " | ".join(_fmt(o.get(c)) for c in COLUMNS)
+            + f" | {r['num_images']} | {'-' if secs is None else f'{secs:.2f}'} |"
+        )
     seen = set()
     for r in runs:
         if r.get("real_images") and r["benchmark"] not in seen:
             seen.add(r["benchmark"])
             o = r["real_images"]
             name = f"Real images ({r['benchmark']}, distinct pairs)"
-            lines.append(f"| {name} | " + " | ".join(_fmt(o.get(c)) for c in COLUMNS) + " | - |")
+            lines.append(f"| {name} | " + " | ".join(_fmt(o.get(c)) for c in COLUMNS) + " | - | - |")
     text = "\n".join(lines) + "\n"
     if paper:
         text += (
@@ -78,7 +83,9 @@ def markdown_table(runs: Sequence[dict[str, Any]], paper: bool = True) -> str:
             + rule
             + "\n"
         )
-        text += "".join(f"| {n} | " + " | ".join(f"{v:.4f}" for v in vals) + " | - | - |\n" for n, vals in PAPER_TABLE2)
+        text += "".join(
+            f"| {n} | " + " | ".join(f"{v:.4f}" for v in vals) + " | - | - | - |\n" for n, vals in PAPER_TABLE2
+        )
     return text
 
 

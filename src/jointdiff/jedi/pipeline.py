@@ -101,7 +101,7 @@ class JointDiffusionPipeline(DiffusionPipeline):
     @torch.no_grad()
     def __call__(
         self,
-        prompt: str | list[str],
+        prompt: str | list[str] | list[list[str]],
         reference_images: PIL.Image.Image | list[PIL.Image.Image] | None = None,
         reference_prompts: str | list[str] | None = None,
         num_inference_steps: int = 50,
@@ -114,7 +114,7 @@ class JointDiffusionPipeline(DiffusionPipeline):
         width: int | None = None,
         num_images_per_prompt: int = 1,
         eta: float = 0.0,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
@@ -123,7 +123,8 @@ class JointDiffusionPipeline(DiffusionPipeline):
         """Generate K = ``len(prompt)`` coupled images of the references' subject (JeDi sec. 3.3).
 
         Args:
-            prompt: one prompt per target image; all targets of a set share one subject.
+            prompt: one prompt per target image; all targets of a set share one subject. A list of
+                B lists of K prompts generates B independent sets in one batch (same references).
             reference_images: the n given images of the subject (none: joint text-to-image).
             reference_prompts: captions of the references (one, or one per reference; default "").
             num_inference_steps: denoising steps of the scheduler.
@@ -134,9 +135,10 @@ class JointDiffusionPipeline(DiffusionPipeline):
                 ``drop`` (excluded from coupling) or ``mask`` (mask 1, zero reference channels).
             negative_prompt: the null text of the targets (default "").
             height, width: output size in pixels (default: the U-Net's sample size).
-            num_images_per_prompt: independent sets generated in one batch.
+            num_images_per_prompt: independent sets generated in one batch (per-set prompt lists: 1).
             eta: DDIM eta.
-            generator: a ``torch.Generator`` for reproducible results.
+            generator: a ``torch.Generator`` for reproducible results, or one per set (a list): each
+                set's noise then depends on its own generator only, as if generated alone.
             latents: initial target latents ``(num_images_per_prompt, K, C, h, w)``.
             output_type: ``pil``, ``np``, ``pt`` or ``latent``.
             callback_on_step_end: ``f(pipe, i, t, {"set_latents", "reference_noise"})`` each step.
@@ -146,11 +148,19 @@ class JointDiffusionPipeline(DiffusionPipeline):
         """
         # 1. Check inputs
         prompts = _as_list(prompt)
+        per_set = bool(prompts) and all(isinstance(p, (list, tuple)) for p in prompts)  # B lists of K prompts
+        sets = [list(p) for p in prompts] if per_set else [prompts]
         refs = _as_list(reference_images)
         ref_prompts = _as_list(reference_prompts) or [""]
-        k, n = len(prompts), len(refs)
-        if k == 0 or not all(isinstance(p, str) for p in prompts):
-            raise ValueError("prompt must be a string or a non-empty list of strings (one per target image)")
+        k, n = len(sets[0]), len(refs)
+        if k == 0 or not all(isinstance(p, str) for ps in sets for p in ps):
+            raise ValueError(
+                "prompt must be a string, a non-empty list of strings (one per target image) or a list of such lists"
+            )
+        if any(len(ps) != k for ps in sets):
+            raise ValueError(f"every set needs the same number of prompts, got {[len(ps) for ps in sets]}")
+        if per_set and num_images_per_prompt != 1:
+            raise ValueError("num_images_per_prompt must be 1 with one prompt list per set")
         if not all(isinstance(im, PIL.Image.Image) for im in refs):
             raise ValueError("reference_images must be PIL images")
         if len(ref_prompts) == 1:
@@ -169,17 +179,21 @@ class JointDiffusionPipeline(DiffusionPipeline):
         check_null_reference(null_reference)
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
-        if generator is not None and not isinstance(generator, torch.Generator):
+        b = num_images_per_prompt * len(sets)
+        if isinstance(generator, list):
+            if len(generator) != b or not all(isinstance(g, torch.Generator) for g in generator):
+                raise ValueError(f"generator must be a torch.Generator or a list of {b} (one per set)")
+        elif generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError("generator must be a torch.Generator")
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise ValueError(f"height and width must be divisible by {self.vae_scale_factor}, got {height}x{width}")
         device = self._execution_device
-        b = num_images_per_prompt
 
         # 2. Encode text: per-slot captions (references first, then targets) and the null text
-        text = self.encode_text(ref_prompts + prompts, device)  # (N, T, D)
+        text = self.encode_text([p for ps in sets for p in ref_prompts + ps], device)  # (S*N, T, D)
+        text = text.unflatten(0, (len(sets), n + k)).repeat_interleave(num_images_per_prompt, 0)  # (B, N, T, D)
         null = self.encode_text([""] * n + [negative_prompt or ""] * k, device)  # (N, T, D)
 
         # 3. Encode references
@@ -190,8 +204,8 @@ class JointDiffusionPipeline(DiffusionPipeline):
         else:
             ref_latents = torch.zeros(0, c, h, w, device=device, dtype=self.unet.dtype)
         cond = SetConditioning(
-            text=text.expand(b, -1, -1, -1),  # (N, T, D) -> (B, N, T, D)
-            null_text=null.expand(b, -1, -1, -1),
+            text=text,
+            null_text=null.expand(b, -1, -1, -1),  # (N, T, D) -> (B, N, T, D)
             references=ref_latents.expand(b, -1, -1, -1, -1),  # (n, C, h, w) -> (B, n, C, h, w)
         )
 
@@ -202,7 +216,10 @@ class JointDiffusionPipeline(DiffusionPipeline):
         # 5. Prepare latent variables
         shape = (b, k, c, h, w)
         if latents is None:
-            latents = randn_tensor((b * k, c, h, w), generator=generator, device=device, dtype=self.unet.dtype)
+            if isinstance(generator, list):  # each set from its own generator
+                latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
+            else:
+                latents = randn_tensor((b * k, c, h, w), generator=generator, device=device, dtype=self.unet.dtype)
             latents = latents.reshape(shape) * self.scheduler.init_noise_sigma  # (B*K, ...) -> (B, K, ...)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape} (sets, K targets, C, h, w), got {tuple(latents.shape)}")
@@ -235,7 +252,10 @@ class JointDiffusionPipeline(DiffusionPipeline):
                 latents,
                 cond.references,
                 generator=generator,
-                extra_step_kwargs=self._extra_step_kwargs(generator, eta),
+                # The scheduler draws per image (B*K): each image from its set's generator.
+                extra_step_kwargs=self._extra_step_kwargs(
+                    [g for g in generator for _ in range(k)] if isinstance(generator, list) else generator, eta
+                ),
                 callback=callback,
                 progress=progress,
             )

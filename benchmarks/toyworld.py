@@ -1,0 +1,241 @@
+"""The JeDi paper's tables and figures replayed in the toy world with the miniature (issue 15).
+
+Every row is one ``jointdiff evaluate`` run on the toy benchmark (held-out ``eval`` subjects, the
+25 DreamBooth prompts of their kind) scored by the toy backbones (toy CLIP for CLIP-T / CLIP-I /
+MCLIP-I, toy DINO for DINO / MDINO, exact masks); runs live under ``--work`` and resume from the
+harness's image and feature caches, so a rerun recomputes nothing it has.
+
+- Table (``--subjects`` subjects x 25 prompts, one random input choice per subject): real renders
+  (upper bound), the text-only floor, the miniature without references, JeDi 1 ref without image
+  guidance (Table 4: text-only guidance, references in both branches), JeDi 1 ref with joint,
+  text-first and image-first guidance (Table 6), the joint row with ``null_reference = mask``,
+  and JeDi with 3 refs (Table 2's 3-input protocol). Normalised identity is DINO rescaled so
+  the text-only floor is 0 and the real renders are 1.
+- Sweep (paper Fig. 11): DINO against CLIP-T over guidance scales for the three strategies on the
+  first ``--sweep-subjects`` subjects (eq. 4's two scales set equal).
+- Figure: ``--figure-subjects`` subjects x (reference | joint | text first | image first | no
+  image guidance), one prompt each.
+
+    python benchmarks/toyworld.py --record benchmarks/toyworld.md       # the shipped miniature
+    python benchmarks/toyworld.py --model DIR --subjects 4 --sweep-subjects 2 --max-prompts 3   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STRATEGIES = {"joint": "joint", "text_first": "text first", "image_first": "image first"}
+SWEEP_SCALES = (1.5, 3.0, 5.0, 7.5, 10.0)
+METRICS = ("CLIP-T", "CLIP-I", "MCLIP-I", "DINO", "MDINO")
+
+
+@dataclass
+class Row:
+    """One evaluate run: its label, the directory under ``--work`` and its command-line options."""
+
+    label: str
+    name: str
+    argv: list[str] = field(default_factory=list)
+
+
+def table_rows(scale: float, image_scale: float) -> list[Row]:
+    """The table's rows (issue 15 item 1) at text scale ``scale`` and eq. 4 image scale ``image_scale``."""
+    jedi = ["--method", "jedi", "--guidance-scale", str(scale)]
+    two = ["--image-guidance-scale", str(image_scale)]
+    return [
+        Row("Real renders (upper bound)", "real", ["--method", "toy-real"]),
+        Row("Text-only floor (another subject of the class)", "floor", ["--method", "toy-text-only"]),
+        Row(
+            "Miniature without references (text-to-image)",
+            "noref",
+            ["--method", "jedi-noref", "--guidance-scale", str(scale)],
+        ),
+        Row("JeDi 1 ref, no image guidance (Table 4)", "text_only", [*jedi, "--guidance", "text_only"]),
+        Row("JeDi 1 ref, joint guidance (eq. 3)", "joint", [*jedi, "--guidance", "joint"]),
+        Row("JeDi 1 ref, text first (eq. 4)", "text_first", [*jedi, "--guidance", "text_first", *two]),
+        Row("JeDi 1 ref, image first (eq. 4)", "image_first", [*jedi, "--guidance", "image_first", *two]),
+        Row(
+            "JeDi 1 ref, joint, null reference = mask",
+            "joint_mask",
+            [*jedi, "--guidance", "joint", "--null-reference", "mask"],
+        ),
+        Row("JeDi 3 refs, joint guidance", "joint_3ref", [*jedi, "--guidance", "joint", "--refs", "3"]),
+    ]
+
+
+def sweep_rows(scales: tuple[float, ...]) -> list[Row]:
+    """Fig. 11: each strategy at each scale (eq. 4: both scales equal)."""
+    rows = []
+    for strategy, name in STRATEGIES.items():
+        for s in scales:
+            argv = ["--method", "jedi", "--guidance", strategy, "--guidance-scale", str(s)]
+            if strategy != "joint":
+                argv += ["--image-guidance-scale", str(s)]
+            rows.append(Row(f"{name} {s:g}", f"sweep-{strategy}-{s:g}", argv))
+    return rows
+
+
+def run_row(row: Row, args: argparse.Namespace, subjects: int, work: Path) -> dict:
+    """``jointdiff evaluate`` for one row (resumes from its cache); its results.json."""
+    from jointdiff.cli import main
+
+    out = work / row.name
+    data = f"subjects={subjects}"
+    argv = ["evaluate", *row.argv, "--out", str(out), "--label", row.label, "--benchmark", "toyworld", "--data", data]
+    argv += ["--clip-backbone", "toy-clip", "--dino-backbone", "toy-dino", "--segmenter", "toy", "--no-paper"]
+    argv += ["--inputs", "random", "--num-inputs", "1", "--seed", str(args.seed)]
+    if args.max_prompts:
+        argv += ["--max-prompts", str(args.max_prompts)]
+    if row.argv[row.argv.index("--method") + 1].startswith("jedi"):  # the toy rows are renders: no model
+        argv += ["--model", args.model, "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
+    print(f"== {row.label}", flush=True)
+    if main(argv) != 0:
+        raise SystemExit(f"evaluate failed for row {row.label!r}")
+    return json.loads((out / "results.json").read_text())
+
+
+def normalised(dino: float, floor: float, real: float) -> float:
+    """DINO on the scale floor = 0, real renders = 1."""
+    return (dino - floor) / (real - floor)
+
+
+def table(results: dict[str, dict], real: str = "real", floor: str = "floor") -> str:
+    """Markdown table: the five metrics, normalised identity, seconds per generated image."""
+    lo, hi = results[floor]["overall"]["DINO"], results[real]["overall"]["DINO"]
+    head = "| Row | " + " | ".join(METRICS) + " | normalised identity | images | s/image |"
+    lines = [head, "|---|" + "---:|" * (len(METRICS) + 3)]
+    for r in results.values():
+        o = r["overall"]
+        secs = r["generation"].get("seconds_per_image")
+        cells = [f"{o[m]:.4f}" for m in METRICS] + [f"{normalised(o['DINO'], lo, hi):.3f}", str(r["num_images"])]
+        cells.append("-" if secs is None or r["method"].startswith("toy-") else f"{secs:.2f}")
+        lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_sweep(results: dict[str, dict], scales: tuple[float, ...], path: Path) -> None:
+    """DINO against CLIP-T for each strategy over the scales (paper Fig. 11)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
+    for strategy, name in STRATEGIES.items():
+        pts = [results[f"sweep-{strategy}-{s:g}"]["overall"] for s in scales]
+        xs, ys = [p["CLIP-T"] for p in pts], [p["DINO"] for p in pts]
+        ax.plot(xs, ys, marker="o", label=name)
+        for s, x, y in zip(scales, xs, ys, strict=True):
+            ax.annotate(f"{s:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
+    ax.set_xlabel("CLIP-T (toy CLIP)")
+    ax.set_ylabel("DINO (toy DINO)")
+    ax.set_title("Guidance strategies over scales (JeDi Fig. 11, toy world)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def figure(work: Path, subjects: int, path: Path) -> None:
+    """``subjects`` held-out subjects x (reference | joint | text first | image first | no image guidance)."""
+    import PIL.Image
+
+    from jointdiff.common.images import save_grid
+    from jointdiff.evaluation.toy.benchmark import load_toyworld
+
+    bench = load_toyworld(f"subjects={subjects}")
+    columns = [
+        ("joint", "joint"),
+        ("text_first", "text first"),
+        ("image_first", "image first"),
+        ("text_only", "no image guidance"),
+    ]
+    rows = []
+    for i, subject in enumerate(bench.subjects()[:subjects]):
+        folder = next((work / "joint" / "images" / subject.name).glob("in*"))
+        ref = subject.images[int(folder.name.removeprefix("in").split("-")[0])]
+        k = i % len(bench.prompt_templates(subject))  # a different scene per subject
+        prompt = bench.prompt_templates(subject)[k].format(subject.class_word)
+        row = [(ref, f"reference ({subject.class_word})")]
+        for name, caption in columns:
+            image = PIL.Image.open(work / name / "images" / subject.name / folder.name / f"p{k:02d}_s0.png")
+            row.append((image.convert("RGB"), f"{caption}: {prompt}"))
+        rows.append(row)
+    save_grid(rows, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="jointdiff pipeline directory (default: the shipped miniature)")
+    p.add_argument("--work", type=Path, default=Path("runs/toyworld-bench"), help="evaluate runs (caches) live here")
+    p.add_argument("--subjects", type=int, default=30)
+    p.add_argument("--sweep-subjects", type=int, default=8)
+    p.add_argument("--figure-subjects", type=int, default=6)
+    p.add_argument("--max-prompts", type=int, default=None, help="only the first N prompts (quick looks)")
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--scale", type=float, default=5.0, help="text guidance scale of the table rows")
+    p.add_argument("--image-scale", type=float, default=5.0, help="eq. 4 image scale of the table rows")
+    p.add_argument("--batch-size", type=int, default=25, help="prompts generated side by side")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--record", type=Path, default=None, help="write the markdown report here (PNGs beside it)")
+    args = p.parse_args(argv)
+    if args.model is None:
+        from jointdiff.common.paths import shipped_model
+
+        if shipped_model() is None:
+            p.error("no shipped miniature in this install: pass --model DIR")
+        args.model = str(shipped_model())
+    if min(args.subjects, args.sweep_subjects, args.figure_subjects, args.steps, args.batch_size) < 1:
+        p.error("--subjects, --sweep-subjects, --figure-subjects, --steps and --batch-size must be >= 1")
+    if args.figure_subjects > args.subjects:
+        p.error("--figure-subjects must not exceed --subjects")
+
+    main_rows = {
+        r.name: run_row(r, args, args.subjects, args.work / "table") for r in table_rows(args.scale, args.image_scale)
+    }
+    sweep = {r.name: run_row(r, args, args.sweep_subjects, args.work / "sweep") for r in sweep_rows(SWEEP_SCALES)}
+    sweep |= {
+        n: run_row(r, args, args.sweep_subjects, args.work / "sweep")
+        for n, r in (("real", table_rows(0, 0)[0]), ("floor", table_rows(0, 0)[1]))
+    }
+    out = args.record or args.work / "toyworld.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot = out.with_name(out.stem + "_dino_vs_clipt.png")
+    grid = out.with_name(out.stem + "_strategies.png")
+    plot_sweep(sweep, SWEEP_SCALES, plot)
+    figure(args.work / "table", args.figure_subjects, grid)
+
+    import torch
+
+    text = [
+        "# The JeDi paper in the toy world (issue 15)",
+        "",
+        f"Date {datetime.date.today()}; CPU {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}.",
+        f"Command: `python {' '.join(sys.argv)}`",
+        f"Model: `{args.model}`; {args.steps} DDIM steps; text scale {args.scale:g}, eq. 4 image scale "
+        f"{args.image_scale:g}; one random input choice per subject (seed {args.seed}); "
+        f"{args.subjects} held-out subjects x {args.max_prompts or 25} prompts.",
+        "",
+        table(main_rows),
+        f"## Guidance scales (Fig. 11): {args.sweep_subjects} subjects",
+        "",
+        table(sweep),
+        f"![DINO vs CLIP-T]({plot.name})",
+        "",
+        f"![strategies]({grid.name})",
+        "",
+    ]
+    out.write_text("\n".join(text))
+    print(f"wrote {out}, {plot}, {grid}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
