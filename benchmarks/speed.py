@@ -54,17 +54,9 @@ from jointdiff.jedi.guidance import branches_for, combine
 from jointdiff.jedi.model import JointUNet, convert_unet
 from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning
 
-SD15_UNET = {  # Stable Diffusion 1.5's U-Net configuration (860M parameters)
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_throughput import SD14_UNET as SD15_UNET  # SD 1.4 and 1.5 share the U-Net config
+
 TEXT_TOKENS = {"sd15": 77, "miniature": 24}  # CLIP's 77 positions; the miniature's tokenizer length
 STRATEGIES = ("joint", "text_first", "image_first")
 SCALES = (5.0, 2.0)  # text and image guidance scales (any value > 1 runs every branch)
