@@ -14,6 +14,7 @@ then share one U-Net call (convolutions batched over all images; attention per r
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -24,13 +25,7 @@ SET_KWARGS = ("set_size", "slot_mask")
 
 def _runs(sizes: tuple[int, ...]) -> list[tuple[int, int]]:
     """Consecutive sets of equal size: ``(4, 4, 3) -> [(4, 2), (3, 1)]`` as (set size, number of sets)."""
-    runs: list[tuple[int, int]] = []
-    for size in sizes:
-        if runs and runs[-1][0] == size:
-            runs[-1] = (size, runs[-1][1] + 1)
-        else:
-            runs.append((size, 1))
-    return runs
+    return [(size, len(list(group))) for size, group in itertools.groupby(sizes)]
 
 
 def _check_set_sizes(batch: int, sizes: tuple[int, ...], slot_mask: torch.Tensor | None) -> None:

@@ -77,12 +77,10 @@ class GuidedSetDenoiser:
         )  # (nb*B, N)
         pad = torch.zeros(b, big_n - n, *cond.references.shape[2:], dtype=cond.references.dtype, device=device)
         self.reference = torch.cat([cond.references, pad], dim=1).repeat(len(self.whole), 1, 1, 1, 1)
-        if self.targets_only:  # (nt*B, K, ...): the target slots' prompts, nothing known
+        if self.targets_only:  # (nt*B, K, ...): the target slots' prompts
             self.target_text = torch.cat(
                 [(cond.text if br.text else cond.null_text)[:, n:] for br in self.targets_only]
             )
-            self.target_known = torch.zeros(len(self.targets_only) * b, big_n - n, dtype=torch.bool, device=device)
-            self.target_reference = pad.repeat(len(self.targets_only), 1, 1, 1, 1)
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Guided eps for the sets ``x`` (model input, ``(B, N, C, h, w)``).
@@ -98,7 +96,7 @@ class GuidedSetDenoiser:
             branches.append(self.whole)
         if self.targets_only:  # (nt*B, K, ...): reference-free branches, the targets as a set of their own
             targets = x[:, self.n :].repeat(len(self.targets_only), 1, 1, 1, 1)
-            groups.append(SetBatch(targets, t, self.target_text, self.target_reference.to(x.dtype), self.target_known))
+            groups.append(SetBatch(targets, t, self.target_text))  # nothing known, no reference channels
             branches.append(self.targets_only)
         parts: dict[Branch, torch.Tensor] = {}
         blank = torch.zeros_like(x[:, : self.n])  # (B, n, ...): not part of the reference-free sets
