@@ -12,6 +12,9 @@ on the same weights, and records the ratios. Two backbones:
 - ``sd15``: a U-Net of the Stable Diffusion 1.5 configuration, random weights, 512 px (64x64
   latents), one step per repeat.
 
+Rows "isolated references" time the option of issue 17 item 3: references attend among themselves
+only, so they are computed once per step for every branch (n + branches x K slots).
+
 Rows also time the previous ``drop`` implementation (reference-free branches on the whole set,
 the reference slots masked out of coupling) against the current one (those branches on the K
 target slots only); both give the same targets (tests/test_sampling.py).
@@ -201,9 +204,11 @@ def plain_cfg(plain: UNet2DConditionModel, inp: Inputs) -> Callable[[], torch.Te
     return lambda: plain(inp.plain_x, inp.t, encoder_hidden_states=inp.plain_text).sample
 
 
-def jedi(joint: JointUNet, inp: Inputs, strategy: str, null_reference: str = "drop") -> Callable[[], torch.Tensor]:
-    """One guided JeDi step (the pipeline's denoiser) for the set of ``inp``."""
-    d = GuidedSetDenoiser(joint, inp.cond, strategy, *SCALES, null_reference=null_reference)
+def jedi(
+    joint: JointUNet, inp: Inputs, strategy: str, reference_attention: str = "joint"
+) -> Callable[[], torch.Tensor]:
+    """One guided JeDi step (the pipeline's denoiser, ``drop`` null references) for the set of ``inp``."""
+    d = GuidedSetDenoiser(joint, inp.cond, strategy, *SCALES, reference_attention=reference_attention)
     return lambda: d(inp.x, inp.t)
 
 
@@ -271,6 +276,14 @@ def speed_rows(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
                     with_refs * (n + k) + (len(brs) - with_refs) * k,
                     jedi(joint, inp, strategy),
                 )
+                if args.isolated:  # the references once for every branch, attending among themselves
+                    run(
+                        f"JeDi {strategy}, isolated references",
+                        n,
+                        k,
+                        n + len(brs) * k,
+                        jedi(joint, inp, strategy, "isolated"),
+                    )
                 if args.before:
                     run(
                         f"JeDi {strategy}, previous drop (whole set)",
@@ -396,6 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before each row")
     p.add_argument("--no-before", dest="before", action="store_false", help="skip the previous-drop rows")
+    p.add_argument("--no-isolated", dest="isolated", action="store_false", help="skip the isolated-reference rows")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--threads", type=int, default=2, help="CPU threads")

@@ -10,6 +10,7 @@ from jointdiff.common.tiny import TEXT_DIM
 from jointdiff.jedi.attention import (
     CoupledAttnProcessor,
     PerImageAttnProcessor,
+    SharedReferences,
     has_joint_attention,
     install_joint_attention,
     remove_joint_attention,
@@ -84,6 +85,66 @@ def test_per_set_sizes_equal_each_set_alone(attn, sizes):
         expected = _manual_attention(attn, x[start : start + n].reshape(1, n * 10, 16)).reshape(n, 10, 16)
         assert torch.allclose(out[start : start + n], expected, atol=1e-5)
         start += n
+
+
+@pytest.mark.parametrize("inner", [AttnProcessor2_0, AttnProcessor])
+def test_shared_references_targets_see_the_whole_set_references_see_only_themselves(attn, inner):
+    """Isolated references: a target's row is the coupled attention of [its set's references; its
+    targets] (eq. of the whole set), a reference's row the coupled attention of the references alone."""
+    b, n, k, length = 2, 2, 3, 10
+    refs, targets_a, targets_b, free = (
+        randn(b * n, length, 16),
+        randn(b * k, length, 16, seed=1),
+        randn(b * k, length, 16, seed=2),
+        randn(b * k, length, 16, seed=3),
+    )
+    x = torch.cat([refs, targets_a, targets_b, free])
+    shared = SharedReferences(sets=b, size=n, sees=(True,) * (2 * b) + (False,) * b)
+    out = CoupledAttnProcessor(inner())(attn, x, set_size=k, shared_references=shared)
+    assert out.shape == x.shape
+    expected_refs = torch.cat(
+        [
+            _manual_attention(attn, refs[i * n : (i + 1) * n].reshape(1, n * length, 16)).reshape(n, length, 16)
+            for i in range(b)
+        ]
+    )
+    assert torch.allclose(out[: b * n], expected_refs, atol=1e-5)
+    for g, targets in enumerate((targets_a, targets_b)):
+        for i in range(b):
+            whole = torch.cat([refs[i * n : (i + 1) * n], targets[i * k : (i + 1) * k]])  # the set (n + K, L, C)
+            expected = _manual_attention(attn, whole.reshape(1, (n + k) * length, 16)).reshape(n + k, length, 16)
+            start = b * n + (g * b + i) * k
+            assert torch.allclose(out[start : start + k], expected[n:], atol=1e-5)
+    free_out = out[b * n + 2 * b * k :]  # sets that do not see the references: ordinary sets of K
+    assert torch.allclose(free_out, CoupledAttnProcessor()(attn, free, set_size=k), atol=1e-5)
+
+
+def test_shared_references_do_not_depend_on_the_targets(attn):
+    refs, targets = randn(2, 10, 16), randn(3, 10, 16, seed=1)
+    shared = SharedReferences(sets=1, size=2, sees=(True,))
+    a = CoupledAttnProcessor()(attn, torch.cat([refs, targets]), set_size=3, shared_references=shared)
+    b = CoupledAttnProcessor()(attn, torch.cat([refs, 5 * targets]), set_size=3, shared_references=shared)
+    assert torch.equal(a[:2], b[:2])
+    assert not torch.allclose(a[2:], b[2:], atol=1e-3)
+
+
+def test_shared_references_bad_layout_raises(attn):
+    x = randn(2 + 6, 10, 16)
+    proc = CoupledAttnProcessor()
+    with pytest.raises(ValueError, match=r"3 flags for the sets after them, set sizes \(3, 3\)"):
+        proc(attn, x, set_size=3, shared_references=SharedReferences(sets=1, size=2, sees=(True,) * 2 + (False,)))
+    with pytest.raises(ValueError, match="set_size=4 does not divide the 6 images after the references"):
+        proc(attn, x, set_size=4, shared_references=SharedReferences(sets=1, size=2, sees=(True,)))
+    with pytest.raises(ValueError, match="no attention_mask or slot_mask"):
+        proc(
+            attn,
+            x,
+            set_size=3,
+            slot_mask=torch.ones(2, 3, dtype=torch.bool),
+            shared_references=SharedReferences(1, 2, (True,) * 2),
+        )
+    with pytest.raises(ValueError, match="need >= 1 set"):
+        SharedReferences(sets=0, size=2, sees=())
 
 
 def test_bad_set_arguments_raise_precise_errors(attn):

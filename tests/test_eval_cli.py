@@ -87,6 +87,10 @@ def test_evaluate_jedi_on_tiny_pipeline(setup, tmp_path, capsys):
     free, free_mask = images("jedi-noref", "drop"), images("jedi-noref", "mask")
     assert all(np.array_equal(a, b) for a, b in zip(free, free_mask, strict=True))  # no references: nothing to drop
     assert all(not np.array_equal(a, b) for a, b in zip(free, drop, strict=True))  # the references change the image
+    iso = tmp_path / "isolated"
+    argv = [*args[:-1], str(iso), "--subjects", "dog", "--max-prompts", "1", "--reference-attention", "isolated"]
+    assert main([*argv, *common]) == 0
+    assert json.loads((iso / "results.json").read_text())["method_settings"]["reference_attention"] == "isolated"
 
 
 def test_one_line_errors(setup, tmp_path, capsys):

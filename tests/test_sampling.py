@@ -1,5 +1,6 @@
 import copy
 
+import numpy as np
 import PIL.Image
 import pytest
 import torch
@@ -158,6 +159,21 @@ def test_references_change_targets_and_null_reference_modes_differ(pipe):
     assert abs(a - b).max() > 1e-4 and abs(a - m).max() > 1e-5
 
 
+def test_isolated_references_change_only_sets_with_references(pipe):
+    kw = {"num_inference_steps": 3, "output_type": "np", "guidance_scale": 3.0}
+
+    def run(mode: str, refs: list) -> np.ndarray:
+        gen = torch.Generator().manual_seed(1)
+        return pipe(
+            ["a toy", "a toy in snow"], reference_images=refs or None, reference_attention=mode, generator=gen, **kw
+        ).images
+
+    assert (run("joint", []) == run("isolated", [])).all()  # no references: nothing to isolate
+    assert abs(run("joint", [_image(5)]) - run("isolated", [_image(5)])).max() > 1e-5
+    with pytest.raises(ValueError, match="reference_attention must be one of"):
+        pipe("a toy", reference_attention="shared", **kw)
+
+
 def test_denoiser_batches_branches_and_drops_reference_slots_in_null_branch(joint_unet):
     from jointdiff.jedi.model import JointUNet
 
@@ -232,6 +248,73 @@ def test_targets_only_null_branches_equal_the_slot_masked_whole_set(joint_unet, 
     without = len(branches_for(strategy, 4.0, 2.5)) - with_refs
     assert len(seen) == 1  # every branch in one U-Net call
     assert seen[0] == b * (n + k) * with_refs + b * k * without  # reference-free branches: K slots only
+
+
+class _IsolatedByMask:
+    """Test oracle for isolated references: whole-set attention (N*L tokens) with the first ``n``
+    slots' queries blocked from the other slots' keys by an additive mask; sets of another size plain."""
+
+    def __init__(self, n: int, set_n: int) -> None:
+        self.n, self.set_n = n, set_n
+
+    def __call__(self, attn, hidden_states, set_size=None, **_):
+        from diffusers.models.attention_processor import AttnProcessor2_0
+
+        bn, length, c = hidden_states.shape
+        size = set_size or 1
+        x = hidden_states.reshape(bn // size, size * length, c)  # (B*N, L, C) -> (B, N*L, C)
+        slot = torch.arange(size * length) // length
+        blocked = (slot[:, None] < self.n) & (slot[None, :] >= self.n) & (size == self.set_n)
+        bias = torch.zeros(size * length, size * length).masked_fill(blocked, float("-inf"))
+        out = AttnProcessor2_0()(attn, x, attention_mask=bias.expand(x.shape[0], -1, -1))
+        return out.reshape(bn, length, c)
+
+
+@pytest.mark.parametrize("strategy", ["joint", "text_first", "image_first", "text_only"])
+def test_isolated_references_equal_whole_set_attention_with_reference_rows_masked(joint_unet, strategy):
+    """``reference_attention="isolated"``: references computed once for every branch give what each
+    branch computed on its whole set with the reference queries masked off the targets; one U-Net
+    call of b*n + b*K*branches images."""
+    from jointdiff.jedi.guidance import branches_for, combine
+    from jointdiff.jedi.model import JointUNet
+
+    model = JointUNet(joint_unet)
+    b, n, k = 2, 2, 3
+    cond = SetConditioning(
+        text=randn(b, n + k, 5, 16), null_text=randn(b, n + k, 5, 16, seed=2), references=randn(b, n, 4, 8, 8, seed=3)
+    )
+    x, t = randn(b, n + k, 4, 8, 8, seed=4), torch.tensor(700)
+    seen: list[int] = []
+    hook = model.unet.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        denoiser = GuidedSetDenoiser(
+            model, cond, strategy, 4.0, 2.5, null_reference="drop", reference_attention="isolated"
+        )
+        eps = denoiser(x, t)
+        hook.remove()
+        joint = GuidedSetDenoiser(model, cond, strategy, 4.0, 2.5, null_reference="drop")(x, t)
+        model.unet.set_attn_processor(
+            {
+                name: _IsolatedByMask(n, n + k) if name.endswith("attn1.processor") else proc
+                for name, proc in model.unet.attn_processors.items()
+            }
+        )
+        parts = {}
+        refs = torch.cat([cond.references, torch.zeros(b, k, 4, 8, 8)], 1)
+        for br in branches_for(strategy, 4.0, 2.5):
+            text = cond.text if br.text else cond.null_text
+            if br.references:  # the references keep their own captions in every branch
+                text = torch.cat([cond.text[:, :n], text[:, n:]], 1)
+                known = (torch.arange(n + k) < n).expand(b, -1)
+                parts[br] = model(x, t, text, reference=refs, known=known)
+            else:
+                parts[br] = torch.cat([torch.zeros(b, n, 4, 8, 8), model(x[:, n:], t, text[:, n:])], 1)
+        expected = combine(parts, strategy, 4.0, 2.5)
+    assert torch.allclose(eps[:, n:], expected[:, n:], atol=1e-5)
+    assert (eps[:, n:] - joint[:, n:]).abs().max() > 1e-4  # isolation changes what the targets see
+    branches = len(branches_for(strategy, 4.0, 2.5))
+    assert seen == [b * n + b * k * branches]  # the references once, each branch's K targets
+    assert denoiser.seeing == [br for br in branches_for(strategy, 4.0, 2.5) if br.references]
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])

@@ -76,6 +76,12 @@ def register(sub: Any) -> None:
         choices=["drop", "mask"],
         help="reference-free guidance branches: drop the reference slots or keep them masked",
     )
+    p.add_argument(
+        "--reference-attention",
+        default="joint",
+        choices=["joint", "isolated"],
+        help="jedi: isolated = references attend among themselves only (computed once per step)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="jedi: prompts generated in one batch (sets side by side)")
     p.add_argument("--resolution", type=int, help="generated image side (default: the model's)")
     p.add_argument(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from jointdiff.common.config import DTYPES
-from jointdiff.jedi.guidance import NULL_REFERENCE_MODES, STRATEGIES
+from jointdiff.jedi.guidance import NULL_REFERENCE_MODES, REFERENCE_ATTENTION_MODES, STRATEGIES
 from jointdiff.jedi.schedulers import SCHEDULERS
 
 
@@ -67,6 +67,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         "guidance_scale": args.guidance_scale,
         "image_guidance_scale": args.image_guidance_scale,
         "null_reference": args.null_reference,
+        "reference_attention": args.reference_attention,
         "negative_prompt": args.negative_prompt,
         "scheduler": type(pipe.scheduler).__name__,
         "seed": args.seed,
@@ -81,6 +82,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         image_guidance_scale=args.image_guidance_scale,
         guidance=args.guidance,
         null_reference=args.null_reference,
+        reference_attention=args.reference_attention,
         negative_prompt=args.negative_prompt,
         height=args.height,
         width=args.width,
@@ -129,6 +131,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-guidance-scale", type=float, default=None, help="reference scale of eq. 4")
     p.add_argument(
         "--null-reference", choices=list(NULL_REFERENCE_MODES), default="drop", help="reference-free branch feed"
+    )
+    p.add_argument(
+        "--reference-attention",
+        choices=list(REFERENCE_ATTENTION_MODES),
+        default="joint",
+        help="isolated: references attend among themselves only, computed once per step",
     )
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="swap the model's scheduler")

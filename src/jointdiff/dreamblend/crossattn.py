@@ -46,8 +46,9 @@ class CrossAttnRecorder:
         encoder_hidden_states: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         temb: torch.Tensor | None = None,
-        set_size: int | None = None,
+        set_size: int | tuple[int, ...] | None = None,
         slot_mask: torch.Tensor | None = None,
+        shared_references: object | None = None,
     ) -> torch.Tensor:
         b, length, _ = hidden_states.shape
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states

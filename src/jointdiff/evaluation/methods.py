@@ -49,6 +49,7 @@ class JeDiMethod:
                 image_guidance_scale=o.image_guidance_scale if self.use_references else None,
                 guidance=o.guidance if self.use_references else "joint",
                 null_reference=o.null_reference,
+                reference_attention=o.reference_attention,
                 height=o.resolution,
                 width=o.resolution,
                 generator=[torch.Generator("cpu").manual_seed(stable_int(seed, p)) for p in chunk],

@@ -49,13 +49,16 @@ class MethodOptions:
     image_guidance_scale: float | None = None  # JeDi eq. 4 lambda_2; None = single-scale eq. 3
     guidance: str = "joint"  # "joint" | "text_first" | "image_first" | "text_only"
     null_reference: str = "drop"  # how reference-free guidance branches see the reference slots: "drop" | "mask"
+    reference_attention: str = "joint"  # "joint" | "isolated" (references attend among themselves only)
     batch_size: int = 1  # independent sets (one prompt each) per pipeline call
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        if self.null_reference not in ("drop", "mask"):
-            raise ValueError(f"null_reference must be 'drop' or 'mask', got {self.null_reference!r}")
+        from jointdiff.jedi.guidance import check_null_reference, check_reference_attention
+
+        check_null_reference(self.null_reference)
+        check_reference_attention(self.reference_attention)
 
     resolution: int | None = None  # generated image side; None = the model's default
     reference_caption: str = "a photo of a {}"  # caption of each reference image, "{}" = class word

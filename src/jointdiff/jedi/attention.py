@@ -10,17 +10,44 @@ The set size and an optional slot mask travel with each forward call through the
 ``cross_attention_kwargs`` (``{"set_size": N, "slot_mask": mask}``), never through global state.
 ``set_size`` may also give the size of every set of the batch (a tuple): sets of different sizes
 then share one U-Net call (convolutions batched over all images; attention per run of equal sizes).
+
+With ``shared_references`` (:class:`SharedReferences`) the batch begins with reference sets that
+attend only among themselves; the target sets after them attend to their set's references and to
+each other. A reference's features then depend on neither the targets nor the guidance branch, so
+they are computed once per step for all branches ("isolated references", an option of sampling).
 """
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-SET_KWARGS = ("set_size", "slot_mask")
+SET_KWARGS = ("set_size", "slot_mask", "shared_references")
+
+
+@dataclass(frozen=True)
+class SharedReferences:
+    """Reference sets at the head of a packed batch, attended to by later target sets.
+
+    The first ``sets * size`` images of the batch are ``sets`` reference sets of ``size`` slots;
+    they attend among themselves only (per set). ``set_size`` then describes the sets that follow,
+    in batch order; the j-th of them, where ``sees[j]``, also attends to reference set
+    ``j % sets`` (its queries see the reference tokens and its own set's tokens, as in the coupled
+    attention of the whole set), and is an ordinary set where not. Groups of target sets therefore
+    come in blocks of ``sets`` sets, in the reference sets' order.
+    """
+
+    sets: int
+    size: int
+    sees: tuple[bool, ...]
+
+    def __post_init__(self) -> None:
+        if self.sets < 1 or self.size < 1:
+            raise ValueError(f"shared references need >= 1 set of >= 1 slot, got {self.sets} x {self.size}")
 
 
 def _runs(sizes: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -78,11 +105,16 @@ class CoupledAttnProcessor:
         temb: torch.Tensor | None = None,
         set_size: int | tuple[int, ...] | None = None,
         slot_mask: torch.Tensor | None = None,
+        shared_references: SharedReferences | None = None,
     ) -> torch.Tensor:
         if encoder_hidden_states is not None:
             raise ValueError("CoupledAttnProcessor is for self-attention (attn1) only")
         if hidden_states.ndim != 3:
             raise ValueError(f"coupled attention expects (B*N, L, C) tokens, got {tuple(hidden_states.shape)}")
+        if shared_references is not None:
+            if attention_mask is not None or slot_mask is not None:
+                raise ValueError("shared references take no attention_mask or slot_mask")
+            return self._with_shared_references(attn, hidden_states, temb, set_size, shared_references)
         bn, length, channels = hidden_states.shape
         if isinstance(set_size, tuple):  # sets of several sizes: each run of equal sizes on its own
             _check_set_sizes(bn, set_size, slot_mask)
@@ -121,6 +153,44 @@ class CoupledAttnProcessor:
         single = self.inner(attn, hidden_states.index_select(0, excluded), temb=temb)  # (E, L, C)
         return out.index_copy(0, excluded, single.to(out.dtype))
 
+    def _with_shared_references(
+        self,
+        attn: Attention,
+        hidden_states: torch.Tensor,
+        temb: torch.Tensor | None,
+        set_size: int | tuple[int, ...] | None,
+        refs: SharedReferences,
+    ) -> torch.Tensor:
+        """Reference sets among themselves; each later set's queries over its references' and its own tokens."""
+        _, length, channels = hidden_states.shape
+        head = refs.sets * refs.size
+        ref_tokens, rest = hidden_states[:head], hidden_states[head:]
+        if isinstance(set_size, int):
+            if set_size < 1 or rest.shape[0] % set_size:
+                raise ValueError(f"set_size={set_size} does not divide the {rest.shape[0]} images after the references")
+            set_size = (set_size,) * (rest.shape[0] // set_size)
+        if not isinstance(set_size, tuple) or len(set_size) != len(refs.sees):
+            raise ValueError(
+                f"shared references: {len(refs.sees)} flags for the sets after them, set sizes {set_size!r}"
+            )
+        _check_set_sizes(rest.shape[0], set_size, None)
+        outs = [self(attn, ref_tokens, temb=temb, set_size=refs.size)]  # (sets*n, L, C): references alone
+        context = ref_tokens.reshape(refs.sets, refs.size * length, channels)  # (sets, n*L, C)
+        start = offset = 0  # the run's first set (after the references) and its first image
+        for (size, sees), run in itertools.groupby(zip(set_size, refs.sees, strict=True)):
+            count = len(list(run))
+            x = rest[offset : offset + size * count]  # (count*size, L, C)
+            if not sees:
+                outs.append(self(attn, x, temb=temb, set_size=size))
+            else:
+                own = x.reshape(count, size * length, channels)  # (count, K*L, C)
+                which = torch.arange(start, start + count, device=x.device) % refs.sets
+                keys = torch.cat([context.index_select(0, which), own], dim=1)  # (count, (n+K)*L, C)
+                out = self.inner(attn, own, encoder_hidden_states=keys, temb=temb)
+                outs.append(out.reshape(count * size, length, channels))
+            start, offset = start + count, offset + size * count
+        return torch.cat(outs)
+
 
 class PerImageAttnProcessor:
     """Cross-attention stays per image (JeDi Fig. 6): runs ``inner`` and ignores the set arguments."""
@@ -137,6 +207,7 @@ class PerImageAttnProcessor:
         temb: torch.Tensor | None = None,
         set_size: int | tuple[int, ...] | None = None,
         slot_mask: torch.Tensor | None = None,
+        shared_references: SharedReferences | None = None,
     ) -> torch.Tensor:
         return self.inner(
             attn,

@@ -44,11 +44,22 @@ ONE_SCALE = ("joint", "text_only")  # strategies with one scale; the two-stage o
 # mask 1 and zero reference channels (as reference dropout in training).
 NULL_REFERENCE_MODES = ("drop", "mask")
 
+# How the reference slots attend: "joint" couples them with the targets (JeDi as trained); "isolated"
+# lets references attend among themselves only (targets still attend to references and targets), so a
+# reference's features depend on neither the targets nor the branch and are computed once per step.
+REFERENCE_ATTENTION_MODES = ("joint", "isolated")
+
 
 def check_null_reference(mode: str) -> None:
     """Raise a precise error for an unknown null-reference mode."""
     if mode not in NULL_REFERENCE_MODES:
         raise ValueError(f"null_reference must be one of {NULL_REFERENCE_MODES}, got {mode!r}")
+
+
+def check_reference_attention(mode: str) -> None:
+    """Raise a precise error for an unknown reference-attention mode."""
+    if mode not in REFERENCE_ATTENTION_MODES:
+        raise ValueError(f"reference_attention must be one of {REFERENCE_ATTENTION_MODES}, got {mode!r}")
 
 
 def cfg(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:

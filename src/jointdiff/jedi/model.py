@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from jointdiff.jedi.attention import install_joint_attention
+from jointdiff.jedi.attention import SharedReferences, install_joint_attention
 from jointdiff.jedi.sets import mask_channel, masked_reference, pack_sets, unpack_sets
 
 LAYOUT_KEY = "_jointdiff"
@@ -124,6 +124,7 @@ class SetBatch:
     known: torch.Tensor | None = None  # (B, N) bool
     slot_mask: torch.Tensor | None = None  # (B, N) bool
     added_cond_kwargs: dict[str, torch.Tensor] | None = None  # values (B, N, ...)
+    sees_references: bool = False  # with forward_groups(references=...): also attend to the references
 
 
 class _Packed(NamedTuple):
@@ -186,7 +187,10 @@ class JointUNet(nn.Module):
         )[0]
 
     def forward_groups(
-        self, groups: list[SetBatch], cross_attention_kwargs: dict[str, Any] | None = None
+        self,
+        groups: list[SetBatch],
+        cross_attention_kwargs: dict[str, Any] | None = None,
+        references: SetBatch | None = None,
     ) -> list[torch.Tensor]:
         """:meth:`forward` for several batches of sets, of different set sizes, in one U-Net call.
 
@@ -194,15 +198,30 @@ class JointUNet(nn.Module):
         run once over all of them); coupled self-attention runs per run of sets of equal size, so
         each set still attends only to itself. Returns each group's noise, ``(B_g, N_g, C, H, W)``.
         A ``slot_mask`` is allowed only with a single group.
+
+        ``references`` (B sets of n reference slots, isolated references): computed once, first in
+        the batch, attending only among themselves; every group with ``sees_references`` (blocks of
+        B sets, e.g. one block per guidance branch) attends to them as well, the b-th set of a block
+        to reference set b. Their noise is returned first.
         """
         if not groups:
             raise ValueError("forward_groups needs at least one group of sets")
-        if len(groups) > 1 and any(g.slot_mask is not None for g in groups):
+        if (len(groups) > 1 or references is not None) and any(g.slot_mask is not None for g in groups):
             raise ValueError("slot_mask is supported with one group only")
         packed = [self._pack(g) for g in groups]
         sizes = tuple(p.n for p in packed for _ in range(p.b))  # the size of every set, in batch order
         kwargs = dict(cross_attention_kwargs or {})
         kwargs.update(set_size=sizes if len(groups) > 1 else sizes[0], slot_mask=groups[0].slot_mask)
+        if references is not None:
+            head = self._pack(references)
+            for g, p in zip(groups, packed, strict=True):
+                if g.sees_references and p.b % head.b:
+                    raise ValueError(f"a group of {p.b} sets cannot see {head.b} reference sets (blocks of {head.b})")
+            sees = tuple(g.sees_references for g, p in zip(groups, packed, strict=True) for _ in range(p.b))
+            kwargs.update(set_size=sizes, shared_references=SharedReferences(head.b, head.n, sees))
+            packed = [head, *packed]
+        elif any(g.sees_references for g in groups):
+            raise ValueError("a group sees references but no references were given")
         if any(set(p.added) != set(packed[0].added) for p in packed):
             raise ValueError("every group must carry the same added_cond_kwargs")
         eps = self.unet(

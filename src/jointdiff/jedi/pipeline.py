@@ -26,7 +26,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from jointdiff.common.paths import is_hub_id
 from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
-from jointdiff.jedi.guidance import ONE_SCALE, check_null_reference, check_scales
+from jointdiff.jedi.guidance import ONE_SCALE, check_null_reference, check_reference_attention, check_scales
 from jointdiff.jedi.model import LAYOUT_KEY, JointUNet
 from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
 
@@ -109,6 +109,7 @@ class JointDiffusionPipeline(DiffusionPipeline):
         image_guidance_scale: float | None = None,
         guidance: str = "joint",
         null_reference: str = "drop",
+        reference_attention: str = "joint",
         negative_prompt: str | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -133,6 +134,9 @@ class JointDiffusionPipeline(DiffusionPipeline):
             guidance: ``joint`` (eq. 3), ``text_first`` / ``image_first`` (eq. 4), ``text_only``.
             null_reference: how branches without references see the reference slots:
                 ``drop`` (excluded from coupling) or ``mask`` (mask 1, zero reference channels).
+            reference_attention: ``joint`` (references coupled with the targets, as trained) or
+                ``isolated`` (references attend among themselves only; computed once per step for
+                every branch, the targets still attend to them).
             negative_prompt: the null text of the targets (default "").
             height, width: output size in pixels (default: the U-Net's sample size).
             num_images_per_prompt: independent sets generated in one batch (per-set prompt lists: 1).
@@ -177,6 +181,7 @@ class JointDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"{guidance} guidance has one scale; image_guidance_scale is for text_first/image_first")
         check_scales(guidance, guidance_scale, image_guidance_scale)
         check_null_reference(null_reference)
+        check_reference_attention(reference_attention)
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
         b = num_images_per_prompt * len(sets)
@@ -228,7 +233,13 @@ class JointDiffusionPipeline(DiffusionPipeline):
 
         # 6. Guided denoiser over all branches in one U-Net batch
         denoise = GuidedSetDenoiser(
-            self.joint_unet, cond, guidance, guidance_scale, image_guidance_scale, null_reference=null_reference
+            self.joint_unet,
+            cond,
+            guidance,
+            guidance_scale,
+            image_guidance_scale,
+            null_reference=null_reference,
+            reference_attention=reference_attention,
         )
 
         # 7. Denoising loop with the replacement trick

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from jointdiff.jedi.guidance import Branch, branches_for, check_null_reference, combine
+from jointdiff.jedi.guidance import Branch, branches_for, check_null_reference, check_reference_attention, combine
 from jointdiff.jedi.model import JointUNet, SetBatch
 
 
@@ -43,6 +43,10 @@ class GuidedSetDenoiser:
     branches compute the K target slots only, as sets of size K in the same U-Net call as the
     branches with references, see :meth:`JointUNet.forward_groups`), ``"mask"`` keeps them as
     noisy slots with mask 1 and zero reference channels.
+
+    ``reference_attention="isolated"``: reference slots attend only among themselves and take their
+    own captions in every branch (they are the image condition), so they are computed once per step
+    for all branches with references, which compute only their K target slots.
     """
 
     def __init__(
@@ -53,8 +57,10 @@ class GuidedSetDenoiser:
         text_scale: float = 7.5,
         image_scale: float = 7.5,
         null_reference: str = "drop",
+        reference_attention: str = "joint",
     ) -> None:
         check_null_reference(null_reference)
+        check_reference_attention(reference_attention)
         self.model, self.cond = model, cond
         self.strategy, self.text_scale, self.image_scale = strategy, text_scale, image_scale
         self.branches = branches_for(strategy, text_scale, image_scale)
@@ -62,25 +68,34 @@ class GuidedSetDenoiser:
         big_n = cond.text.shape[1]
         device = cond.text.device
         self.n = n
-        # Branches on the whole set (n + K slots) and, with "drop", reference-free ones on the K targets.
+        # Three kinds of branch: on the whole set (n + K slots); reference-free on the K targets ("drop");
+        # with isolated references, on the K targets beside the shared references.
         dropped = n > 0 and null_reference == "drop"
-        self.whole = [br for br in self.branches if br.references or not dropped]
+        isolated = n > 0 and reference_attention == "isolated"
+        self.seeing = [br for br in self.branches if br.references and isolated]
         self.targets_only = [br for br in self.branches if not br.references and dropped]
+        self.whole = [br for br in self.branches if br not in self.seeing and br not in self.targets_only]
         # Per-branch conditioning, stacked on the batch axis: (nb*B, N, ...).
-        self.text = torch.cat([cond.text if br.text else cond.null_text for br in self.whole])
         known_refs = torch.arange(big_n, device=device) < n  # (N,) True on reference slots
-        self.known = torch.cat(
-            [
-                known_refs.expand(b, big_n) if br.references else torch.zeros_like(known_refs).expand(b, big_n)
-                for br in self.whole
-            ]
-        )  # (nb*B, N)
-        pad = torch.zeros(b, big_n - n, *cond.references.shape[2:], dtype=cond.references.dtype, device=device)
-        self.reference = torch.cat([cond.references, pad], dim=1).repeat(len(self.whole), 1, 1, 1, 1)
+        if self.whole:
+            self.text = torch.cat([self._text(br) for br in self.whole])
+            self.known = torch.cat(
+                [
+                    known_refs.expand(b, big_n) if br.references else torch.zeros_like(known_refs).expand(b, big_n)
+                    for br in self.whole
+                ]
+            )  # (nb*B, N)
+            pad = torch.zeros(b, big_n - n, *cond.references.shape[2:], dtype=cond.references.dtype, device=device)
+            self.reference = torch.cat([cond.references, pad], dim=1).repeat(len(self.whole), 1, 1, 1, 1)
         if self.targets_only:  # (nt*B, K, ...): the target slots' prompts
-            self.target_text = torch.cat(
-                [(cond.text if br.text else cond.null_text)[:, n:] for br in self.targets_only]
-            )
+            self.target_text = torch.cat([self._text(br)[:, n:] for br in self.targets_only])
+        if self.seeing:  # (ns*B, K, ...) targets; the references once, (B, n, ...), with their own captions
+            self.seeing_text = torch.cat([self._text(br)[:, n:] for br in self.seeing])
+            self.ref_known = torch.ones(b, n, dtype=torch.bool, device=device)
+
+    def _text(self, branch: Branch) -> torch.Tensor:
+        """Per-slot text of a branch, ``(B, N, T, D)``: the prompts, or the null text without text."""
+        return self.cond.text if branch.text else self.cond.null_text
 
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Guided eps for the sets ``x`` (model input, ``(B, N, C, h, w)``).
@@ -88,6 +103,7 @@ class GuidedSetDenoiser:
         Reference slots hold a value the replacement trick discards (with ``drop``, reference-free
         branches contribute zeros there: those slots are not in their sets).
         """
+        n = self.n
         groups, branches = [], []
         if self.whole:  # (nb*B, N, ...): every branch that sees the whole set
             groups.append(
@@ -95,14 +111,23 @@ class GuidedSetDenoiser:
             )
             branches.append(self.whole)
         if self.targets_only:  # (nt*B, K, ...): reference-free branches, the targets as a set of their own
-            targets = x[:, self.n :].repeat(len(self.targets_only), 1, 1, 1, 1)
+            targets = x[:, n:].repeat(len(self.targets_only), 1, 1, 1, 1)
             groups.append(SetBatch(targets, t, self.target_text))  # nothing known, no reference channels
             branches.append(self.targets_only)
+        references = None
+        if self.seeing:  # (ns*B, K, ...) targets attending to the shared references
+            targets = x[:, n:].repeat(len(self.seeing), 1, 1, 1, 1)
+            groups.append(SetBatch(targets, t, self.seeing_text, sees_references=True))
+            branches.append(self.seeing)
+            refs = self.cond.references.to(x.dtype)
+            references = SetBatch(x[:, :n], t, self.cond.text[:, :n], refs, self.ref_known)
+        outs = self.model.forward_groups(groups, references=references)  # one U-Net call
+        ref_eps = outs.pop(0) if references is not None else torch.zeros_like(x[:, :n])  # (B, n, ...)
         parts: dict[Branch, torch.Tensor] = {}
-        blank = torch.zeros_like(x[:, : self.n])  # (B, n, ...): not part of the reference-free sets
-        for eps, brs in zip(self.model.forward_groups(groups), branches, strict=True):  # one U-Net call
-            if brs is self.targets_only:
-                eps = torch.cat([blank.repeat(len(brs), 1, 1, 1, 1), eps], dim=1)  # (nt*B, N, ...)
+        for eps, brs in zip(outs, branches, strict=True):
+            if brs is not self.whole:  # (nb*B, K, ...) -> (nb*B, N, ...); zeros: not in reference-free sets
+                head = ref_eps if brs is self.seeing else torch.zeros_like(ref_eps)
+                eps = torch.cat([head.repeat(len(brs), 1, 1, 1, 1), eps], dim=1)
             parts.update(zip(brs, eps.chunk(len(brs)), strict=True))
         return combine(parts, self.strategy, self.text_scale, self.image_scale)
 
