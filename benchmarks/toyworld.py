@@ -9,6 +9,7 @@ harness's image and feature caches, so a rerun recomputes nothing it has.
   (upper bound), the text-only floor, the miniature without references, JeDi 1 ref without image
   guidance (Table 4: text-only guidance, references in both branches), JeDi 1 ref with joint,
   text-first and image-first guidance (Table 6), the joint row with ``null_reference = mask``,
+  the joint row with isolated references (references attend among themselves only, issue 17),
   and JeDi with 3 refs (Table 2's 3-input protocol). Normalised identity is DINO rescaled so
   the text-only floor is 0 and the real renders are 1.
 - Sweep (paper Fig. 11): DINO against CLIP-T over guidance scales for the three strategies on the
@@ -64,6 +65,11 @@ def table_rows(scale: float, image_scale: float) -> list[Row]:
             "JeDi 1 ref, joint, null reference = mask",
             "joint_mask",
             [*jedi, "--guidance", "joint", "--null-reference", "mask"],
+        ),
+        Row(
+            "JeDi 1 ref, joint, isolated references (issue 17)",
+            "joint_isolated",
+            [*jedi, "--guidance", "joint", "--reference-attention", "isolated"],
         ),
         Row("JeDi 3 refs, joint guidance", "joint_3ref", [*jedi, "--guidance", "joint", "--refs", "3"]),
     ]
