@@ -19,6 +19,7 @@ harness's image and feature caches, so a rerun recomputes nothing it has.
 
     python benchmarks/toyworld.py --record benchmarks/toyworld.md       # the shipped miniature
     python benchmarks/toyworld.py --model DIR --subjects 4 --sweep-subjects 2 --max-prompts 3   # a quick look
+    python benchmarks/toyworld.py --rows joint --table-only      # some table rows only (real, floor always)
 """
 
 from __future__ import annotations
@@ -191,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=25, help="prompts generated side by side")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--record", type=Path, default=None, help="write the markdown report here (PNGs beside it)")
+    p.add_argument(
+        "--rows", nargs="+", default=None, metavar="NAME", help="only these table rows (names: real floor joint ...)"
+    )
+    p.add_argument("--table-only", action="store_true", help="skip the scale sweep and the figure")
     args = p.parse_args(argv)
     if args.model is None:
         from jointdiff.common.paths import shipped_model
@@ -203,9 +208,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.figure_subjects > args.subjects:
         p.error("--figure-subjects must not exceed --subjects")
 
-    main_rows = {
-        r.name: run_row(r, args, args.subjects, args.work / "table") for r in table_rows(args.scale, args.image_scale)
-    }
+    rows = table_rows(args.scale, args.image_scale)
+    unknown = set(args.rows or ()) - {r.name for r in rows}
+    if unknown:
+        p.error(f"unknown rows {sorted(unknown)}; choose from {' '.join(r.name for r in rows)}")
+    keep = None if args.rows is None else {"real", "floor", *args.rows}  # the normalisation needs real and floor
+    rows = [r for r in rows if keep is None or r.name in keep]
+    main_rows = {r.name: run_row(r, args, args.subjects, args.work / "table") for r in rows}
+    if args.table_only:
+        print(table(main_rows))
+        return 0
     sweep = {r.name: run_row(r, args, args.sweep_subjects, args.work / "sweep") for r in sweep_rows(SWEEP_SCALES)}
     sweep |= {
         n: run_row(r, args, args.sweep_subjects, args.work / "sweep")
