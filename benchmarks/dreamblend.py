@@ -1,0 +1,355 @@
+"""DreamBlend measured (issue 16): the DreamBooth checkpoint sweep and DreamBlend on held-out subjects.
+
+For each subject (3 input images: the DreamBooth protocol, one random choice per subject), the
+first use fine-tunes a DreamBooth run (``jointdiff finetune``'s trainer: LoRA, the default
+checkpoint schedule) on the model used without references; then every point is one harness run
+(``jointdiff.evaluation.run.evaluate``, resumable from its image and feature caches):
+
+- the DreamBooth curve: every checkpoint (and step 0, the base model) samples the prompts with
+  the identifier (DDIM, classifier-free guidance, the same initial noise per prompt for every
+  checkpoint);
+- DreamBlend at a few settings (``--blends``): the underfit and overfit checkpoints chosen per
+  subject automatically (overfit: attention-collapse score; underfit: prompt fidelity with the
+  harness's CLIP-T; ``jointdiff blend``'s rules), then cross-attention guidance, from the same
+  initial noise as the curve.
+
+Writes a table (DINO, CLIP-T, diversity and the other harness columns per point, the collapse
+score per checkpoint, each subject's automatic choice), the DINO vs CLIP-T plot (DreamBlend
+Fig. 6) and a grid of underfit | overfit | DreamBlend images.
+
+    python benchmarks/dreamblend.py --record benchmarks/dreamblend.md          # the shipped miniature, toy world
+    python benchmarks/dreamblend.py --model models/sd15 --benchmark dreambooth --data ../shared/dreambooth \\
+        --clip-backbone clip --dino-backbone dino --segmenter clipseg --steps 50 --guidance-scale 7.5 \\
+        --work runs/dreamblend-sd --record runs/dreamblend-sd/report.md     # a real SD model directory
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from jointdiff.dreamblend.blend import (
+    blend,
+    checkpoint_collapse_scores,
+    checkpoint_prompt_fidelity,
+    choose_overfit,
+    choose_underfit,
+)
+from jointdiff.dreamblend.config import BlendConfig
+from jointdiff.evaluation.benchmarks import Subject
+from jointdiff.evaluation.protocol import EvalConfig, image_path, input_choices, stable_int
+from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, SEGMENTERS, resolve
+from jointdiff.evaluation.run import evaluate
+from jointdiff.evaluation.scoring import Scorer
+from jointdiff.jedi.t2i import TextToImage, sample
+from jointdiff.training.dreambooth import DreamBoothConfig, finetune, list_checkpoints, load_checkpoint
+
+IDENTIFIER = "sks"
+# DreamBlend settings measured by default: name -> BlendConfig overrides (num_inference_steps and
+# guidance_scale come from the command line).
+BLENDS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "cag-0.3": {"cag_scale": 0.3},
+    "fraction-0.5": {"cag_fraction": 0.5},
+    "no-collapse-penalty": {"collapse_weight": 0.0},
+    "inversion": {"reference_maps": "invert"},
+}
+
+
+class Runs:
+    """The DreamBooth run of each subject, fine-tuned on first use from its input images."""
+
+    def __init__(self, args: argparse.Namespace, scorer: Scorer, templates: Any) -> None:
+        self.args, self.work = args, args.work
+        self.scorer, self.templates = scorer, templates  # the harness's scorer; subject -> prompt templates
+        self._model: tuple[tuple[str, int], TextToImage] | None = None
+
+    def run(self, subject: Subject, references: list[Any]) -> Path:
+        """The subject's run directory; fine-tunes (or resumes) until its last checkpoint exists."""
+        a = self.args
+        inputs = self.work / "inputs" / subject.name
+        inputs.mkdir(parents=True, exist_ok=True)
+        for i, image in enumerate(references):
+            if not (inputs / f"{i}.png").is_file():
+                image.convert("RGB").save(inputs / f"{i}.png")
+        cfg = DreamBoothConfig(
+            base=a.model,
+            images=str(inputs),
+            class_word=subject.class_word,
+            out=str(self.work / "runs" / subject.name),
+            identifier=IDENTIFIER,
+            steps=a.finetune_steps,
+            checkpoints=tuple(a.checkpoints),
+            lora_rank=a.lora_rank,
+            num_class_images=a.class_images,
+            class_sampling_steps=a.steps,
+            seed=a.seed,
+        )
+        out = Path(cfg.out)
+        if not (out / "checkpoints" / f"step-{cfg.steps:06d}").is_dir():
+            print(f"== fine-tuning {subject.name} ({cfg.steps} steps)", flush=True)
+            finetune(cfg, a.device)
+        return out
+
+    def model(self, run: Path, step: int) -> TextToImage:
+        """Checkpoint ``step`` of ``run`` (the last one loaded is kept)."""
+        key = (str(run), step)
+        if self._model is None or self._model[0] != key:
+            self._model = (key, load_checkpoint(run, step, self.args.device))
+        return self._model[1]
+
+    def choice(self, subject: Subject, run: Path) -> dict[str, Any]:
+        """The automatic (underfit, overfit) choice of ``jointdiff blend`` for the subject, with its scores."""
+        path = self.work / "choices" / f"{subject.name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        a = self.args
+        prompts = [t.format(f"{IDENTIFIER} {subject.class_word}") for t in self.templates(subject)[: a.choice_prompts]]
+        collapse = checkpoint_collapse_scores(run, prompts, num_inference_steps=a.steps, seed=a.seed)
+        overfit = choose_overfit(collapse)
+        clip = self.scorer.clip
+        earlier = [s for s in list_checkpoints(run) if s < overfit] or list_checkpoints(run)[:1]
+        fidelity = checkpoint_prompt_fidelity(
+            run, prompts, clip, earlier, num_inference_steps=a.steps, guidance_scale=a.guidance_scale, seed=a.seed
+        )
+        choice = {
+            "underfit": choose_underfit(fidelity, overfit),
+            "overfit": overfit,
+            "collapse": collapse,
+            "fidelity": fidelity,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(choice, indent=2))
+        return json.loads(path.read_text())  # int keys become strings, as when read back later
+
+
+def _noise(model: TextToImage, seed: int, prompt: str) -> torch.Tensor:
+    """The initial noise of one prompt, ``(1, C, h, w)``: the same for every checkpoint and DreamBlend."""
+    side = model.unet.config.sample_size
+    g = torch.Generator().manual_seed(stable_int(seed, prompt))
+    return torch.randn((1, model.latent_channels, side, side), generator=g)
+
+
+class CheckpointMethod:
+    """The subject's DreamBooth checkpoint ``step`` sampling the prompts (a harness method)."""
+
+    identifier = IDENTIFIER
+
+    def __init__(self, runs: Runs, step: int) -> None:
+        self.runs, self.step, self.name = runs, step, f"dreambooth-{step}"
+
+    def generate(self, subject: Subject, references: list[Any], prompts: list[str], seed: int) -> list[Any]:
+        a = self.runs.args
+        model = self.runs.model(self.runs.run(subject, references), self.step)
+        latents = torch.cat([_noise(model, seed, p) for p in prompts])  # DDIM: init_noise_sigma is 1
+        with torch.no_grad():
+            out = sample(model, prompts, None, a.steps, a.guidance_scale, latents=latents.to(model.unet.device))
+            return model.decode(out)
+
+
+class BlendMethod:
+    """DreamBlend with the subject's automatically chosen checkpoints (a harness method)."""
+
+    identifier = IDENTIFIER
+
+    def __init__(self, runs: Runs, name: str, cfg: BlendConfig) -> None:
+        self.runs, self.cfg, self.name = runs, cfg, f"dreamblend-{name}"
+
+    def generate(self, subject: Subject, references: list[Any], prompts: list[str], seed: int) -> list[Any]:
+        run = self.runs.run(subject, references)
+        choice = self.runs.choice(subject, run)
+        under = load_checkpoint(run, choice["underfit"], self.runs.args.device)
+        over = load_checkpoint(run, choice["overfit"], self.runs.args.device)
+        words = [IDENTIFIER, subject.class_word]
+        return [blend(under, over, p, words, stable_int(seed, p), self.cfg)[0] for p in prompts]
+
+
+def plot(curve: list[dict], blends: dict[str, dict], path: Path) -> None:
+    """DINO vs CLIP-T: the DreamBooth checkpoints as a curve, DreamBlend settings as points (DreamBlend Fig. 6)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    xs = [r["overall"]["CLIP-T"] for r in curve]
+    ys = [r["overall"]["DINO"] for r in curve]
+    ax.plot(xs, ys, marker="o", color="tab:blue", label="DreamBooth checkpoints")
+    for r, x, y in zip(curve, xs, ys, strict=True):
+        ax.annotate(str(r["step"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for i, (name, r) in enumerate(blends.items()):
+        x, y = r["overall"]["CLIP-T"], r["overall"]["DINO"]
+        ax.scatter([x], [y], marker="*", s=140, color=f"C{i + 1}", label=f"DreamBlend {name}")
+    ax.set_xlabel("CLIP-T")
+    ax.set_ylabel("DINO")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def table(curve: list[dict], blends: dict[str, dict], collapse: dict[int, float]) -> str:
+    """Markdown: one row per point with the harness's columns and the mean collapse score per checkpoint."""
+    cols = ("DINO", "CLIP-T", "Diversity", "CLIP-I", "MDINO", "MCLIP-I")
+    lines = ["| point | " + " | ".join(cols) + " | collapse score | s/image |", "|---|" + "---:|" * (len(cols) + 2)]
+    rows = [(f"DreamBooth step {r['step']}", r, collapse.get(r["step"])) for r in curve]
+    rows += [(f"DreamBlend {name}", r, None) for name, r in blends.items()]
+    for label, r, c in rows:
+        o, secs = r["overall"], r["generation"].get("seconds_per_image")
+        cells = ["-" if o.get(m) is None else f"{o[m]:.4f}" for m in cols]
+        cells += ["-" if c is None else f"{c:.3f}", "-" if secs is None else f"{secs:.2f}"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def grid(args: argparse.Namespace, subjects: list[Subject], config: EvalConfig, runs: Runs, path: Path) -> None:
+    """Rows of underfit | overfit | DreamBlend (the first blend setting) for the first prompts of a few subjects."""
+    import PIL.Image
+
+    from jointdiff.common.images import save_grid
+
+    first = next(iter(args.blends))
+    rows = []
+    for subject in subjects[: args.grid_subjects]:
+        choice = runs.choice(subject, runs.work / "runs" / subject.name)
+        (ch,) = input_choices(len(subject.images), subject.name, config)
+        for k in range(args.grid_prompts):
+            cells = []
+            for caption, point in (
+                (f"underfit (step {choice['underfit']})", f"dreambooth-{choice['underfit']}"),
+                (f"overfit (step {choice['overfit']})", f"dreambooth-{choice['overfit']}"),
+                (f"DreamBlend {first}", f"dreamblend-{first}"),
+            ):
+                image = PIL.Image.open(image_path(args.work / point / "images", subject.name, ch, k, 0)).convert("RGB")
+                cells.append((image, f"{subject.name}, prompt {k}: {caption}"))
+            rows.append(cells)
+    save_grid(rows, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="base model directory (default: the shipped miniature)")
+    p.add_argument("--benchmark", default="toyworld", choices=sorted(BENCHMARKS))
+    p.add_argument("--data", default=None, help="benchmark data (toyworld: key=value pairs; dreambooth: the folder)")
+    p.add_argument("--subjects", type=int, default=8, help="the benchmark's first N subjects")
+    p.add_argument("--max-prompts", type=int, default=12, help="the first N prompts of each subject (25: all)")
+    p.add_argument("--images-per-prompt", type=int, default=2, help=">= 2 gives the diversity column")
+    p.add_argument("--steps", type=int, default=25, help="sampling steps (DDIM) of every point")
+    p.add_argument("--guidance-scale", type=float, default=5.0)
+    p.add_argument("--finetune-steps", type=int, default=DreamBoothConfig.steps)
+    p.add_argument("--checkpoints", type=int, nargs="+", default=list(DreamBoothConfig.checkpoints))
+    p.add_argument("--lora-rank", type=int, default=DreamBoothConfig.lora_rank)
+    p.add_argument("--class-images", type=int, default=DreamBoothConfig.num_class_images)
+    p.add_argument("--choice-prompts", type=int, default=3, help="prompts behind each subject's automatic choice")
+    p.add_argument("--blends", nargs="+", default=list(BLENDS), choices=list(BLENDS), help="DreamBlend settings")
+    p.add_argument("--clip-backbone", default="toy-clip")
+    p.add_argument("--clip-model", default=None)
+    p.add_argument("--dino-backbone", default="toy-dino")
+    p.add_argument("--dino-model", default=None)
+    p.add_argument("--segmenter", default="toy")
+    p.add_argument("--segmenter-model", default=None)
+    p.add_argument("--grid-subjects", type=int, default=3)
+    p.add_argument("--grid-prompts", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--work", type=Path, default=Path("runs/dreamblend-bench"))
+    p.add_argument("--record", type=Path, default=None, help="the markdown report (PNGs beside it)")
+    args = p.parse_args(argv)
+    if args.model is None:
+        from jointdiff.common.paths import shipped_model
+
+        if shipped_model() is None:
+            p.error("no shipped miniature in this install: pass --model DIR")
+        args.model = str(shipped_model())
+    args.blends = {name: BLENDS[name] for name in args.blends}
+    if min(args.subjects, args.max_prompts, args.images_per_prompt, args.steps) < 1:
+        p.error("--subjects, --max-prompts, --images-per-prompt and --steps must be >= 1")
+
+    benchmark = resolve(BENCHMARKS, args.benchmark, "benchmark")(args.data)
+    subjects = benchmark.subjects()[: args.subjects]
+    clip = resolve(BACKBONES, args.clip_backbone, "backbone")(args.clip_model, args.device)
+    dino = resolve(BACKBONES, args.dino_backbone, "backbone")(args.dino_model, args.device)
+    segmenter = None
+    if args.segmenter != "none":
+        segmenter = resolve(SEGMENTERS, args.segmenter, "segmenter")(args.segmenter_model, args.device)
+    scorer = Scorer(clip, dino, segmenter)
+    config = EvalConfig(
+        refs=3, inputs="random", images_per_prompt=args.images_per_prompt, max_prompts=args.max_prompts, seed=args.seed
+    )
+    runs = Runs(args, scorer, benchmark.prompt_templates)
+    names = [s.name for s in subjects]
+    common = {"paper": False, "report": False, "subjects": names}
+    settings = {"steps": args.steps, "guidance_scale": args.guidance_scale, "finetune_steps": args.finetune_steps}
+
+    curve = []
+    for step in [0, *args.checkpoints]:
+        method = CheckpointMethod(runs, step)
+        r = evaluate(args.work / method.name, benchmark, scorer, config, method, method_settings=settings, **common)
+        curve.append(r | {"step": step})
+        print(
+            f"DreamBooth step {step}: DINO {r['overall']['DINO']:.4f} CLIP-T {r['overall']['CLIP-T']:.4f}", flush=True
+        )
+    blends = {}
+    for name, overrides in args.blends.items():
+        cfg = BlendConfig(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, **overrides)
+        method = BlendMethod(runs, name, cfg)
+        blend_settings = settings | dataclasses.asdict(cfg)
+        r = evaluate(
+            args.work / method.name, benchmark, scorer, config, method, method_settings=blend_settings, **common
+        )
+        blends[name] = r
+        print(f"DreamBlend {name}: DINO {r['overall']['DINO']:.4f} CLIP-T {r['overall']['CLIP-T']:.4f}", flush=True)
+
+    choices = {s.name: runs.choice(s, runs.work / "runs" / s.name) for s in subjects}
+    collapse = {
+        step: sum(c["collapse"][str(step)] for c in choices.values()) / len(choices) for step in args.checkpoints
+    }
+    out = args.record or args.work / "dreamblend.md"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    plot_path, grid_path = out.with_name(out.stem + "_dino_vs_clipt.png"), out.with_name(out.stem + "_grid.png")
+    plot(curve, blends, plot_path)
+    grid(args, subjects, config, runs, grid_path)
+    picks = "\n".join(
+        f"| {name} | {c['underfit']} | {c['overfit']} | "
+        + ", ".join(f"{s}: {v:.3f}" for s, v in c["collapse"].items())
+        + " |"
+        for name, c in choices.items()
+    )
+    text = [
+        "# DreamBlend measured (issue 16)",
+        "",
+        f"Date {datetime.date.today()}; CPU {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}.",
+        f"Command: `python {' '.join(sys.argv)}`",
+        f"Model `{args.model}` without references; benchmark {benchmark.name}, {len(subjects)} subjects x "
+        f"{args.max_prompts} prompts x {args.images_per_prompt} images, 3 inputs per subject (one random choice, "
+        f"seed {args.seed}); {args.steps} DDIM steps, guidance {args.guidance_scale:g}; DreamBooth LoRA rank "
+        f"{args.lora_rank}, {args.finetune_steps} steps, {args.class_images} class images.",
+        "",
+        table(curve, blends, collapse),
+        "## Automatic choice per subject",
+        "",
+        "| subject | underfit | overfit | collapse score per checkpoint |",
+        "|---|---:|---:|---|",
+        picks,
+        "",
+        f"![DINO vs CLIP-T]({plot_path.name})",
+        "",
+        f"![underfit | overfit | DreamBlend]({grid_path.name})",
+        "",
+    ]
+    out.write_text("\n".join(text))
+    print(f"wrote {out}, {plot_path}, {grid_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
