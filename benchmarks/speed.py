@@ -26,6 +26,7 @@ return big blocks to the system at once, so each row starts from the same base).
     python benchmarks/speed.py --backbone miniature --repeats 20 --record benchmarks/speed.md
     python benchmarks/speed.py --backbone sd15 --references 1 --repeats 1 --warmup 0 --record benchmarks/speed.md
     python benchmarks/speed.py --memory --record benchmarks/speed.md    # issue 17 item 4 (SD 1.5, 512 px)
+    python benchmarks/speed.py --profile --repeats 5 --record benchmarks/speed.md   # a whole pipeline call
 
 Runs unchanged on CUDA (``--device cuda --dtype float16``).
 """
@@ -295,6 +296,63 @@ def speed_rows(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
     return rows
 
 
+# --------------------------------------------------------------------------- profile (item 2)
+
+
+def profile_rows(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> list[dict[str, Any]]:
+    """Where one whole pipeline call goes (the miniature, 1 reference + 4 targets, joint guidance):
+    wall time of the U-Net, the VAE encoder and decoder and the text encoder (forward hooks), the
+    rest (scheduler, replacement noise, guidance arithmetic, pre- and post-processing) by difference."""
+    import PIL.Image
+
+    from jointdiff.common.paths import shipped_model
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
+
+    path = args.model or shipped_model()
+    if path is None:
+        raise SystemExit("--profile needs a trained pipeline: --model DIR (no miniature ships in this install)")
+    pipe = JointDiffusionPipeline.from_pretrained(str(path), torch_dtype=dtype).to(device)
+    pipe.set_progress_bar_config(disable=True)
+    spent: dict[str, float] = dict.fromkeys(("U-Net", "VAE encoder", "VAE decoder", "text encoder"), 0.0)
+    calls: dict[str, int] = dict.fromkeys(spent, 0)
+    started: dict[str, float] = {}
+
+    def hook(name: str, module: torch.nn.Module) -> None:
+        def pre(*_: Any) -> None:
+            started[name] = time.perf_counter()
+
+        def post(*_: Any) -> None:
+            spent[name] += time.perf_counter() - started[name]
+            calls[name] += 1
+
+        module.register_forward_pre_hook(pre)
+        module.register_forward_hook(post)
+
+    for name, module in zip(spent, (pipe.unet, pipe.vae.encoder, pipe.vae.decoder, pipe.text_encoder), strict=True):
+        hook(name, module)
+    reference = PIL.Image.new("RGB", (64, 64), (200, 120, 40))
+    prompts = [f"a toy in scene {i}" for i in range(4)]
+
+    def call() -> None:
+        pipe(prompts, reference_images=[reference], num_inference_steps=25, guidance_scale=5.0, output_type="np")
+
+    call()  # warm-up
+    spent.update(dict.fromkeys(spent, 0.0))
+    calls.update(dict.fromkeys(calls, 0))
+    t0 = time.perf_counter()
+    for _ in range(args.repeats):
+        call()
+    total = (time.perf_counter() - t0) / args.repeats
+    rows = [
+        {"part": name, "calls": calls[name] // args.repeats, "ms": spent[name] / args.repeats * 1e3} for name in spent
+    ]
+    rows.append({"part": "everything else", "calls": None, "ms": total * 1e3 - sum(r["ms"] for r in rows)})
+    rows.append({"part": "whole call (25 steps, 1 ref + 4 targets)", "calls": 1, "ms": total * 1e3})
+    for r in rows:
+        r["share"] = r["ms"] / (total * 1e3)
+    return rows
+
+
 # --------------------------------------------------------------------------- memory (item 4)
 
 
@@ -414,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"))
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.add_argument("--memory", action="store_true", help="item 4: memory against n at 512 px, plain vs SDPA processor")
+    p.add_argument("--profile", action="store_true", help="item 2: where a whole miniature pipeline call goes")
     p.add_argument("--plain-n", type=int, nargs="*", default=[1, 2, 3, 4, 5])
     p.add_argument("--sdpa-n", type=int, nargs="*", default=[1, 3, 7, 15])
     p.add_argument("--limit-gib", type=float, default=24.0, help="memory rows: address-space cap of each process")
@@ -438,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory:
         title = f"Memory of one 512 px step against the number of references (SD 1.5 shape, cap {args.limit_gib} GiB)"
         rows = memory_rows(args)
+    elif args.profile:
+        title = "Where a whole pipeline call goes: the miniature, 64 px"
+        rows = profile_rows(args, device, dtype)
     else:
         title = f"U-Net time per sampling step: {args.backbone}"
         rows = speed_rows(args, device, dtype)
