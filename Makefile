@@ -16,7 +16,7 @@ $(BIN)/jointdiff: pyproject.toml
 install: $(BIN)/jointdiff
 
 demo: install
-	$(BIN)/jointdiff selftest
+	$(BIN)/jointdiff demo
 
 lint: install
 	$(BIN)/ruff check .
