@@ -64,7 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([(toy.images[0], f"eval {i}: reference"), *zip(made, prompts, strict=True)])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     captioned_grid(rows, cell=112).save(args.out)
-    args.out.with_suffix(".json").write_text(json.dumps({"model": args.model or "the shipped miniature", "subjects": scores}, indent=2) + "\n")
+    args.out.with_suffix(".json").write_text(
+        json.dumps({"model": args.model or "the shipped miniature", "subjects": scores}, indent=2) + "\n"
+    )
     print(f"wrote {args.out}")
     return 0
 
