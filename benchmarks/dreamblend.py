@@ -37,11 +37,12 @@ from typing import Any
 import torch
 
 from jointdiff.dreamblend.blend import (
-    blend,
+    blend_batch,
     checkpoint_collapse_scores,
     checkpoint_prompt_fidelity,
     choose_overfit,
     choose_underfit,
+    initial_noise,
 )
 from jointdiff.dreamblend.config import BlendConfig
 from jointdiff.evaluation.benchmarks import Subject
@@ -131,13 +132,6 @@ class Runs:
         return json.loads(path.read_text())  # int keys become strings, as when read back later
 
 
-def _noise(model: TextToImage, seed: int, prompt: str) -> torch.Tensor:
-    """The initial noise of one prompt, ``(1, C, h, w)``: the same for every checkpoint and DreamBlend."""
-    side = model.unet.config.sample_size
-    g = torch.Generator().manual_seed(stable_int(seed, prompt))
-    return torch.randn((1, model.latent_channels, side, side), generator=g)
-
-
 class CheckpointMethod:
     """The subject's DreamBooth checkpoint ``step`` sampling the prompts (a harness method)."""
 
@@ -149,9 +143,9 @@ class CheckpointMethod:
     def generate(self, subject: Subject, references: list[Any], prompts: list[str], seed: int) -> list[Any]:
         a = self.runs.args
         model = self.runs.model(self.runs.run(subject, references), self.step)
-        latents = torch.cat([_noise(model, seed, p) for p in prompts])  # DDIM: init_noise_sigma is 1
+        latents = initial_noise(model, [stable_int(seed, p) for p in prompts])  # DDIM: init_noise_sigma is 1
         with torch.no_grad():
-            out = sample(model, prompts, None, a.steps, a.guidance_scale, latents=latents.to(model.unet.device))
+            out = sample(model, prompts, None, a.steps, a.guidance_scale, latents=latents)
             return model.decode(out)
 
 
@@ -169,7 +163,8 @@ class BlendMethod:
         under = load_checkpoint(run, choice["underfit"], self.runs.args.device)
         over = load_checkpoint(run, choice["overfit"], self.runs.args.device)
         words = [IDENTIFIER, subject.class_word]
-        return [blend(under, over, p, words, stable_int(seed, p), self.cfg)[0] for p in prompts]
+        seeds = [stable_int(seed, p) for p in prompts]  # the curve's initial noise, prompt by prompt
+        return blend_batch(under, over, prompts, words, seeds, self.cfg)[0]
 
 
 def plot(curve: list[dict], blends: dict[str, dict], path: Path) -> None:

@@ -27,6 +27,7 @@ return big blocks to the system at once, so each row starts from the same base).
     python benchmarks/speed.py --backbone sd15 --references 1 --repeats 1 --warmup 0 --record benchmarks/speed.md
     python benchmarks/speed.py --memory --record benchmarks/speed.md    # issue 17 item 4 (SD 1.5, 512 px)
     python benchmarks/speed.py --profile --repeats 5 --record benchmarks/speed.md   # a whole pipeline call
+    python benchmarks/speed.py --cli --repeats 3 --record benchmarks/speed.md   # jointdiff generate / demo
 
 Runs unchanged on CUDA (``--device cuda --dtype float16``).
 """
@@ -353,6 +354,46 @@ def profile_rows(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     return rows
 
 
+def cli_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """What a user waits for: ``jointdiff generate`` (the CLI's defaults, one reference, K targets;
+    and the same prompts without a reference) and ``jointdiff demo``, each a fresh process timed
+    from start to exit (``--repeats`` times, the median). The reference is held-out toy subject 0."""
+    import tempfile
+
+    from jointdiff.data.toyworld.captions import prompt_templates
+    from jointdiff.data.toyworld.subjects import make_subject, subject_seed
+    from jointdiff.evaluation.toy.benchmark import real_subject
+
+    toy = real_subject(make_subject(subject_seed("eval", 0)), images=1, resolution=64)
+    model = [] if args.model is None else ["--model", args.model]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "reference.png"
+        toy.images[0].save(ref)
+        commands = []
+        for k in args.targets:
+            scenes = [t.format(toy.class_word) for t in prompt_templates(toy.live)[:k]]
+            prompts = [a for scene in scenes for a in ("--prompt", scene)]
+            gen = ["generate", *model, *prompts, "--out", f"{tmp}/out"]
+            commands.append((f"generate, 1 reference, {k} target(s)", k, [*gen, "--ref", str(ref)]))
+            commands.append((f"generate, no reference, {k} image(s)", k, gen))
+        commands.append(
+            ("demo (12 images: 6 with the reference, 6 without)", 12, ["demo", *model, "--out", f"{tmp}/d"])
+        )
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        for label, images, cmd in commands:
+            walls = []
+            for _ in range(args.repeats):
+                t0 = time.perf_counter()
+                subprocess.run([sys.executable, "-m", "jointdiff", *cmd], check=True, capture_output=True, env=env)
+                walls.append(time.perf_counter() - t0)
+            wall = statistics.median(walls)
+            row = {"command": label, "images": images, "wall_s": wall, "s_per_image": wall / images}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 # --------------------------------------------------------------------------- memory (item 4)
 
 
@@ -473,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2, help="CPU threads")
     p.add_argument("--memory", action="store_true", help="item 4: memory against n at 512 px, plain vs SDPA processor")
     p.add_argument("--profile", action="store_true", help="item 2: where a whole miniature pipeline call goes")
+    p.add_argument("--cli", action="store_true", help="wall time of jointdiff generate / demo, fresh processes")
     p.add_argument("--plain-n", type=int, nargs="*", default=[1, 2, 3, 4, 5])
     p.add_argument("--sdpa-n", type=int, nargs="*", default=[1, 3, 7, 15])
     p.add_argument("--limit-gib", type=float, default=24.0, help="memory rows: address-space cap of each process")
@@ -497,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.memory:
         title = f"Memory of one 512 px step against the number of references (SD 1.5 shape, cap {args.limit_gib} GiB)"
         rows = memory_rows(args)
+    elif args.cli:
+        title = "What a user waits for: whole commands, fresh processes (the shipped miniature, 64 px)"
+        rows = cli_rows(args)
     elif args.profile:
         title = "Where a whole pipeline call goes: the miniature, 64 px"
         rows = profile_rows(args, device, dtype)

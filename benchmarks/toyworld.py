@@ -8,12 +8,23 @@ harness's image and feature caches, so a rerun recomputes nothing it has.
 - Table (``--subjects`` subjects x 25 prompts, one random input choice per subject): real renders
   (upper bound), the text-only floor, the miniature without references, JeDi 1 ref without image
   guidance (Table 4: text-only guidance, references in both branches), JeDi 1 ref with joint,
-  text-first and image-first guidance (Table 6), the joint row with ``null_reference = mask``,
+  text-first and image-first guidance (Table 6; eq. 4 with lambda_1 = ``--scale`` and lambda_2 =
+  ``--second-scale``, see below), the joint row with ``null_reference = mask``,
   the joint row with isolated references (references attend among themselves only, issue 17),
   and JeDi with 3 refs (Table 2's 3-input protocol). Normalised identity is DINO rescaled so
   the text-only floor is 0 and the real renders are 1.
-- Sweep (paper Fig. 11): DINO against CLIP-T over guidance scales for the three strategies on the
-  first ``--sweep-subjects`` subjects (eq. 4's two scales set equal).
+- Sweep (paper Fig. 11, Table 6): DINO against CLIP-T over the guidance scale lambda in
+  {1.5, 3, 5, 7.5, 10} for joint, text first, image first and text only, on the first
+  ``--sweep-subjects`` subjects; Table 6 is each strategy's mean over the scales.
+
+How eq. 4's two scales are set. With lambda_1 = lambda_2 eq. 4 *is* eq. 3 (the terms telescope), so
+the strategies can only differ with unequal scales; the paper varies "a guidance scale in
+[1.5, 10]" and reports four distinct columns. Our reading: the varied scale is lambda_1 (the first
+stage, eps^1 - eps^0) and lambda_2 = 1 (the remaining condition at face value): text first (eps^1
+keeps the references) amplifies the references only, image first (eps^1 keeps the text) the text
+only. It is the one-scale reading under which the four columns differ (lambda_1 = 1 would make
+image first the text-only strategy) and the one that predicts Table 6's directions; it is a
+reading, not the paper's statement, and ``--second-scale`` changes it.
 - Figure: ``--figure-subjects`` subjects x (reference | joint | text first | image first | no
   image guidance), one prompt each.
 
@@ -32,7 +43,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STRATEGIES = {"joint": "joint", "text_first": "text first", "image_first": "image first"}
+STRATEGIES = {"joint": "joint", "text_first": "text first", "image_first": "image first", "text_only": "text only"}
 SWEEP_SCALES = (1.5, 3.0, 5.0, 7.5, 10.0)
 METRICS = ("CLIP-T", "CLIP-I", "MCLIP-I", "DINO", "MDINO")
 
@@ -46,10 +57,21 @@ class Row:
     argv: list[str] = field(default_factory=list)
 
 
-def table_rows(scale: float, image_scale: float) -> list[Row]:
-    """The table's rows (issue 15 item 1) at text scale ``scale`` and eq. 4 image scale ``image_scale``."""
+def strategy_argv(strategy: str, scale: float, second: float) -> list[str]:
+    """``jointdiff evaluate`` options of one guidance strategy at eq. 3's lambda = ``scale`` or eq. 4's
+    lambda_1 = ``scale``, lambda_2 = ``second``. Our scales are named by condition (text / references):
+    text first's first stage adds the references, image first's adds the text."""
+    argv = ["--method", "jedi", "--guidance", strategy]
+    if strategy == "text_first":
+        return [*argv, "--image-guidance-scale", str(scale), "--guidance-scale", str(second)]
+    if strategy == "image_first":
+        return [*argv, "--guidance-scale", str(scale), "--image-guidance-scale", str(second)]
+    return [*argv, "--guidance-scale", str(scale)]
+
+
+def table_rows(scale: float, second: float) -> list[Row]:
+    """The table's rows (issue 15 item 1) at lambda = ``scale`` (eq. 4: lambda_1) and eq. 4's lambda_2 = ``second``."""
     jedi = ["--method", "jedi", "--guidance-scale", str(scale)]
-    two = ["--image-guidance-scale", str(image_scale)]
     return [
         Row("Real renders (upper bound)", "real", ["--method", "toy-real"]),
         Row("Text-only floor (another subject of the class)", "floor", ["--method", "toy-text-only"]),
@@ -60,8 +82,8 @@ def table_rows(scale: float, image_scale: float) -> list[Row]:
         ),
         Row("JeDi 1 ref, no image guidance (Table 4)", "text_only", [*jedi, "--guidance", "text_only"]),
         Row("JeDi 1 ref, joint guidance (eq. 3)", "joint", [*jedi, "--guidance", "joint"]),
-        Row("JeDi 1 ref, text first (eq. 4)", "text_first", [*jedi, "--guidance", "text_first", *two]),
-        Row("JeDi 1 ref, image first (eq. 4)", "image_first", [*jedi, "--guidance", "image_first", *two]),
+        Row("JeDi 1 ref, text first (eq. 4)", "text_first", strategy_argv("text_first", scale, second)),
+        Row("JeDi 1 ref, image first (eq. 4)", "image_first", strategy_argv("image_first", scale, second)),
         Row(
             "JeDi 1 ref, joint, null reference = mask",
             "joint_mask",
@@ -76,16 +98,23 @@ def table_rows(scale: float, image_scale: float) -> list[Row]:
     ]
 
 
-def sweep_rows(scales: tuple[float, ...]) -> list[Row]:
-    """Fig. 11: each strategy at each scale (eq. 4: both scales equal)."""
-    rows = []
+def sweep_rows(scales: tuple[float, ...], second: float) -> list[Row]:
+    """Fig. 11: each strategy at each scale (eq. 4: lambda_1 varied, lambda_2 = ``second``)."""
+    return [
+        Row(f"{name} {s:g}", f"sweep-{strategy}-{s:g}", strategy_argv(strategy, s, second))
+        for strategy, name in STRATEGIES.items()
+        for s in scales
+    ]
+
+
+def strategy_means(sweep: dict[str, dict], scales: tuple[float, ...]) -> str:
+    """Table 6: each strategy's DINO, MDINO and CLIP-T averaged over the scales."""
+    lines = ["| Strategy | " + " | ".join(("DINO", "MDINO", "CLIP-T")) + " |", "|---|---:|---:|---:|"]
     for strategy, name in STRATEGIES.items():
-        for s in scales:
-            argv = ["--method", "jedi", "--guidance", strategy, "--guidance-scale", str(s)]
-            if strategy != "joint":
-                argv += ["--image-guidance-scale", str(s)]
-            rows.append(Row(f"{name} {s:g}", f"sweep-{strategy}-{s:g}", argv))
-    return rows
+        pts = [sweep[f"sweep-{strategy}-{s:g}"]["overall"] for s in scales]
+        cells = [f"{sum(p[m] for p in pts) / len(pts):.4f}" for m in ("DINO", "MDINO", "CLIP-T")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def run_row(row: Row, args: argparse.Namespace, subjects: int, work: Path) -> dict:
@@ -142,7 +171,7 @@ def plot_sweep(results: dict[str, dict], scales: tuple[float, ...], path: Path) 
             ax.annotate(f"{s:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xlabel("CLIP-T (toy CLIP)")
     ax.set_ylabel("DINO (toy DINO)")
-    ax.set_title("Guidance strategies over scales (JeDi Fig. 11, toy world)")
+    ax.set_title("Guidance strategies over the scale (JeDi Fig. 11, toy world)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -183,12 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="jointdiff pipeline directory (default: the shipped miniature)")
     p.add_argument("--work", type=Path, default=Path("runs/toyworld-bench"), help="evaluate runs (caches) live here")
     p.add_argument("--subjects", type=int, default=30)
-    p.add_argument("--sweep-subjects", type=int, default=8)
+    p.add_argument("--sweep-subjects", type=int, default=4)
     p.add_argument("--figure-subjects", type=int, default=6)
     p.add_argument("--max-prompts", type=int, default=None, help="only the first N prompts (quick looks)")
     p.add_argument("--steps", type=int, default=25)
-    p.add_argument("--scale", type=float, default=5.0, help="text guidance scale of the table rows")
-    p.add_argument("--image-scale", type=float, default=5.0, help="eq. 4 image scale of the table rows")
+    p.add_argument("--scale", type=float, default=5.0, help="eq. 3 lambda and eq. 4 lambda_1 of the table rows")
+    p.add_argument("--second-scale", type=float, default=1.0, help="eq. 4 lambda_2 (table and sweep)")
     p.add_argument("--batch-size", type=int, default=25, help="prompts generated side by side")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--record", type=Path, default=None, help="write the markdown report here (PNGs beside it)")
@@ -208,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.figure_subjects > args.subjects:
         p.error("--figure-subjects must not exceed --subjects")
 
-    rows = table_rows(args.scale, args.image_scale)
+    rows = table_rows(args.scale, args.second_scale)
     unknown = set(args.rows or ()) - {r.name for r in rows}
     if unknown:
         p.error(f"unknown rows {sorted(unknown)}; choose from {' '.join(r.name for r in rows)}")
@@ -218,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.table_only:
         print(table(main_rows))
         return 0
-    sweep = {r.name: run_row(r, args, args.sweep_subjects, args.work / "sweep") for r in sweep_rows(SWEEP_SCALES)}
+    sweep_specs = sweep_rows(SWEEP_SCALES, args.second_scale)
+    sweep = {r.name: run_row(r, args, args.sweep_subjects, args.work / "sweep") for r in sweep_specs}
     sweep |= {
         n: run_row(r, args, args.sweep_subjects, args.work / "sweep")
         for n, r in (("real", table_rows(0, 0)[0]), ("floor", table_rows(0, 0)[1]))
@@ -237,14 +267,17 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Date {datetime.date.today()}; CPU {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}.",
         f"Command: `python {' '.join(sys.argv)}`",
-        f"Model: `{args.model}`; {args.steps} DDIM steps; text scale {args.scale:g}, eq. 4 image scale "
-        f"{args.image_scale:g}; one random input choice per subject (seed {args.seed}); "
+        f"Model: `{args.model}`; {args.steps} DDIM steps; lambda (eq. 3) = lambda_1 (eq. 4) = {args.scale:g}, "
+        f"lambda_2 (eq. 4) = {args.second_scale:g}; one random input choice per subject (seed {args.seed}); "
         f"{args.subjects} held-out subjects x {args.max_prompts or 25} prompts.",
         "",
         table(main_rows),
         f"## Guidance scales (Fig. 11): {args.sweep_subjects} subjects",
         "",
         table(sweep),
+        "Table 6 (each strategy's mean over the scales):",
+        "",
+        strategy_means(sweep, SWEEP_SCALES),
         f"![DINO vs CLIP-T]({plot.name})",
         "",
         f"![strategies]({grid.name})",

@@ -10,6 +10,8 @@ from jointdiff.cli import main
 from jointdiff.common.tiny import TEXT_DIM, tiny_components
 from jointdiff.dreamblend.blend import (
     BlendConfig,
+    blend,
+    blend_batch,
     checkpoint_prompt_fidelity,
     choose_overfit,
     choose_underfit,
@@ -97,7 +99,7 @@ def test_collapse_score_ranks_a_collapsed_model_above_a_normal_one():
     cfg = BlendConfig(num_inference_steps=4)
     scores = []
     for model in (normal, collapsed):
-        _, maps = record_maps(model, PROMPT, x, cfg)
+        _, maps = record_maps(model, [PROMPT], x, cfg)
         scores.append(collapse_score(maps[2], subject, others))
     assert scores[1] > scores[0] + 0.08  # measured: 0.19 vs 0.33
 
@@ -153,14 +155,40 @@ def test_guidance_lowers_attention_distance_to_the_reference():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     x = randn(1, 4, 8, 8, seed=3)
     cfg = BlendConfig(num_inference_steps=6, cag_scale=0.0, collapse_weight=0.0, cag_fraction=1.0)
-    _, reference = record_maps(underfit, PROMPT, x, cfg)
+    _, reference = record_maps(underfit, [PROMPT], x, cfg)
     tokens = overfit.prompt_tokens(PROMPT)
-    _, unguided = record_maps(overfit, PROMPT, x, cfg)
+    _, unguided = record_maps(overfit, [PROMPT], x, cfg)
     free = [alignment_loss(unguided[i], reference[i], tokens).item() for i in range(6)]
     cfg.cag_scale = 2.0
-    _, guided = guided_sample(overfit, PROMPT, x, reference, cfg, ["sks", "toy"])
+    _, (guided,) = guided_sample(overfit, [PROMPT], x, reference, cfg, ["sks", "toy"])
     # guided[i] is measured at step i on the guided trajectory (before that step's update).
     assert np.mean(guided[1:]) < np.mean(free[1:])
+
+
+@pytest.mark.parametrize("maps", ["record", "invert"])
+def test_a_batch_of_prompts_blends_each_as_if_alone(maps):
+    """blend_batch guides every image by its own gradient: each equals blend() of its prompt alone."""
+    underfit, overfit = _model(0), _model(0)
+    with torch.no_grad():
+        for p in overfit.unet.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    prompts = [PROMPT, "a red sks toy", "sks toy in the snow with a very long prompt about mountains"]
+    cfg = BlendConfig(num_inference_steps=4, cag_scale=2.0, reference_maps=maps)
+    images, refs, losses = blend_batch(underfit, overfit, prompts, ["sks", "toy"], [3, 4, 5], cfg)
+    for b, prompt in enumerate(prompts):
+        # invert: the same (8-bit) reference image, or a rounding difference in it would be inverted too
+        given = refs[b] if maps == "invert" else None
+        image, ref, loss = blend(underfit, overfit, prompt, ["sks", "toy"], seed=3 + b, cfg=cfg, reference_image=given)
+        assert np.abs(np.asarray(images[b], np.int16) - np.asarray(image, np.int16)).max() <= 1
+        assert np.abs(np.asarray(refs[b], np.int16) - np.asarray(ref, np.int16)).max() <= 1
+        assert loss == pytest.approx(losses[b], rel=1e-4)
+    assert len(losses[0]) == round(cfg.cag_fraction * 4) and losses[0] != losses[1]
+    # the guidance moved the images: without it the overfit checkpoint samples something else
+    plain, _, _ = blend_batch(underfit, overfit, prompts, ["sks", "toy"], [3, 4, 5], BlendConfig(4, cag_scale=0.0))
+    assert (
+        max(np.abs(np.asarray(a, np.int16) - np.asarray(b, np.int16)).max() for a, b in zip(images, plain, strict=True))
+        > 2
+    )
 
 
 @pytest.fixture(scope="module")

@@ -46,9 +46,14 @@ class BlendResult:
 
 
 def record_maps(
-    model: TextToImage, prompt: str, latents: torch.Tensor, cfg: BlendConfig, guidance_scale: float | None = None
+    model: TextToImage,
+    prompts: list[str],
+    latents: torch.Tensor,
+    cfg: BlendConfig,
+    guidance_scale: float | None = None,
 ) -> tuple[torch.Tensor, list[dict[str, torch.Tensor]]]:
-    """Sample ``prompt`` from ``latents`` and return (final latents, conditional maps per step)."""
+    """Sample ``prompts`` (one image each) from ``latents`` ``(B, C, h, w)``; returns the final
+    latents and, per step, each recorded layer's conditional maps ``(B, L, T)``."""
     store = AttentionStore()
     install_recorders(model.unet, store, cfg.layers)
     maps: list[dict[str, torch.Tensor]] = []
@@ -62,7 +67,7 @@ def record_maps(
     scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
     out = sample(
         model,
-        [prompt],
+        prompts,
         latents=latents,
         num_inference_steps=cfg.num_inference_steps,
         guidance_scale=scale,
@@ -74,22 +79,28 @@ def record_maps(
 
 def guided_sample(
     model: TextToImage,
-    prompt: str,
+    prompts: list[str],
     latents: torch.Tensor,
     reference: list[dict[str, torch.Tensor]],
     cfg: BlendConfig,
     subject_words: list[str],
-) -> tuple[torch.Tensor, list[float]]:
-    """Sample with cross-attention guidance toward ``reference`` maps; returns latents and losses."""
+) -> tuple[torch.Tensor, list[list[float]]]:
+    """Sample ``prompts`` from ``latents`` ``(B, C, h, w)`` with cross-attention guidance toward the
+    ``reference`` maps (per step, ``(B, L, T)`` per layer); returns the latents and, per prompt, the
+    CAG loss of every guided step.
+
+    The images of the batch never interact in the U-Net, so the gradient of the summed loss with
+    respect to one image's latent is that image's own gradient: a batch guides each image as if it
+    were sampled alone (tested)."""
     store = AttentionStore()
     install_recorders(model.unet, store, cfg.layers)
-    tokens = model.prompt_tokens(prompt)
-    subject = model.token_indices(prompt, subject_words)
-    others = [i for i in tokens if i not in subject]
+    tokens = [model.prompt_tokens(p) for p in prompts]
+    subjects = [model.token_indices(p, subject_words) for p in prompts]
+    others = [[i for i in tok if i not in subj] for tok, subj in zip(tokens, subjects, strict=True)]
     with torch.no_grad():
-        text = model.encode_text([prompt])
+        text = model.encode_text(prompts)
     guided = round(cfg.cag_fraction * cfg.num_inference_steps)
-    losses: list[float] = []
+    losses: list[list[float]] = [[] for _ in prompts]
 
     def before(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if i >= guided or cfg.cag_scale == 0:
@@ -99,16 +110,20 @@ def guided_sample(
         with torch.enable_grad():
             model.eps(x, t, text.to(x.dtype))  # DDIM: the model input is the latent itself
             maps = store.stop()
-            loss = alignment_loss(maps, reference[i], tokens)
-            if cfg.collapse_weight and subject and others:
-                loss = loss + cfg.collapse_weight * collapse_penalty(maps, subject, others)
-            (grad,) = torch.autograd.grad(loss, x)
-        losses.append(float(loss.detach()))
+            total = x.new_zeros(())
+            for b in range(len(prompts)):
+                mine = {k: v[b : b + 1] for k, v in maps.items()}
+                loss = alignment_loss(mine, {k: v[b : b + 1] for k, v in reference[i].items()}, tokens[b])
+                if cfg.collapse_weight and subjects[b] and others[b]:
+                    loss = loss + cfg.collapse_weight * collapse_penalty(mine, subjects[b], others[b])
+                losses[b].append(float(loss.detach()))
+                total = total + loss
+            (grad,) = torch.autograd.grad(total, x)
         return (x - cfg.cag_scale * grad).detach()
 
     out = sample(
         model,
-        [prompt],
+        prompts,
         latents=latents,
         num_inference_steps=cfg.num_inference_steps,
         guidance_scale=cfg.guidance_scale,
@@ -117,18 +132,62 @@ def guided_sample(
     return out, losses
 
 
+def initial_noise(model: TextToImage, seeds: list[int]) -> torch.Tensor:
+    """``(B, C, h, w)`` standard normal latents, image ``b`` drawn from a generator seeded ``seeds[b]``
+    (so an image's noise does not depend on the batch it is sampled in)."""
+    side = model.unet.config.sample_size
+    noise = [
+        torch.randn((1, model.latent_channels, side, side), generator=torch.Generator().manual_seed(s)) for s in seeds
+    ]
+    return torch.cat(noise).to(model.unet.device)
+
+
 @torch.no_grad()
-def ddim_invert(model: TextToImage, image: PIL.Image.Image, prompt: str, num_inference_steps: int) -> torch.Tensor:
-    """x_T of ``image`` by DDIM inversion with the prompt (no guidance), ``(1, C, h, w)``."""
+def ddim_invert(
+    model: TextToImage, images: list[PIL.Image.Image], prompts: list[str], num_inference_steps: int
+) -> torch.Tensor:
+    """x_T of each image by DDIM inversion with its prompt (no guidance), ``(B, C, h, w)``."""
     from diffusers import DDIMInverseScheduler
 
     inv = DDIMInverseScheduler.from_config(model.scheduler.config)
     inv.set_timesteps(num_inference_steps, device=model.unet.device)
-    x = model.encode_images([image])
-    text = model.encode_text([prompt])
+    x = model.encode_images(images)
+    text = model.encode_text(prompts)
     for t in inv.timesteps:
         x = inv.step(model.eps(x, t, text.to(x.dtype)), t, x).prev_sample
     return x
+
+
+def blend_batch(
+    underfit: TextToImage,
+    overfit: TextToImage,
+    prompts: list[str],
+    subject_words: list[str],
+    seeds: list[int],
+    cfg: BlendConfig | None = None,
+    reference_images: list[PIL.Image.Image] | None = None,
+) -> tuple[list[PIL.Image.Image], list[PIL.Image.Image], list[list[float]]]:
+    """DreamBlend for several prompts in one batch: (blended images, underfit reference images, CAG
+    losses per prompt). Image ``b`` starts from the noise of ``seeds[b]`` and equals
+    :func:`blend` of its prompt alone (up to float rounding)."""
+    cfg = cfg or BlendConfig()
+    if len(seeds) != len(prompts) or (reference_images is not None and len(reference_images) != len(prompts)):
+        raise ValueError("blend_batch: one seed (and reference image, if given) per prompt")
+    x_t = initial_noise(underfit, seeds)
+    if cfg.reference_maps == "invert":
+        if reference_images is None:
+            with torch.no_grad():  # the underfit checkpoint's own sample from the same noise
+                reference_images = underfit.decode(
+                    sample(underfit, prompts, None, cfg.num_inference_steps, cfg.guidance_scale, latents=x_t)
+                )
+        x_t = ddim_invert(underfit, reference_images, prompts, cfg.num_inference_steps)
+        _, maps = record_maps(underfit, prompts, x_t, cfg, guidance_scale=1.0)  # reconstruction pass
+        refs = list(reference_images)
+    else:
+        ref_latents, maps = record_maps(underfit, prompts, x_t, cfg)
+        refs = underfit.decode(ref_latents)
+    out, losses = guided_sample(overfit, prompts, x_t, maps, cfg, subject_words)
+    return overfit.decode(out), refs, losses
 
 
 def blend(
@@ -141,28 +200,9 @@ def blend(
     reference_image: PIL.Image.Image | None = None,
 ) -> tuple[PIL.Image.Image, PIL.Image.Image, list[float]]:
     """DreamBlend for one prompt: (blended image, underfit reference image, CAG losses)."""
-    cfg = cfg or BlendConfig()
-    if cfg.reference_maps == "invert":
-        if reference_image is None:
-            with torch.no_grad():
-                g = torch.Generator(underfit.unet.device).manual_seed(seed)
-                reference_image = underfit.decode(
-                    sample(underfit, [prompt], g, cfg.num_inference_steps, cfg.guidance_scale)
-                )[0]
-        x_t = ddim_invert(underfit, reference_image, prompt, cfg.num_inference_steps)
-        _, maps = record_maps(underfit, prompt, x_t, cfg, guidance_scale=1.0)  # reconstruction pass
-        ref_image = reference_image
-    else:
-        g = torch.Generator(underfit.unet.device).manual_seed(seed)
-        x_t = torch.randn(
-            (1, underfit.latent_channels, underfit.unet.config.sample_size, underfit.unet.config.sample_size),
-            generator=g,
-            device=underfit.unet.device,
-        )
-        ref_latents, maps = record_maps(underfit, prompt, x_t, cfg)
-        ref_image = underfit.decode(ref_latents)[0]
-    out, losses = guided_sample(overfit, prompt, x_t, maps, cfg, subject_words)
-    return overfit.decode(out)[0], ref_image, losses
+    refs = None if reference_image is None else [reference_image]
+    images, references, losses = blend_batch(underfit, overfit, [prompt], subject_words, [seed], cfg, refs)
+    return images[0], references[0], losses[0]
 
 
 def checkpoint_collapse_scores(
@@ -175,11 +215,8 @@ def checkpoint_collapse_scores(
         model = load_checkpoint(run, step)
         values = []
         for j, prompt in enumerate(prompts):
-            g = torch.Generator().manual_seed(seed + j)
-            x = torch.randn(
-                (1, model.latent_channels, model.unet.config.sample_size, model.unet.config.sample_size), generator=g
-            )
-            _, maps = record_maps(model, prompt, x, BlendConfig(num_inference_steps=num_inference_steps))
+            x = initial_noise(model, [seed + j])
+            _, maps = record_maps(model, [prompt], x, BlendConfig(num_inference_steps=num_inference_steps))
             subject = model.token_indices(prompt, [cfg.identifier, cfg.class_word])
             others = [i for i in model.prompt_tokens(prompt) if i not in subject]
             values.append(collapse_score(maps[len(maps) // 2], subject, others))
