@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--benchmark", default="toyworld", choices=sorted(BENCHMARKS))
     p.add_argument("--data", default=None, help="benchmark data (toyworld: key=value pairs; dreambooth: the folder)")
     p.add_argument("--subjects", type=int, default=8, help="the benchmark's first N subjects")
-    p.add_argument("--max-prompts", type=int, default=12, help="the first N prompts of each subject (25: all)")
+    p.add_argument("--max-prompts", type=int, default=25, help="the first N prompts of each subject (25: all)")
     p.add_argument("--images-per-prompt", type=int, default=2, help=">= 2 gives the diversity column")
     p.add_argument("--steps", type=int, default=25, help="sampling steps (DDIM) of every point")
     p.add_argument("--guidance-scale", type=float, default=5.0)

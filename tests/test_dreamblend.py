@@ -212,6 +212,15 @@ def test_checkpoints_save_small_artefacts_and_load(run_dir):
     again = load_checkpoint(run, 6)
     with torch.no_grad():
         assert torch.equal(again.eps(x, 100, emb), e6)
+    # the LoRA weights are merged into the base weights on load; unmerged, the same model
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in again.unet.modules() if isinstance(m, BaseTunerLayer)]
+    assert layers and all(m.merged for m in layers)
+    for m in layers:
+        m.unmerge()
+    with torch.no_grad():
+        torch.testing.assert_close(again.eps(x, 100, emb), e6, atol=1e-5, rtol=1e-5)
 
 
 def test_interrupted_finetune_resumes_to_identical_weights(run_dir, tmp_path, monkeypatch):

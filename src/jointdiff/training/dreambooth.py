@@ -250,11 +250,15 @@ def load_checkpoint(run: str | Path, step: int, device: str | torch.device = "cp
             raise ValueError(f"{run} has no checkpoint at step {step}; saved: {list_checkpoints(run)}")
         folder = Path(run) / "checkpoints" / f"step-{step:06d}"
         if cfg.lora_rank:
+            from peft.tuners.tuners_utils import BaseTunerLayer
             from peft.utils import set_peft_model_state_dict
 
             model.unet.add_adapter(_lora_config(cfg.lora_rank))
             weights = load_file(folder / "lora.safetensors")
             set_peft_model_state_dict(model.unet, {k: v.float() for k, v in weights.items()})
+            for module in model.unet.modules():  # W + BA in place: inference without the LoRA branch's cost
+                if isinstance(module, BaseTunerLayer):
+                    module.merge()
         else:
             delta = load_file(folder / "delta.safetensors")
             with torch.no_grad():
