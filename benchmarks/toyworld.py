@@ -136,6 +136,16 @@ def run_row(row: Row, args: argparse.Namespace, subjects: int, work: Path) -> di
     return json.loads((out / "results.json").read_text())
 
 
+def model_label(model: str) -> str:
+    """The shipped miniature by name (wherever the checkout is), any other model by its path."""
+    from jointdiff.common.paths import shipped_model
+
+    shipped = shipped_model()
+    if shipped is not None and Path(model).resolve() == Path(shipped).resolve():
+        return "the shipped miniature (`src/jointdiff/weights/miniature`)"
+    return f"`{model}`"
+
+
 def normalised(dino: float, floor: float, real: float) -> float:
     """DINO on the scale floor = 0, real renders = 1."""
     return (dino - floor) / (real - floor)
@@ -153,6 +163,66 @@ def table(results: dict[str, dict], real: str = "real", floor: str = "floor") ->
         cells.append("-" if secs is None or r["method"].startswith("toy-") else f"{secs:.2f}")
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def claims(rows: dict[str, dict], sweep: dict[str, dict], scales: tuple[float, ...]) -> list[str]:
+    """The paper's claims (issue 15's "must show"), each stated as holding or not from the numbers."""
+
+    def o(results: dict[str, dict], name: str, metric: str) -> float:
+        return results[name]["overall"][metric]
+
+    def verdict(ok: bool) -> str:
+        return "**holds**" if ok else "**does not hold**"
+
+    def mean(strategy: str, metric: str) -> float:
+        return sum(o(sweep, f"sweep-{strategy}-{s:g}", metric) for s in scales) / len(scales)
+
+    lo, hi = o(rows, "floor", "DINO"), o(rows, "real", "DINO")
+    ident = {n: normalised(o(rows, n, "DINO"), lo, hi) for n in rows}
+    out = []
+    if {"joint", "joint_3ref"} <= rows.keys():
+        a, b = o(rows, "joint_3ref", "DINO"), o(rows, "joint", "DINO")
+        out.append(f"- JeDi 3 refs > 1 ref on DINO (Table 2): {verdict(a > b)}, {a:.4f} vs {b:.4f}.")
+    if {"joint", "text_only"} <= rows.keys():
+        a, b = o(rows, "text_only", "DINO"), o(rows, "joint", "DINO")
+        out.append(
+            f"- Without image guidance clearly below with it (Table 4): {verdict(ident['text_only'] < ident['joint'] - 0.1)}, "
+            f"DINO {a:.4f} vs {b:.4f} (normalised identity {ident['text_only']:.3f} vs {ident['joint']:.3f})."
+        )
+    if {"text_first", "image_first", "joint"} <= rows.keys():
+        tf, im, j = (o(rows, n, "DINO") for n in ("text_first", "image_first", "joint"))
+        tf_t, im_t, j_t = (o(rows, n, "CLIP-T") for n in ("text_first", "image_first", "joint"))
+        out.append(
+            f"- Text first higher DINO, image first higher CLIP-T (Table 6), table rows: against each other "
+            f"{verdict(tf > im and im_t > tf_t)} (DINO {tf:.4f} vs {im:.4f}, CLIP-T {im_t:.4f} vs {tf_t:.4f}); "
+            f"against joint, text first's DINO {verdict(tf > j)} ({tf:.4f} vs {j:.4f}), image first's "
+            f"CLIP-T {verdict(im_t > j_t)} ({im_t:.4f} vs {j_t:.4f})."
+        )
+    if sweep:
+        tf, im, j = (mean(n, "DINO") for n in ("text_first", "image_first", "joint"))
+        tf_t, im_t, j_t = (mean(n, "CLIP-T") for n in ("text_first", "image_first", "joint"))
+        out.append(
+            f"- The same averaged over the scales (Table 6's protocol, sweep subjects): against each other "
+            f"{verdict(tf > im and im_t > tf_t)} (DINO {tf:.4f} vs {im:.4f}, CLIP-T {im_t:.4f} vs {tf_t:.4f}); "
+            f"text first's DINO above joint's {verdict(tf > j)} ({tf:.4f} vs {j:.4f}); image first's CLIP-T "
+            f"above joint's {verdict(im_t > j_t)} ({im_t:.4f} vs {j_t:.4f})."
+        )
+    if "joint" in rows:
+        a, b = o(rows, "joint", "CLIP-T"), o(rows, "floor", "CLIP-T")
+        out.append(
+            f"- CLIP-T of JeDi 1 ref >= 0.9x the text-only row: {verdict(a >= 0.9 * b)}, {a:.4f} / {b:.4f} = {a / b:.3f}x."
+        )
+    if {"joint", "joint_mask"} <= rows.keys():
+        out.append(
+            f"- Null reference `drop` vs `mask` (joint): normalised identity {ident['joint']:.3f} vs "
+            f"{ident['joint_mask']:.3f}, CLIP-T {o(rows, 'joint', 'CLIP-T'):.4f} vs {o(rows, 'joint_mask', 'CLIP-T'):.4f}."
+        )
+    if {"joint", "joint_isolated"} <= rows.keys():
+        out.append(
+            f"- Isolated references (issue 17) vs joint: normalised identity {ident['joint_isolated']:.3f} vs "
+            f"{ident['joint']:.3f}, CLIP-T {o(rows, 'joint_isolated', 'CLIP-T'):.4f} vs {o(rows, 'joint', 'CLIP-T'):.4f}."
+        )
+    return out
 
 
 def plot_sweep(results: dict[str, dict], scales: tuple[float, ...], path: Path) -> None:
@@ -246,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     main_rows = {r.name: run_row(r, args, args.subjects, args.work / "table") for r in rows}
     if args.table_only:
         print(table(main_rows))
+        print("\n".join(claims(main_rows, {}, SWEEP_SCALES)))
         return 0
     sweep_specs = sweep_rows(SWEEP_SCALES, args.second_scale)
     sweep = {r.name: run_row(r, args, args.sweep_subjects, args.work / "sweep") for r in sweep_specs}
@@ -267,11 +338,15 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Date {datetime.date.today()}; CPU {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}.",
         f"Command: `python {' '.join(sys.argv)}`",
-        f"Model: `{args.model}`; {args.steps} DDIM steps; lambda (eq. 3) = lambda_1 (eq. 4) = {args.scale:g}, "
+        f"Model: {model_label(args.model)}; {args.steps} DDIM steps; lambda (eq. 3) = lambda_1 (eq. 4) = {args.scale:g}, "
         f"lambda_2 (eq. 4) = {args.second_scale:g}; one random input choice per subject (seed {args.seed}); "
         f"{args.subjects} held-out subjects x {args.max_prompts or 25} prompts.",
         "",
         table(main_rows),
+        "## The paper's claims",
+        "",
+        *claims(main_rows, sweep, SWEEP_SCALES),
+        "",
         f"## Guidance scales (Fig. 11): {args.sweep_subjects} subjects",
         "",
         table(sweep),

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from jointdiff.app.files import IMAGE_FORMATS, MAX_PROMPTS, MAX_REFERENCES, MAX_SIDE, MAX_STEPS, MAX_UPLOAD_MB
 from jointdiff.app.services import BlendService, JeDiService, Outcome
-from jointdiff.jedi.guidance import STRATEGIES
+from jointdiff.jedi.guidance import DEFAULT_SCALE, DEFAULT_STRATEGY, STRATEGIES
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -88,10 +88,14 @@ def build_app(jedi: JeDiService, blend: BlendService) -> gr.Blocks:
                     value="a toy on the beach\na toy in the snow",
                     elem_id="prompts",
                 )
-                guidance = gr.Radio(GUIDANCE_CHOICES, value="joint", label="Guidance strategy")
+                guidance = gr.Radio(GUIDANCE_CHOICES, value=DEFAULT_STRATEGY, label="Guidance strategy")
                 with gr.Row():
-                    scale = gr.Slider(1.0, 20.0, 7.5, step=0.5, label="Guidance scale (eq. 3; text scale of eq. 4)")
-                    image_scale = gr.Slider(1.0, 20.0, 7.5, step=0.5, label="Image guidance scale (eq. 4 only)")
+                    scale = gr.Slider(
+                        1.0, 20.0, DEFAULT_SCALE, step=0.5, label="Guidance scale (eq. 3; text scale of eq. 4)"
+                    )
+                    image_scale = gr.Slider(
+                        1.0, 20.0, DEFAULT_SCALE, step=0.5, label="Image guidance scale (eq. 4 only)"
+                    )
                 with gr.Row():
                     steps = gr.Slider(1, MAX_STEPS, 30, step=1, label="Steps", elem_id="steps")
                     seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed")

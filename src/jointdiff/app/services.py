@@ -23,7 +23,7 @@ from jointdiff.app.files import (
     write_results,
 )
 from jointdiff.common.images import save_png
-from jointdiff.jedi.guidance import ONE_SCALE, STRATEGIES
+from jointdiff.jedi.guidance import DEFAULT_SCALE, DEFAULT_STRATEGY, ONE_SCALE, STRATEGIES
 
 if TYPE_CHECKING:
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
@@ -86,8 +86,8 @@ class JeDiService:
         files: Sequence[str] | None,
         prompts: str,
         reference_prompt: str | None = None,
-        guidance: str = "joint",
-        guidance_scale: float = 7.5,
+        guidance: str = DEFAULT_STRATEGY,
+        guidance_scale: float = DEFAULT_SCALE,
         image_guidance_scale: float | None = None,
         steps: Any = 30,
         seed: Any = 0,

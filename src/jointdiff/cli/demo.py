@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from jointdiff.jedi.guidance import DEFAULT_SCALE  # joint guidance (eq. 3), the measured default
+
 if TYPE_CHECKING:
     import PIL.Image
 
 DEMO_SCENES = (0, 1, 2, 3, 6, 9)  # jungle, snow, beach, cobblestone street, city, purple rug in a forest
 DEMO_STEPS = 25
-DEMO_GUIDANCE_SCALE = 5.0  # joint guidance (eq. 3)
 
 
 @dataclass
@@ -42,7 +43,7 @@ def run_demo(
     class_word: str = "toy",
     seed: int = 0,
     steps: int = DEMO_STEPS,
-    guidance_scale: float = DEMO_GUIDANCE_SCALE,
+    guidance_scale: float = DEFAULT_SCALE,
 ) -> DemoResult:
     """Generate, score and draw the demo into ``out`` (``grid.png``); see the module docstring."""
     import PIL.Image

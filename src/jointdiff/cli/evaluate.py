@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from jointdiff.common.config import DTYPES
-from jointdiff.jedi.guidance import STRATEGIES
+from jointdiff.jedi.guidance import (
+    DEFAULT_NULL_REFERENCE,
+    DEFAULT_SCALE,
+    DEFAULT_STRATEGY,
+    NULL_REFERENCE_MODES,
+    STRATEGIES,
+)
 
 
 def register(sub: Any) -> None:
@@ -60,20 +66,22 @@ def register(sub: Any) -> None:
     # method
     p.add_argument("--model", help="jedi: jointdiff pipeline directory or Hub id")
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument("--guidance-scale", type=float, default=DEFAULT_SCALE, help="eq. 3 lambda; text scale of eq. 4")
     p.add_argument(
-        "--guidance-scale", type=float, default=7.5, help="text guidance scale (eq. 3 lambda / eq. 4 lambda_1)"
+        "--image-guidance-scale",
+        type=float,
+        help="reference scale of eq. 4 (text_first/image_first; default: text scale)",
     )
-    p.add_argument("--image-guidance-scale", type=float, help="eq. 4 reference scale (text_first/image_first)")
     p.add_argument(
         "--guidance",
-        default="joint",
+        default=DEFAULT_STRATEGY,
         choices=list(STRATEGIES),
         help="guidance scheme",
     )
     p.add_argument(
         "--null-reference",
-        default="drop",
-        choices=["drop", "mask"],
+        default=DEFAULT_NULL_REFERENCE,
+        choices=list(NULL_REFERENCE_MODES),
         help="reference-free guidance branches: drop the reference slots or keep them masked",
     )
     p.add_argument(

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 
 from jointdiff.common.config import DTYPES
-from jointdiff.jedi.guidance import NULL_REFERENCE_MODES, REFERENCE_ATTENTION_MODES, STRATEGIES
+from jointdiff.jedi.guidance import (
+    DEFAULT_NULL_REFERENCE,
+    DEFAULT_SCALE,
+    DEFAULT_STRATEGY,
+    NULL_REFERENCE_MODES,
+    REFERENCE_ATTENTION_MODES,
+    STRATEGIES,
+)
 from jointdiff.jedi.schedulers import SCHEDULERS
 
 
@@ -126,11 +133,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", action="append", required=True, metavar="TEXT", help="one per target; repeat")
     p.add_argument("--out", required=True, help="output directory for PNGs and grid.png")
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
-    p.add_argument("--guidance", choices=list(STRATEGIES), default="joint")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="eq. 3 lambda; text scale of eq. 4")
-    p.add_argument("--image-guidance-scale", type=float, default=None, help="reference scale of eq. 4")
+    p.add_argument("--guidance", choices=list(STRATEGIES), default=DEFAULT_STRATEGY)
+    p.add_argument("--guidance-scale", type=float, default=DEFAULT_SCALE, help="eq. 3 lambda; text scale of eq. 4")
     p.add_argument(
-        "--null-reference", choices=list(NULL_REFERENCE_MODES), default="drop", help="reference-free branch feed"
+        "--image-guidance-scale", type=float, default=None, help="reference scale of eq. 4 (default: the text scale)"
+    )
+    p.add_argument(
+        "--null-reference",
+        choices=list(NULL_REFERENCE_MODES),
+        default=DEFAULT_NULL_REFERENCE,
+        help="reference-free branch feed",
     )
     p.add_argument(
         "--reference-attention",

@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from jointdiff.evaluation.benchmarks import Benchmark, Subject
 from jointdiff.evaluation.cache import load_cached_image, save_image
+from jointdiff.jedi.guidance import DEFAULT_NULL_REFERENCE, DEFAULT_SCALE, DEFAULT_STRATEGY
 
 
 @runtime_checkable
@@ -45,10 +46,12 @@ class MethodOptions:
     device: str = "cpu"
     dtype: str | None = None  # "fp32" | "fp16" | "bf16"; None keeps the stored dtype
     steps: int = 50  # denoising steps
-    guidance_scale: float = 7.5  # text guidance (JeDi eq. 3 / eq. 4 lambda_1)
-    image_guidance_scale: float | None = None  # JeDi eq. 4 lambda_2; None = single-scale eq. 3
-    guidance: str = "joint"  # "joint" | "text_first" | "image_first" | "text_only"
-    null_reference: str = "drop"  # how reference-free guidance branches see the reference slots: "drop" | "mask"
+    guidance_scale: float = DEFAULT_SCALE  # JeDi eq. 3 lambda; the text scale of eq. 4
+    image_guidance_scale: float | None = None  # the reference scale of eq. 4; None = the text scale
+    guidance: str = DEFAULT_STRATEGY  # "joint" | "text_first" | "image_first" | "text_only"
+    null_reference: str = (
+        DEFAULT_NULL_REFERENCE  # how reference-free guidance branches see the reference slots: "drop" | "mask"
+    )
     reference_attention: str = "joint"  # "joint" | "isolated" (references attend among themselves only)
     batch_size: int = 1  # independent sets (one prompt each) per pipeline call
 

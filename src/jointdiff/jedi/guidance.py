@@ -39,6 +39,13 @@ STRATEGIES: dict[str, tuple[Branch, ...]] = {
 }
 ONE_SCALE = ("joint", "text_only")  # strategies with one scale; the two-stage ones (eq. 4) take two
 
+# What the pipeline, `jointdiff generate`, `demo`, `serve` and `evaluate` use unless told otherwise:
+# chosen by measurement on the shipped miniature (benchmarks/toyworld.md; docs/evaluation.md, "Guidance
+# defaults"). An eq. 4 image scale left unset equals the text scale (then eq. 4 is eq. 3).
+DEFAULT_STRATEGY = "joint"
+DEFAULT_SCALE = 5.0
+DEFAULT_NULL_REFERENCE = "drop"
+
 # How branches without references see the reference slots: "drop" excludes them from coupled attention
 # (the targets form a set of their own, truly reference-free); "mask" keeps them as noisy slots with
 # mask 1 and zero reference channels (as reference dropout in training).

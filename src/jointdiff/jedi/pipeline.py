@@ -26,7 +26,15 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from jointdiff.common.paths import is_hub_id
 from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
-from jointdiff.jedi.guidance import ONE_SCALE, check_null_reference, check_reference_attention, check_scales
+from jointdiff.jedi.guidance import (
+    DEFAULT_NULL_REFERENCE,
+    DEFAULT_SCALE,
+    DEFAULT_STRATEGY,
+    ONE_SCALE,
+    check_null_reference,
+    check_reference_attention,
+    check_scales,
+)
 from jointdiff.jedi.model import LAYOUT_KEY, JointUNet
 from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
 
@@ -105,10 +113,10 @@ class JointDiffusionPipeline(DiffusionPipeline):
         reference_images: PIL.Image.Image | list[PIL.Image.Image] | None = None,
         reference_prompts: str | list[str] | None = None,
         num_inference_steps: int = 50,
-        guidance_scale: float = 7.5,
+        guidance_scale: float = DEFAULT_SCALE,
         image_guidance_scale: float | None = None,
-        guidance: str = "joint",
-        null_reference: str = "drop",
+        guidance: str = DEFAULT_STRATEGY,
+        null_reference: str = DEFAULT_NULL_REFERENCE,
         reference_attention: str = "joint",
         negative_prompt: str | None = None,
         height: int | None = None,

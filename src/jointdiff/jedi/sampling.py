@@ -16,7 +16,16 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from jointdiff.jedi.guidance import Branch, branches_for, check_null_reference, check_reference_attention, combine
+from jointdiff.jedi.guidance import (
+    DEFAULT_NULL_REFERENCE,
+    DEFAULT_SCALE,
+    DEFAULT_STRATEGY,
+    Branch,
+    branches_for,
+    check_null_reference,
+    check_reference_attention,
+    combine,
+)
 from jointdiff.jedi.model import JointUNet, SetBatch
 
 
@@ -53,10 +62,10 @@ class GuidedSetDenoiser:
         self,
         model: JointUNet,
         cond: SetConditioning,
-        strategy: str = "joint",
-        text_scale: float = 7.5,
-        image_scale: float = 7.5,
-        null_reference: str = "drop",
+        strategy: str = DEFAULT_STRATEGY,
+        text_scale: float = DEFAULT_SCALE,
+        image_scale: float = DEFAULT_SCALE,
+        null_reference: str = DEFAULT_NULL_REFERENCE,
         reference_attention: str = "joint",
     ) -> None:
         check_null_reference(null_reference)
