@@ -282,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="jointdiff pipeline directory (default: the shipped miniature)")
     p.add_argument("--work", type=Path, default=Path("runs/toyworld-bench"), help="evaluate runs (caches) live here")
     p.add_argument("--subjects", type=int, default=30)
-    p.add_argument("--sweep-subjects", type=int, default=3)
+    p.add_argument("--sweep-subjects", type=int, default=2)
     p.add_argument("--figure-subjects", type=int, default=6)
     p.add_argument("--max-prompts", type=int, default=None, help="only the first N prompts (quick looks)")
     p.add_argument("--steps", type=int, default=25)
