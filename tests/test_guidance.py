@@ -59,3 +59,38 @@ def test_branches_per_strategy_and_no_guidance_shortcut():
         branches_for("joint", -1.0, 1.0)
     with pytest.raises(ValueError, match="unknown guidance strategy"):
         branches_for("both", 1.0, 1.0)
+
+
+def test_every_entry_point_defaults_to_the_measured_guidance():
+    """The pipeline, generate, evaluate, demo and the app take their guidance defaults from one place."""
+    import inspect
+
+    from jointdiff.app.services import JeDiService
+    from jointdiff.cli import build_parser
+    from jointdiff.cli.demo import run_demo
+    from jointdiff.evaluation.protocol import MethodOptions
+    from jointdiff.jedi.guidance import DEFAULT_NULL_REFERENCE, DEFAULT_SCALE, DEFAULT_STRATEGY
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
+
+    assert (DEFAULT_STRATEGY, DEFAULT_SCALE, DEFAULT_NULL_REFERENCE) == ("joint", 5.0, "drop")  # docs/evaluation.md
+    call = inspect.signature(JointDiffusionPipeline.__call__).parameters
+    assert call["guidance"].default == DEFAULT_STRATEGY and call["guidance_scale"].default == DEFAULT_SCALE
+    assert call["null_reference"].default == DEFAULT_NULL_REFERENCE
+    parser = build_parser()
+    for argv in (["generate", "--prompt", "a toy", "--out", "x"], ["evaluate", "--method", "jedi", "--out", "x"]):
+        args = parser.parse_args(argv)
+        assert (args.guidance, args.guidance_scale, args.null_reference) == (
+            DEFAULT_STRATEGY,
+            DEFAULT_SCALE,
+            DEFAULT_NULL_REFERENCE,
+        )
+        assert args.image_guidance_scale is None
+    options = MethodOptions()
+    assert (options.guidance, options.guidance_scale, options.null_reference) == (
+        DEFAULT_STRATEGY,
+        DEFAULT_SCALE,
+        DEFAULT_NULL_REFERENCE,
+    )
+    assert inspect.signature(run_demo).parameters["guidance_scale"].default == DEFAULT_SCALE
+    app = inspect.signature(JeDiService.generate).parameters
+    assert app["guidance"].default == DEFAULT_STRATEGY and app["guidance_scale"].default == DEFAULT_SCALE

@@ -49,9 +49,7 @@ class MethodOptions:
     guidance_scale: float = DEFAULT_SCALE  # JeDi eq. 3 lambda; the text scale of eq. 4
     image_guidance_scale: float | None = None  # the reference scale of eq. 4; None = the text scale
     guidance: str = DEFAULT_STRATEGY  # "joint" | "text_first" | "image_first" | "text_only"
-    null_reference: str = (
-        DEFAULT_NULL_REFERENCE  # how reference-free guidance branches see the reference slots: "drop" | "mask"
-    )
+    null_reference: str = DEFAULT_NULL_REFERENCE  # reference slots in reference-free branches: "drop" | "mask"
     reference_attention: str = "joint"  # "joint" | "isolated" (references attend among themselves only)
     batch_size: int = 1  # independent sets (one prompt each) per pipeline call
 
