@@ -169,7 +169,8 @@ def blend_batch(
 ) -> tuple[list[PIL.Image.Image], list[PIL.Image.Image], list[list[float]]]:
     """DreamBlend for several prompts in one batch: (blended images, underfit reference images, CAG
     losses per prompt). Image ``b`` starts from the noise of ``seeds[b]`` and equals
-    :func:`blend` of its prompt alone (up to float rounding)."""
+    :func:`blend` of its prompt alone up to float rounding (with ``invert``: given the same
+    reference images, since an 8-bit rounding difference in one would be inverted too)."""
     cfg = cfg or BlendConfig()
     if len(seeds) != len(prompts) or (reference_images is not None and len(reference_images) != len(prompts)):
         raise ValueError("blend_batch: one seed (and reference image, if given) per prompt")
