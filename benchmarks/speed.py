@@ -385,7 +385,11 @@ def cli_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             walls = []
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                subprocess.run([sys.executable, "-m", "jointdiff", *cmd], check=True, capture_output=True, env=env)
+                proc = subprocess.run(
+                    [sys.executable, "-m", "jointdiff", *cmd], capture_output=True, text=True, env=env
+                )
+                if proc.returncode:
+                    raise SystemExit(f"jointdiff {cmd[0]} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
                 walls.append(time.perf_counter() - t0)
             wall = statistics.median(walls)
             row = {"command": label, "images": images, "wall_s": wall, "s_per_image": wall / images}

@@ -71,7 +71,7 @@ def strategy_argv(strategy: str, scale: float, second: float) -> list[str]:
 
 def table_rows(scale: float, second: float) -> list[Row]:
     """The table's rows (issue 15 item 1) at lambda = ``scale`` (eq. 4: lambda_1) and eq. 4's lambda_2 = ``second``."""
-    jedi = ["--method", "jedi", "--guidance-scale", str(scale)]
+    joint = strategy_argv("joint", scale, second)
     return [
         Row("Real renders (upper bound)", "real", ["--method", "toy-real"]),
         Row("Text-only floor (another subject of the class)", "floor", ["--method", "toy-text-only"]),
@@ -80,21 +80,21 @@ def table_rows(scale: float, second: float) -> list[Row]:
             "noref",
             ["--method", "jedi-noref", "--guidance-scale", str(scale)],
         ),
-        Row("JeDi 1 ref, no image guidance (Table 4)", "text_only", [*jedi, "--guidance", "text_only"]),
-        Row("JeDi 1 ref, joint guidance (eq. 3)", "joint", [*jedi, "--guidance", "joint"]),
+        Row("JeDi 1 ref, no image guidance (Table 4)", "text_only", strategy_argv("text_only", scale, second)),
+        Row("JeDi 1 ref, joint guidance (eq. 3)", "joint", strategy_argv("joint", scale, second)),
         Row("JeDi 1 ref, text first (eq. 4)", "text_first", strategy_argv("text_first", scale, second)),
         Row("JeDi 1 ref, image first (eq. 4)", "image_first", strategy_argv("image_first", scale, second)),
         Row(
             "JeDi 1 ref, joint, null reference = mask",
             "joint_mask",
-            [*jedi, "--guidance", "joint", "--null-reference", "mask"],
+            [*joint, "--null-reference", "mask"],
         ),
         Row(
             "JeDi 1 ref, joint, isolated references (issue 17)",
             "joint_isolated",
-            [*jedi, "--guidance", "joint", "--reference-attention", "isolated"],
+            [*joint, "--reference-attention", "isolated"],
         ),
-        Row("JeDi 3 refs, joint guidance", "joint_3ref", [*jedi, "--guidance", "joint", "--refs", "3"]),
+        Row("JeDi 3 refs, joint guidance", "joint_3ref", [*joint, "--refs", "3"]),
     ]
 
 
