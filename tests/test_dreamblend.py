@@ -223,6 +223,24 @@ def test_checkpoints_save_small_artefacts_and_load(run_dir):
         torch.testing.assert_close(again.eps(x, 100, emb), e6, atol=1e-5, rtol=1e-5)
 
 
+def test_class_images_in_batches_are_the_images_drawn_one_at_a_time(tmp_path):
+    from jointdiff.training.dreambooth import DreamBoothConfig, class_images
+
+    model = TextToImage(**tiny_components(0))
+    cfg = DreamBoothConfig(
+        base="tiny", images="x", class_word="toy", out="x", num_class_images=5, class_sampling_steps=3
+    )
+    alone = class_images(model, cfg, tmp_path / "alone", batch_size=1)
+    (tmp_path / "batched").mkdir()
+    alone[1].save(tmp_path / "batched" / "00001.png")  # a cached image is kept, the rest drawn 3 at a time
+    batched = class_images(model, cfg, tmp_path / "batched", batch_size=3)
+    assert len(batched) == 5
+    pixels = [np.asarray(im, dtype=np.int16) for im in alone]
+    for a, b in zip(pixels, (np.asarray(im, dtype=np.int16) for im in batched), strict=True):
+        assert np.abs(a - b).max() <= 1  # the same draws; batching moves a pixel by at most one level
+    assert np.abs(pixels[0] - pixels[2]).max() > 10  # and the images differ from each other
+
+
 def test_interrupted_finetune_resumes_to_identical_weights(run_dir, tmp_path, monkeypatch):
     import jointdiff.training.dreambooth as db
     import jointdiff.training.shell as shell

@@ -94,18 +94,33 @@ def _lora_config(rank: int):  # -> peft.LoraConfig
     return LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=LORA_TARGETS)
 
 
-def class_images(model: TextToImage, cfg: DreamBoothConfig, folder: Path) -> list[PIL.Image.Image]:
-    """Prior-preservation images from the base model, cached in ``folder`` (a rerun reuses them)."""
+def class_images(model: TextToImage, cfg: DreamBoothConfig, folder: Path, batch_size: int = 8) -> list[PIL.Image.Image]:
+    """Prior-preservation images from the base model, cached in ``folder`` (a rerun reuses them).
+
+    Image ``i`` starts from noise drawn by its own generator (seed ``cfg.seed * 100003 + i``), so the
+    missing images are sampled ``batch_size`` at a time and each is the one a batch of one would give
+    (up to floating-point batch effects), whatever was cached before."""
     folder.mkdir(parents=True, exist_ok=True)
     prompt = _prompt(cfg.class_prompt, cfg)
-    for i in tqdm(range(cfg.num_class_images), desc="class images"):
-        path = folder / f"{i:05d}.png"
-        if path.exists():
-            continue
-        g = torch.Generator(model.unet.device).manual_seed(cfg.seed * 100003 + i)
-        image = model.decode(sample(model, [prompt], g, cfg.class_sampling_steps))[0]
-        image.save(folder / f".{i:05d}.tmp.png")
-        os.replace(folder / f".{i:05d}.tmp.png", path)
+    device = model.unet.device
+    side = model.unet.config.sample_size
+    missing = [i for i in range(cfg.num_class_images) if not (folder / f"{i:05d}.png").exists()]
+    with tqdm(total=cfg.num_class_images, initial=cfg.num_class_images - len(missing), desc="class images") as bar:
+        for start in range(0, len(missing), batch_size):
+            chunk = missing[start : start + batch_size]
+            noise = [
+                torch.randn(
+                    (1, model.latent_channels, side, side),
+                    generator=torch.Generator(device).manual_seed(cfg.seed * 100003 + i),
+                    device=device,
+                )
+                for i in chunk
+            ]
+            latents = sample(model, [prompt] * len(chunk), None, cfg.class_sampling_steps, latents=torch.cat(noise))
+            for i, image in zip(chunk, model.decode(latents), strict=True):
+                image.save(folder / f".{i:05d}.tmp.png")
+                os.replace(folder / f".{i:05d}.tmp.png", folder / f"{i:05d}.png")
+            bar.update(len(chunk))
     return read_images(folder)
 
 
