@@ -46,6 +46,7 @@ from jointdiff.dreamblend.blend import (
 )
 from jointdiff.dreamblend.config import BlendConfig
 from jointdiff.evaluation.benchmarks import Subject
+from jointdiff.evaluation.front import front_gaps, pareto
 from jointdiff.evaluation.protocol import EvalConfig, image_path, input_choices, stable_int
 from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, SEGMENTERS, resolve
 from jointdiff.evaluation.run import evaluate
@@ -165,6 +166,89 @@ class BlendMethod:
         words = [IDENTIFIER, subject.class_word]
         seeds = [stable_int(seed, p) for p in prompts]  # the curve's initial noise, prompt by prompt
         return blend_batch(under, over, prompts, words, seeds, self.cfg)[0]
+
+
+def subject_mean(result: dict, metric: str, subjects: list[str]) -> float:
+    """The mean over ``subjects`` of a per-subject column of a harness result."""
+    return sum(result["subjects"][s][metric] for s in subjects) / len(subjects)
+
+
+def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict]) -> list[str]:
+    """Each DreamBlend setting against the DreamBooth front (overall DINO, CLIP-T) and its diversity
+    against the overfit checkpoints' (each subject's own, averaged over subjects): the must-show claim."""
+    front = pareto([(r["overall"]["CLIP-T"], r["overall"]["DINO"]) for r in curve])
+    by_step = {r["step"]: r for r in curve}
+    names = list(choices)
+    over_div = sum(by_step[c["overfit"]]["subjects"][n]["Diversity"] for n, c in choices.items()) / len(names)
+    under_div = sum(by_step[c["underfit"]]["subjects"][n]["Diversity"] for n, c in choices.items()) / len(names)
+    fmt = lambda v: "-" if v is None else f"{v:+.4f}"  # noqa: E731
+    lines = [
+        "| DreamBlend | DINO - front at equal CLIP-T | CLIP-T - front at equal DINO | beyond the front | "
+        "diversity (subject mean) | >= overfit's |",
+        "|---|---:|---:|---|---:|---|",
+    ]
+    for name, r in blends.items():
+        dd, dc = front_gaps(front, (r["overall"]["CLIP-T"], r["overall"]["DINO"]))
+        beyond = (dd is not None and dd > 0) or (dc is not None and dc > 0)
+        div = subject_mean(r, "Diversity", names)
+        lines.append(
+            f"| {name} | {fmt(dd)} | {fmt(dc)} | {'yes' if beyond else 'no'} | {div:.4f} | "
+            f"{'yes' if div >= over_div else 'no'} |"
+        )
+    front_steps = [r["step"] for r in curve if (r["overall"]["CLIP-T"], r["overall"]["DINO"]) in front]
+    lines += [
+        "",
+        f"The front: checkpoints {', '.join(map(str, front_steps))} (the others lie behind it). Diversity of "
+        f"each subject's overfit checkpoint, averaged: {over_div:.4f}; of its underfit one: {under_div:.4f}.",
+    ]
+    return lines
+
+
+def finetune_cost(runs_dir: Path, names: list[str]) -> str:
+    """CPU time of the subjects' fine-tunes, from their trainers' metrics (class images not included)."""
+    hours = []
+    for name in names:
+        lines = (runs_dir / name / "state" / "logs" / "metrics.jsonl").read_text().splitlines()
+        hours.append(json.loads(lines[-1])["train/cpu_hours"])
+    return (
+        f"Fine-tuning cost: {60 * sum(hours) / len(hours):.1f} CPU-minutes a subject on average "
+        f"(min {60 * min(hours):.1f}, max {60 * max(hours):.1f}), the trainer's own count; the class "
+        "images (sampled 8 at a time) come on top."
+    )
+
+
+def plot_subjects(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict], path: Path) -> None:
+    """One panel per subject: its DreamBooth curve, the automatic underfit / overfit picks, DreamBlend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(choices)
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.9 * rows), squeeze=False)
+    for ax, name in zip(axes.flat, names, strict=False):
+        pts = {r["step"]: (r["subjects"][name]["CLIP-T"], r["subjects"][name]["DINO"]) for r in curve}
+        ax.plot(*zip(*pts.values(), strict=True), marker="o", ms=3, color="tab:blue")
+        for step, (x, y) in pts.items():
+            ax.annotate(str(step), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
+        c = choices[name]
+        ax.scatter(*pts[c["underfit"]], s=90, facecolors="none", edgecolors="tab:green", label="underfit pick")
+        ax.scatter(*pts[c["overfit"]], s=90, facecolors="none", edgecolors="tab:red", label="overfit pick")
+        for i, r in enumerate(blends.values()):
+            ax.scatter(r["subjects"][name]["CLIP-T"], r["subjects"][name]["DINO"], marker="*", s=60, color=f"C{i + 1}")
+        ax.set_title(name.split("-")[0], fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(names) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.supxlabel("CLIP-T")
+    fig.supylabel("DINO")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def plot(curve: list[dict], blends: dict[str, dict], path: Path) -> None:
@@ -311,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.record or args.work / "dreamblend.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_path, grid_path = out.with_name(out.stem + "_dino_vs_clipt.png"), out.with_name(out.stem + "_grid.png")
+    subjects_path = out.with_name(out.stem + "_subjects.png")
     plot(curve, blends, plot_path)
+    plot_subjects(curve, blends, choices, subjects_path)
     grid(args, subjects, config, runs, grid_path)
     picks = "\n".join(
         f"| {name} | {c['underfit']} | {c['overfit']} | "
@@ -330,6 +416,12 @@ def main(argv: list[str] | None = None) -> int:
         f"{args.lora_rank}, {args.finetune_steps} steps, {args.class_images} class images.",
         "",
         table(curve, blends, collapse),
+        finetune_cost(args.work / "runs", names),
+        "",
+        "## DreamBlend against the DreamBooth front",
+        "",
+        *verdicts(curve, blends, choices),
+        "",
         "## Automatic choice per subject",
         "",
         "| subject | underfit | overfit | collapse score per checkpoint |",
@@ -337,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
         picks,
         "",
         f"![DINO vs CLIP-T]({plot_path.name})",
+        "",
+        f"![each subject's curve and picks]({subjects_path.name})",
         "",
         f"![underfit | overfit | DreamBlend]({grid_path.name})",
         "",
