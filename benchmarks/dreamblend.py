@@ -91,6 +91,7 @@ class Runs:
             steps=a.finetune_steps,
             checkpoints=tuple(a.checkpoints),
             lora_rank=a.lora_rank,
+            learning_rate=a.learning_rate,
             num_class_images=a.class_images,
             class_sampling_steps=a.steps,
             seed=a.seed,
@@ -327,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--finetune-steps", type=int, default=DreamBoothConfig.steps)
     p.add_argument("--checkpoints", type=int, nargs="+", default=list(DreamBoothConfig.checkpoints))
     p.add_argument("--lora-rank", type=int, default=DreamBoothConfig.lora_rank)
+    p.add_argument(
+        "--learning-rate", type=float, default=DreamBoothConfig.learning_rate, help="0: the trainer's default"
+    )
     p.add_argument("--class-images", type=int, default=DreamBoothConfig.num_class_images)
     p.add_argument("--choice-prompts", type=int, default=3, help="prompts behind each subject's automatic choice")
     p.add_argument("--blends", nargs="+", default=list(BLENDS), choices=list(BLENDS), help="DreamBlend settings")
@@ -368,6 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [s.name for s in subjects]
     common = {"paper": False, "report": False, "subjects": names}
     settings = {"steps": args.steps, "guidance_scale": args.guidance_scale, "finetune_steps": args.finetune_steps}
+    settings |= {"lora_rank": args.lora_rank, "learning_rate": args.learning_rate}  # a cache is one fine-tune's
 
     curve = []
     for step in [0, *args.checkpoints]:
@@ -413,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Model `{args.model}` without references; benchmark {benchmark.name}, {len(subjects)} subjects x "
         f"{args.max_prompts} prompts x {args.images_per_prompt} images, 3 inputs per subject (one random choice, "
         f"seed {args.seed}); {args.steps} DDIM steps, guidance {args.guidance_scale:g}; DreamBooth LoRA rank "
-        f"{args.lora_rank}, {args.finetune_steps} steps, {args.class_images} class images.",
+        f"{args.lora_rank}, learning rate {args.learning_rate or 'the default'}, {args.finetune_steps} steps, "
+        f"{args.class_images} class images.",
         "",
         table(curve, blends, collapse),
         finetune_cost(args.work / "runs", names),
