@@ -56,13 +56,17 @@ from jointdiff.training.dreambooth import DreamBoothConfig, finetune, list_check
 
 IDENTIFIER = "sks"
 # DreamBlend settings measured by default: name -> BlendConfig overrides (num_inference_steps and
-# guidance_scale come from the command line).
+# guidance_scale come from the command line). The CAG step size is swept: on the miniature the
+# default 0.1 (pix2pix-zero's, set for SD's latents) moves a sample by under 2 of 255 levels from
+# the overfit checkpoint's, 10 about halfway to the underfit layout, 100 breaks samples (a 2-prompt
+# probe of the first subject, looked at). The other variants are taken at 10, where guidance acts.
 BLENDS: dict[str, dict[str, Any]] = {
+    "cag-10": {"cag_scale": 10.0},  # first: measured first, and the grid's
     "default": {},
-    "cag-0.3": {"cag_scale": 0.3},
-    "fraction-0.5": {"cag_fraction": 0.5},
-    "no-collapse-penalty": {"collapse_weight": 0.0},
-    "inversion": {"reference_maps": "invert"},
+    "cag-1": {"cag_scale": 1.0},
+    "cag-10-fraction-0.5": {"cag_scale": 10.0, "cag_fraction": 0.5},
+    "cag-10-no-collapse-penalty": {"cag_scale": 10.0, "collapse_weight": 0.0},
+    "cag-10-inversion": {"cag_scale": 10.0, "reference_maps": "invert"},
 }
 
 
@@ -169,9 +173,11 @@ class BlendMethod:
         return blend_batch(under, over, prompts, words, seeds, self.cfg)[0]
 
 
-def subject_mean(result: dict, metric: str, subjects: list[str]) -> float:
-    """The mean over ``subjects`` of a per-subject column of a harness result."""
-    return sum(result["subjects"][s][metric] for s in subjects) / len(subjects)
+def subject_mean(result: dict, metric: str, subjects: list[str]) -> float | None:
+    """The mean over ``subjects`` of a per-subject column of a harness result (None where a subject has
+    none: Diversity with one image per prompt)."""
+    values = [result["subjects"][s][metric] for s in subjects]
+    return None if None in values else sum(values) / len(values)
 
 
 def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict]) -> list[str]:
@@ -180,9 +186,12 @@ def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict
     front = pareto([(r["overall"]["CLIP-T"], r["overall"]["DINO"]) for r in curve])
     by_step = {r["step"]: r for r in curve}
     names = list(choices)
-    over_div = sum(by_step[c["overfit"]]["subjects"][n]["Diversity"] for n, c in choices.items()) / len(names)
-    under_div = sum(by_step[c["underfit"]]["subjects"][n]["Diversity"] for n, c in choices.items()) / len(names)
+    over_div = [by_step[c["overfit"]]["subjects"][n]["Diversity"] for n, c in choices.items()]
+    under_div = [by_step[c["underfit"]]["subjects"][n]["Diversity"] for n, c in choices.items()]
+    over_div = None if None in over_div else sum(over_div) / len(names)
+    under_div = None if None in under_div else sum(under_div) / len(names)
     fmt = lambda v: "-" if v is None else f"{v:+.4f}"  # noqa: E731
+    num = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     lines = [
         "| DreamBlend | DINO - front at equal CLIP-T | CLIP-T - front at equal DINO | beyond the front | "
         "diversity (subject mean) | >= overfit's |",
@@ -193,14 +202,14 @@ def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict
         beyond = (dd is not None and dd > 0) or (dc is not None and dc > 0)
         div = subject_mean(r, "Diversity", names)
         lines.append(
-            f"| {name} | {fmt(dd)} | {fmt(dc)} | {'yes' if beyond else 'no'} | {div:.4f} | "
-            f"{'yes' if div >= over_div else 'no'} |"
+            f"| {name} | {fmt(dd)} | {fmt(dc)} | {'yes' if beyond else 'no'} | {num(div)} | "
+            f"{'-' if div is None or over_div is None else 'yes' if div >= over_div else 'no'} |"
         )
     front_steps = [r["step"] for r in curve if (r["overall"]["CLIP-T"], r["overall"]["DINO"]) in front]
     lines += [
         "",
         f"The front: checkpoints {', '.join(map(str, front_steps))} (the others lie behind it). Diversity of "
-        f"each subject's overfit checkpoint, averaged: {over_div:.4f}; of its underfit one: {under_div:.4f}.",
+        f"each subject's overfit checkpoint, averaged: {num(over_div)}; of its underfit one: {num(under_div)}.",
     ]
     return lines
 
@@ -292,7 +301,7 @@ def table(curve: list[dict], blends: dict[str, dict], collapse: dict[int, float]
 
 
 def grid(args: argparse.Namespace, subjects: list[Subject], config: EvalConfig, runs: Runs, path: Path) -> None:
-    """Rows of underfit | overfit | DreamBlend (the first blend setting) for the first prompts of a few subjects."""
+    """Rows of underfit | overfit | DreamBlend (the first blend setting measured) for the first prompts of a few subjects."""
     import PIL.Image
 
     from jointdiff.common.images import save_grid
@@ -329,7 +338,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoints", type=int, nargs="+", default=list(DreamBoothConfig.checkpoints))
     p.add_argument("--lora-rank", type=int, default=DreamBoothConfig.lora_rank)
     p.add_argument(
-        "--learning-rate", type=float, default=DreamBoothConfig.learning_rate, help="0: the trainer's default"
+        "--learning-rate",
+        type=float,
+        default=1e-3,
+        help="of the fine-tune (default: the miniature's; 0: the trainer's default, 1e-4 for LoRA)",
     )
     p.add_argument("--class-images", type=int, default=DreamBoothConfig.num_class_images)
     p.add_argument("--choice-prompts", type=int, default=3, help="prompts behind each subject's automatic choice")
