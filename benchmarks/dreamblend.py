@@ -246,14 +246,15 @@ def plot_subjects(curve: list[dict], blends: dict[str, dict], choices: dict[str,
         c = choices[name]
         ax.scatter(*pts[c["underfit"]], s=90, facecolors="none", edgecolors="tab:green", label="underfit pick")
         ax.scatter(*pts[c["overfit"]], s=90, facecolors="none", edgecolors="tab:red", label="overfit pick")
-        for i, r in enumerate(blends.values()):
-            ax.scatter(r["subjects"][name]["CLIP-T"], r["subjects"][name]["DINO"], marker="*", s=60, color=f"C{i + 1}")
+        for i, (setting, r) in enumerate(blends.items()):
+            x, y = r["subjects"][name]["CLIP-T"], r["subjects"][name]["DINO"]
+            ax.scatter(x, y, marker="*", s=60, color=f"C{i + 1}", label=f"DreamBlend {setting}")
         ax.set_title(name.split("-")[0], fontsize=9)
         ax.tick_params(labelsize=7)
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(names) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=6)
+    axes.flat[0].legend(fontsize=5)
     fig.supxlabel("CLIP-T")
     fig.supylabel("DINO")
     fig.tight_layout()
@@ -300,26 +301,33 @@ def table(curve: list[dict], blends: dict[str, dict], collapse: dict[int, float]
     return "\n".join(lines) + "\n"
 
 
-def grid(args: argparse.Namespace, subjects: list[Subject], config: EvalConfig, runs: Runs, path: Path) -> None:
-    """Rows of underfit | overfit | DreamBlend (the first blend setting measured) for the first prompts of a few subjects."""
+def grid(
+    args: argparse.Namespace, subjects: list[Subject], config: EvalConfig, runs: Runs, blends: list[str], path: Path
+) -> None:
+    """Rows of underfit | overfit | each DreamBlend setting measured, for a few subjects and prompts spread
+    evenly over the prompt list (the backgrounds come first, the property changes last)."""
     import PIL.Image
 
     from jointdiff.common.images import save_grid
 
-    first = next(iter(args.blends))
+    count = min(args.grid_prompts, args.max_prompts)
+    picks = sorted({round(i * (args.max_prompts - 1) / max(1, count - 1)) for i in range(count)})
     rows = []
     for subject in subjects[: args.grid_subjects]:
         choice = runs.choice(subject, runs.work / "runs" / subject.name)
         (ch,) = input_choices(len(subject.images), subject.name, config)
-        for k in range(args.grid_prompts):
-            cells = []
-            for caption, point in (
+        templates = runs.templates(subject)
+        for k in picks:
+            prompt = templates[k].format(f"{IDENTIFIER} {subject.class_word}")
+            points = [
                 (f"underfit (step {choice['underfit']})", f"dreambooth-{choice['underfit']}"),
                 (f"overfit (step {choice['overfit']})", f"dreambooth-{choice['overfit']}"),
-                (f"DreamBlend {first}", f"dreamblend-{first}"),
-            ):
+                *((f"DreamBlend {name}", f"dreamblend-{name}") for name in blends),
+            ]
+            cells = []
+            for i, (caption, point) in enumerate(points):
                 image = PIL.Image.open(image_path(args.work / point / "images", subject.name, ch, k, 0)).convert("RGB")
-                cells.append((image, f"{subject.name}, prompt {k}: {caption}"))
+                cells.append((image, f"{prompt}: {caption}" if i == 0 else caption))
             rows.append(cells)
     save_grid(rows, path)
 
@@ -353,7 +361,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segmenter", default="toy")
     p.add_argument("--segmenter-model", default=None)
     p.add_argument("--grid-subjects", type=int, default=3)
-    p.add_argument("--grid-prompts", type=int, default=2)
+    p.add_argument("--grid-prompts", type=int, default=3, help="spread evenly over the prompts")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=Path("runs/dreamblend-bench"))
@@ -415,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
     subjects_path = out.with_name(out.stem + "_subjects.png")
     plot(curve, blends, plot_path)
     plot_subjects(curve, blends, choices, subjects_path)
-    grid(args, subjects, config, runs, grid_path)
+    grid(args, subjects, config, runs, list(blends), grid_path)
     picks = "\n".join(
         f"| {name} | {c['underfit']} | {c['overfit']} | "
         + ", ".join(f"{s}: {v:.3f}" for s, v in c["collapse"].items())
