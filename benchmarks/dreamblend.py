@@ -156,18 +156,22 @@ class CheckpointMethod:
 
 
 class BlendMethod:
-    """DreamBlend with the subject's automatically chosen checkpoints (a harness method)."""
+    """DreamBlend with the subject's automatically chosen checkpoints, or the same ``pair`` of steps
+    (underfit, overfit) for every subject (a harness method)."""
 
     identifier = IDENTIFIER
 
-    def __init__(self, runs: Runs, name: str, cfg: BlendConfig) -> None:
-        self.runs, self.cfg, self.name = runs, cfg, f"dreamblend-{name}"
+    def __init__(self, runs: Runs, name: str, cfg: BlendConfig, pair: tuple[int, int] | None = None) -> None:
+        self.runs, self.cfg, self.pair, self.name = runs, cfg, pair, f"dreamblend-{name}"
 
     def generate(self, subject: Subject, references: list[Any], prompts: list[str], seed: int) -> list[Any]:
         run = self.runs.run(subject, references)
-        choice = self.runs.choice(subject, run)
-        under = load_checkpoint(run, choice["underfit"], self.runs.args.device)
-        over = load_checkpoint(run, choice["overfit"], self.runs.args.device)
+        if self.pair is None:
+            choice = self.runs.choice(subject, run)
+            steps = (choice["underfit"], choice["overfit"])
+        else:
+            steps = self.pair
+        under, over = (load_checkpoint(run, step, self.runs.args.device) for step in steps)
         words = [IDENTIFIER, subject.class_word]
         seeds = [stable_int(seed, p) for p in prompts]  # the curve's initial noise, prompt by prompt
         return blend_batch(under, over, prompts, words, seeds, self.cfg)[0]
@@ -352,6 +356,13 @@ def main(argv: list[str] | None = None) -> int:
         help="of the fine-tune (default: the miniature's; 0: the trainer's default, 1e-4 for LoRA)",
     )
     p.add_argument("--class-images", type=int, default=DreamBoothConfig.num_class_images)
+    p.add_argument(
+        "--pair",
+        type=int,
+        nargs=2,
+        metavar=("UNDERFIT", "OVERFIT"),
+        help="also DreamBlend with these two checkpoints for every subject (the first setting's options)",
+    )
     p.add_argument("--choice-prompts", type=int, default=3, help="prompts behind each subject's automatic choice")
     p.add_argument("--blends", nargs="+", default=list(BLENDS), choices=list(BLENDS), help="DreamBlend settings")
     p.add_argument("--clip-backbone", default="toy-clip")
@@ -376,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     args.blends = {name: BLENDS[name] for name in args.blends}
     if min(args.subjects, args.max_prompts, args.images_per_prompt, args.steps) < 1:
         p.error("--subjects, --max-prompts, --images-per-prompt and --steps must be >= 1")
+    if args.pair and not (args.pair[0] < args.pair[1] and set(args.pair) <= {0, *args.checkpoints}):
+        p.error(f"--pair: an earlier and a later checkpoint of {[0, *args.checkpoints]}, got {args.pair}")
 
     benchmark = resolve(BENCHMARKS, args.benchmark, "benchmark")(args.data)
     subjects = benchmark.subjects()[: args.subjects]
@@ -403,10 +416,14 @@ def main(argv: list[str] | None = None) -> int:
             f"DreamBooth step {step}: DINO {r['overall']['DINO']:.4f} CLIP-T {r['overall']['CLIP-T']:.4f}", flush=True
         )
     blends = {}
-    for name, overrides in args.blends.items():
+    points = [(name, overrides, None) for name, overrides in args.blends.items()]
+    if args.pair:  # the first setting's options, with the pair of checkpoints given
+        first = next(iter(args.blends))
+        points.append((f"{first}-steps-{args.pair[0]}-{args.pair[1]}", args.blends[first], tuple(args.pair)))
+    for name, overrides, pair in points:
         cfg = BlendConfig(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, **overrides)
-        method = BlendMethod(runs, name, cfg)
-        blend_settings = settings | dataclasses.asdict(cfg)
+        method = BlendMethod(runs, name, cfg, pair)
+        blend_settings = settings | dataclasses.asdict(cfg) | ({"pair": list(pair)} if pair else {})
         r = evaluate(
             args.work / method.name, benchmark, scorer, config, method, method_settings=blend_settings, **common
         )
