@@ -57,9 +57,10 @@ from jointdiff.training.dreambooth import DreamBoothConfig, finetune, list_check
 IDENTIFIER = "sks"
 # DreamBlend settings measured by default: name -> BlendConfig overrides (num_inference_steps and
 # guidance_scale come from the command line). The CAG step size is swept: on the miniature the
-# default 0.1 (pix2pix-zero's, set for SD's latents) moves a sample by under 2 of 255 levels from
-# the overfit checkpoint's, 10 about halfway to the underfit layout, 100 breaks samples (a 2-prompt
-# probe of the first subject, looked at). The other variants are taken at 10, where guidance acts.
+# default 0.1 (pix2pix-zero's, set for SD's latents) moves a sample by under 2 of 255 levels (mean
+# absolute difference) from the overfit checkpoint's; 10 by ~11, bringing it ~4 closer to the
+# underfit sample; 100 breaks samples (a 2-prompt probe of the first subject, looked at). The
+# other variants are taken at 10, where guidance acts.
 BLENDS: dict[str, dict[str, Any]] = {
     "cag-10": {"cag_scale": 10.0},  # first: measured first, and the grid's
     "default": {},
