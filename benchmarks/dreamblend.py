@@ -42,7 +42,6 @@ from jointdiff.dreamblend.blend import (
     checkpoint_prompt_fidelity,
     choose_overfit,
     choose_underfit,
-    initial_noise,
 )
 from jointdiff.dreamblend.config import BlendConfig
 from jointdiff.evaluation.benchmarks import Subject
@@ -51,7 +50,7 @@ from jointdiff.evaluation.protocol import EvalConfig, image_path, input_choices,
 from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, SEGMENTERS, resolve
 from jointdiff.evaluation.run import evaluate
 from jointdiff.evaluation.scoring import Scorer
-from jointdiff.jedi.t2i import TextToImage, sample
+from jointdiff.jedi.t2i import TextToImage, initial_noise, sample
 from jointdiff.training.dreambooth import DreamBoothConfig, finetune, list_checkpoints, load_checkpoint
 
 IDENTIFIER = "sks"
@@ -191,10 +190,12 @@ def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict
     front = pareto([(r["overall"]["CLIP-T"], r["overall"]["DINO"]) for r in curve])
     by_step = {r["step"]: r for r in curve}
     names = list(choices)
-    over_div = [by_step[c["overfit"]]["subjects"][n]["Diversity"] for n, c in choices.items()]
-    under_div = [by_step[c["underfit"]]["subjects"][n]["Diversity"] for n, c in choices.items()]
-    over_div = None if None in over_div else sum(over_div) / len(names)
-    under_div = None if None in under_div else sum(under_div) / len(names)
+
+    def picked_diversity(role: str) -> float | None:  # each subject's own underfit / overfit checkpoint
+        values = [by_step[c[role]]["subjects"][n]["Diversity"] for n, c in choices.items()]
+        return None if None in values else sum(values) / len(values)
+
+    over_div, under_div = picked_diversity("overfit"), picked_diversity("underfit")
     fmt = lambda v: "-" if v is None else f"{v:+.4f}"  # noqa: E731
     num = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
     lines = [

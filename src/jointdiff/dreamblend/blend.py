@@ -29,7 +29,7 @@ from jointdiff.dreamblend.crossattn import (
     collapse_score,
     install_recorders,
 )
-from jointdiff.jedi.t2i import TextToImage, sample
+from jointdiff.jedi.t2i import TextToImage, initial_noise, sample
 from jointdiff.training.dreambooth import list_checkpoints, load_checkpoint, run_config
 
 
@@ -130,16 +130,6 @@ def guided_sample(
         before_step=before,
     )
     return out, losses
-
-
-def initial_noise(model: TextToImage, seeds: list[int]) -> torch.Tensor:
-    """``(B, C, h, w)`` standard normal latents, image ``b`` drawn from a generator seeded ``seeds[b]``
-    (so an image's noise does not depend on the batch it is sampled in)."""
-    side = model.unet.config.sample_size
-    noise = [
-        torch.randn((1, model.latent_channels, side, side), generator=torch.Generator().manual_seed(s)) for s in seeds
-    ]
-    return torch.cat(noise).to(model.unet.device)
 
 
 @torch.no_grad()

@@ -115,6 +115,16 @@ def load_text_to_image(
     return TextToImage(**load_base_components(str(path), allow_pickle=allow_pickle, torch_dtype=torch_dtype))
 
 
+def initial_noise(model: TextToImage, seeds: list[int]) -> torch.Tensor:
+    """``(B, C, h, w)`` standard normal latents, image ``b`` drawn from a generator seeded ``seeds[b]``
+    (so an image's noise does not depend on the batch it is sampled in)."""
+    side = model.unet.config.sample_size
+    noise = [
+        torch.randn((1, model.latent_channels, side, side), generator=torch.Generator().manual_seed(s)) for s in seeds
+    ]
+    return torch.cat(noise).to(model.unet.device)
+
+
 def sample(
     model: TextToImage,
     prompts: list[str],

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from jointdiff.common.config import from_dict
 from jointdiff.common.seeding import seeded
-from jointdiff.jedi.t2i import TextToImage, load_text_to_image, sample
+from jointdiff.jedi.t2i import TextToImage, initial_noise, load_text_to_image, sample
 from jointdiff.training.config import TrainConfig
 from jointdiff.training.shell import Shell, Task
 
@@ -102,21 +102,12 @@ def class_images(model: TextToImage, cfg: DreamBoothConfig, folder: Path, batch_
     (up to floating-point batch effects), whatever was cached before."""
     folder.mkdir(parents=True, exist_ok=True)
     prompt = _prompt(cfg.class_prompt, cfg)
-    device = model.unet.device
-    side = model.unet.config.sample_size
     missing = [i for i in range(cfg.num_class_images) if not (folder / f"{i:05d}.png").exists()]
     with tqdm(total=cfg.num_class_images, initial=cfg.num_class_images - len(missing), desc="class images") as bar:
         for start in range(0, len(missing), batch_size):
             chunk = missing[start : start + batch_size]
-            noise = [
-                torch.randn(
-                    (1, model.latent_channels, side, side),
-                    generator=torch.Generator(device).manual_seed(cfg.seed * 100003 + i),
-                    device=device,
-                )
-                for i in chunk
-            ]
-            latents = sample(model, [prompt] * len(chunk), None, cfg.class_sampling_steps, latents=torch.cat(noise))
+            noise = initial_noise(model, [cfg.seed * 100003 + i for i in chunk])  # DDIM: init_noise_sigma is 1
+            latents = sample(model, [prompt] * len(chunk), None, cfg.class_sampling_steps, latents=noise)
             for i, image in zip(chunk, model.decode(latents), strict=True):
                 image.save(folder / f".{i:05d}.tmp.png")
                 os.replace(folder / f".{i:05d}.tmp.png", folder / f"{i:05d}.png")
