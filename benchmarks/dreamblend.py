@@ -15,7 +15,8 @@ checkpoint schedule) on the model used without references; then every point is o
 
 Writes a table (DINO, CLIP-T, diversity and the other harness columns per point, the collapse
 score per checkpoint, each subject's automatic choice), the DINO vs CLIP-T plot (DreamBlend
-Fig. 6) and a grid of underfit | overfit | DreamBlend images.
+Fig. 6) and a grid of underfit | overfit | DreamBlend images. A ``## Reading`` section written by hand
+at the end of an existing record is kept when the record is rewritten (reread it against the new numbers).
 
     python benchmarks/dreamblend.py --record benchmarks/dreamblend.md          # the shipped miniature, toy world
     python benchmarks/dreamblend.py --model models/sd15 --benchmark dreambooth --data ../shared/dreambooth \\
@@ -338,6 +339,14 @@ def grid(
     save_grid(rows, path)
 
 
+def kept_reading(record: Path) -> list[str]:
+    """The hand-written ``## Reading`` section that ends an existing record (empty when there is none)."""
+    if not record.is_file():
+        return []
+    lines = record.read_text().splitlines()
+    return lines[lines.index("## Reading") :] if "## Reading" in lines else []
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default=None, help="base model directory (default: the shipped miniature)")
@@ -479,8 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"![underfit | overfit | DreamBlend]({grid_path.name})",
         "",
+        *kept_reading(out),
     ]
-    out.write_text("\n".join(text))
+    out.write_text("\n".join(text).rstrip("\n") + "\n")
     print(f"wrote {out}, {plot_path}, {grid_path}")
     return 0
 
