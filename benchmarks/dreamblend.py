@@ -372,7 +372,14 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         nargs=2,
         metavar=("UNDERFIT", "OVERFIT"),
-        help="also DreamBlend with these two checkpoints for every subject (the first setting's options)",
+        help="also DreamBlend with these two checkpoints for every subject (at the --pair-blends settings)",
+    )
+    p.add_argument(
+        "--pair-blends",
+        nargs="+",
+        choices=list(BLENDS),
+        default=None,
+        help="the DreamBlend settings measured with --pair (default: the first of --blends)",
     )
     p.add_argument("--choice-prompts", type=int, default=3, help="prompts behind each subject's automatic choice")
     p.add_argument("--blends", nargs="+", default=list(BLENDS), choices=list(BLENDS), help="DreamBlend settings")
@@ -428,9 +435,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     blends = {}
     points = [(name, overrides, None) for name, overrides in args.blends.items()]
-    if args.pair:  # the first setting's options, with the pair of checkpoints given
-        first = next(iter(args.blends))
-        points.append((f"{first}-steps-{args.pair[0]}-{args.pair[1]}", args.blends[first], tuple(args.pair)))
+    if args.pair:  # the pair of checkpoints given, at each of its settings
+        under, over = args.pair
+        for name in args.pair_blends or list(args.blends)[:1]:
+            points.append((f"{name}-steps-{under}-{over}", BLENDS[name], (under, over)))
     for name, overrides, pair in points:
         cfg = BlendConfig(num_inference_steps=args.steps, guidance_scale=args.guidance_scale, **overrides)
         method = BlendMethod(runs, name, cfg, pair)
