@@ -276,7 +276,7 @@ def plot(curve: list[dict], blends: dict[str, dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.8))
+    fig, ax = plt.subplots(figsize=(9.0, 4.8))
     xs = [r["overall"]["CLIP-T"] for r in curve]
     ys = [r["overall"]["DINO"] for r in curve]
     ax.plot(xs, ys, marker="o", color="tab:blue", label="DreamBooth checkpoints")
@@ -288,7 +288,7 @@ def plot(curve: list[dict], blends: dict[str, dict], path: Path) -> None:
     ax.set_xlabel("CLIP-T")
     ax.set_ylabel("DINO")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the points crowd
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -311,32 +311,39 @@ def table(curve: list[dict], blends: dict[str, dict], collapse: dict[int, float]
 def grid(
     args: argparse.Namespace, subjects: list[Subject], config: EvalConfig, runs: Runs, blends: list[str], path: Path
 ) -> None:
-    """Rows of underfit | overfit | each DreamBlend setting measured, for a few subjects and prompts spread
-    evenly over the prompt list (the backgrounds come first, the property changes last)."""
+    """Rows of underfit | overfit | each DreamBlend setting with the automatic picks, then (with ``--pair``)
+    the pair's two checkpoints | each setting with the pair, for a few subjects and prompts spread evenly
+    over the prompt list (the backgrounds come first, the property changes last). A JPEG (quality 90):
+    these are samples to look at, a PNG of them weighs several MB."""
     import PIL.Image
 
     from jointdiff.common.images import save_grid
 
     count = min(args.grid_prompts, args.max_prompts)
     picks = sorted({round(i * (args.max_prompts - 1) / max(1, count - 1)) for i in range(count)})
+    suffix = f"-steps-{args.pair[0]}-{args.pair[1]}" if args.pair else None
+    paired = [name for name in blends if suffix and name.endswith(suffix)]
     rows = []
     for subject in subjects[: args.grid_subjects]:
         choice = runs.choice(subject, runs.work / "runs" / subject.name)
         (ch,) = input_choices(len(subject.images), subject.name, config)
         templates = runs.templates(subject)
+        points = [
+            (f"underfit (step {choice['underfit']})", f"dreambooth-{choice['underfit']}"),
+            (f"overfit (step {choice['overfit']})", f"dreambooth-{choice['overfit']}"),
+            *((f"DreamBlend {name}", f"dreamblend-{name}") for name in blends if name not in paired),
+        ]
+        if paired:
+            points += [(f"step {step} (pair)", f"dreambooth-{step}") for step in args.pair]
+            points += [(f"DreamBlend {name}", f"dreamblend-{name}") for name in paired]
         for k in picks:
             prompt = templates[k].format(f"{IDENTIFIER} {subject.class_word}")
-            points = [
-                (f"underfit (step {choice['underfit']})", f"dreambooth-{choice['underfit']}"),
-                (f"overfit (step {choice['overfit']})", f"dreambooth-{choice['overfit']}"),
-                *((f"DreamBlend {name}", f"dreamblend-{name}") for name in blends),
-            ]
             cells = []
             for i, (caption, point) in enumerate(points):
                 image = PIL.Image.open(image_path(args.work / point / "images", subject.name, ch, k, 0)).convert("RGB")
                 cells.append((image, f"{prompt}: {caption}" if i == 0 else caption))
             rows.append(cells)
-    save_grid(rows, path)
+    save_grid(rows, path, quality=90)
 
 
 def kept_reading(record: Path) -> list[str]:
@@ -455,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     out = args.record or args.work / "dreamblend.md"
     out.parent.mkdir(parents=True, exist_ok=True)
-    plot_path, grid_path = out.with_name(out.stem + "_dino_vs_clipt.png"), out.with_name(out.stem + "_grid.png")
+    plot_path, grid_path = out.with_name(out.stem + "_dino_vs_clipt.png"), out.with_name(out.stem + "_grid.jpg")
     subjects_path = out.with_name(out.stem + "_subjects.png")
     plot(curve, blends, plot_path)
     plot_subjects(curve, blends, choices, subjects_path)

@@ -52,9 +52,10 @@ def save_png(image: Image.Image, path: str | os.PathLike, settings: dict[str, An
     return Path(path)
 
 
-def save_grid(rows: Sequence[Sequence[tuple[Image.Image, str]]], path: str | os.PathLike) -> Path:
-    """Write :func:`captioned_grid` of ``rows``, cells the size of the outputs (each row's last cell; >= 128 px)."""
-    captioned_grid(rows, cell=max(128, rows[0][-1][0].width)).save(path)
+def save_grid(rows: Sequence[Sequence[tuple[Image.Image, str]]], path: str | os.PathLike, **options: Any) -> Path:
+    """Write :func:`captioned_grid` of ``rows``, cells the size of the outputs (each row's last cell; >= 128 px);
+    ``options`` go to PIL's ``save`` (``quality=90`` for a ``.jpg``)."""
+    captioned_grid(rows, cell=max(128, rows[0][-1][0].width)).save(path, **options)
     return Path(path)
 
 
