@@ -187,8 +187,8 @@ def subject_mean(result: dict, metric: str, subjects: list[str]) -> float | None
 
 def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict]) -> list[str]:
     """Each DreamBlend setting against the DreamBooth front (overall DINO, CLIP-T) and its diversity
-    against the overfit checkpoints' (each subject's own, averaged over subjects): the must-show claim."""
-    front = pareto([(r["overall"]["CLIP-T"], r["overall"]["DINO"]) for r in curve])
+    against the overfit checkpoints' (each subject's own, averaged over subjects): the must-show claim. Also
+    in how many subjects it lies beyond that subject's own checkpoint front (50 images a subject: noisier)."""
     by_step = {r["step"]: r for r in curve}
     names = list(choices)
 
@@ -199,19 +199,31 @@ def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict
     over_div, under_div = picked_diversity("overfit"), picked_diversity("underfit")
     fmt = lambda v: "-" if v is None else f"{v:+.4f}"  # noqa: E731
     num = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+
+    def beyond(point: dict, subject: str | None = None) -> tuple[float | None, float | None, bool]:
+        """Gaps to the checkpoints' front, overall or on one subject's own curve; whether either is positive."""
+
+        def at(r: dict) -> tuple[float, float]:
+            m = r["overall"] if subject is None else r["subjects"][subject]
+            return m["CLIP-T"], m["DINO"]
+
+        dd, dc = front_gaps(pareto([at(r) for r in curve]), at(point))
+        return dd, dc, (dd is not None and dd > 0) or (dc is not None and dc > 0)
+
     lines = [
         "| DreamBlend | DINO - front at equal CLIP-T | CLIP-T - front at equal DINO | beyond the front | "
-        "diversity (subject mean) | >= overfit's |",
-        "|---|---:|---:|---|---:|---|",
+        "subjects beyond their own front | diversity (subject mean) | >= overfit's |",
+        "|---|---:|---:|---|---:|---:|---|",
     ]
     for name, r in blends.items():
-        dd, dc = front_gaps(front, (r["overall"]["CLIP-T"], r["overall"]["DINO"]))
-        beyond = (dd is not None and dd > 0) or (dc is not None and dc > 0)
+        dd, dc, ahead = beyond(r)
+        own = sum(beyond(r, n)[2] for n in names)
         div = subject_mean(r, "Diversity", names)
         lines.append(
-            f"| {name} | {fmt(dd)} | {fmt(dc)} | {'yes' if beyond else 'no'} | {num(div)} | "
+            f"| {name} | {fmt(dd)} | {fmt(dc)} | {'yes' if ahead else 'no'} | {own} of {len(names)} | {num(div)} | "
             f"{'-' if div is None or over_div is None else 'yes' if div >= over_div else 'no'} |"
         )
+    front = pareto([(r["overall"]["CLIP-T"], r["overall"]["DINO"]) for r in curve])
     front_steps = [r["step"] for r in curve if (r["overall"]["CLIP-T"], r["overall"]["DINO"]) in front]
     lines += [
         "",
