@@ -18,7 +18,8 @@ score per checkpoint, each subject's automatic choice), the DINO vs CLIP-T plot 
 Fig. 6) and a grid of underfit | overfit | DreamBlend images. A ``## Reading`` section written by hand
 at the end of an existing record is kept when the record is rewritten (reread it against the new numbers).
 
-    python benchmarks/dreamblend.py --record benchmarks/dreamblend.md          # the shipped miniature, toy world
+    python benchmarks/dreamblend.py --record benchmarks/dreamblend.md \
+        --pair 100 500 --pair-blends cag-10 cag-1 default                       # the shipped miniature, toy world
     python benchmarks/dreamblend.py --model models/sd15 --benchmark dreambooth --data ../shared/dreambooth \\
         --clip-backbone clip --dino-backbone dino --segmenter clipseg --steps 50 --guidance-scale 7.5 \\
         --work runs/dreamblend-sd --record runs/dreamblend-sd/report.md     # a real SD model directory
