@@ -18,7 +18,7 @@ score per checkpoint, each subject's automatic choice), the DINO vs CLIP-T plot 
 Fig. 6) and a grid of underfit | overfit | DreamBlend images. A ``## Reading`` section written by hand
 at the end of an existing record is kept when the record is rewritten (reread it against the new numbers).
 
-    python benchmarks/dreamblend.py --record benchmarks/dreamblend.md \
+    python benchmarks/dreamblend.py --record benchmarks/dreamblend.md \\
         --pair 100 500 --pair-blends cag-10 cag-1 default                       # the shipped miniature, toy world
     python benchmarks/dreamblend.py --model models/sd15 --benchmark dreambooth --data ../shared/dreambooth \\
         --clip-backbone clip --dino-backbone dino --segmenter clipseg --steps 50 --guidance-scale 7.5 \\
@@ -427,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--subjects, --max-prompts, --images-per-prompt and --steps must be >= 1")
     if args.pair and not (args.pair[0] < args.pair[1] and set(args.pair) <= {0, *args.checkpoints}):
         p.error(f"--pair: an earlier and a later checkpoint of {[0, *args.checkpoints]}, got {args.pair}")
+    if args.pair_blends and not args.pair:
+        p.error("--pair-blends needs --pair UNDERFIT OVERFIT")
 
     benchmark = resolve(BENCHMARKS, args.benchmark, "benchmark")(args.data)
     subjects = benchmark.subjects()[: args.subjects]
