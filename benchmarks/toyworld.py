@@ -11,9 +11,11 @@ harness's image and feature caches, so a rerun recomputes nothing it has.
   text-first and image-first guidance (Table 6; eq. 4 with lambda_1 = ``--scale`` and lambda_2 =
   ``--second-scale``, see below), the joint row with ``null_reference = mask``,
   the joint row with isolated references (references attend among themselves only, issue 17),
-  and JeDi with 3 refs (Table 2's 3-input protocol). Normalised identity is DINO rescaled so
-  the text-only floor is 0 and the real renders are 1.
-- Sweep (paper Fig. 11, Table 6): DINO against CLIP-T over the guidance scale lambda in
+  and JeDi with 3 refs (Table 2's 3-input protocol). Identity is scored against real views that
+  were not given to the method (protocol ``unseen``; the paper's ``all`` beside it); normalised
+  identity is PartID (the part-aware identity, issue 26; DINO beside it) rescaled so the text-only
+  floor is 0 and the real renders are 1. Subjects: the ``report`` part of the eval split.
+- Sweep (paper Fig. 11, Table 6): PartID against CLIP-T over the guidance scale lambda in
   {1.5, 3, 5, 7.5, 10} for joint, text first, image first and text only, on the first
   ``--sweep-subjects`` subjects; Table 6 is each strategy's mean over the scales.
 
@@ -45,7 +47,8 @@ from pathlib import Path
 
 STRATEGIES = {"joint": "joint", "text_first": "text first", "image_first": "image first", "text_only": "text only"}
 SWEEP_SCALES = (1.5, 3.0, 5.0, 7.5, 10.0)
-METRICS = ("CLIP-T", "CLIP-I", "MCLIP-I", "DINO", "MDINO")
+METRICS = ("CLIP-T", "CLIP-I", "MCLIP-I", "DINO", "MDINO", "PartID")
+IDENTITY = "PartID"  # the identity measure the verdicts use (issue 26: the part-aware one); DINO beside it
 
 
 @dataclass
@@ -108,23 +111,24 @@ def sweep_rows(scales: tuple[float, ...], second: float) -> list[Row]:
 
 
 def strategy_means(sweep: dict[str, dict], scales: tuple[float, ...]) -> str:
-    """Table 6: each strategy's DINO, MDINO and CLIP-T averaged over the scales."""
-    lines = ["| Strategy | " + " | ".join(("DINO", "MDINO", "CLIP-T")) + " |", "|---|---:|---:|---:|"]
+    """Table 6: each strategy's PartID, DINO, MDINO and CLIP-T averaged over the scales."""
+    lines = ["| Strategy | " + " | ".join(("PartID", "DINO", "MDINO", "CLIP-T")) + " |", "|---|---:|---:|---:|---:|"]
     for strategy, name in STRATEGIES.items():
         pts = [sweep[f"sweep-{strategy}-{s:g}"]["overall"] for s in scales]
-        cells = [f"{sum(p[m] for p in pts) / len(pts):.4f}" for m in ("DINO", "MDINO", "CLIP-T")]
+        cells = [f"{sum(p[m] for p in pts) / len(pts):.4f}" for m in ("PartID", "DINO", "MDINO", "CLIP-T")]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
-def run_row(row: Row, args: argparse.Namespace, subjects: int, work: Path) -> dict:
-    """``jointdiff evaluate`` for one row (resumes from its cache); its results.json."""
+def run_row(row: Row, args: argparse.Namespace, subjects: int, work: Path, part: str | None = None) -> dict:
+    """``jointdiff evaluate`` for one row (resumes from its cache) on ``part`` (default ``--part``); its results.json."""
     from jointdiff.cli import main
 
     out = work / row.name
-    data = f"subjects={subjects}"
+    data = f"subjects={subjects},part={part or args.part}"
     argv = ["evaluate", *row.argv, "--out", str(out), "--label", row.label, "--benchmark", "toyworld", "--data", data]
     argv += ["--clip-backbone", "toy-clip", "--dino-backbone", "toy-dino", "--segmenter", "toy", "--no-paper"]
+    argv += ["--parts-backbone", "toy-parts", "--against", "unseen"]
     argv += ["--inputs", "random", "--num-inputs", "1", "--seed", str(args.seed)]
     if args.max_prompts:
         argv += ["--max-prompts", str(args.max_prompts)]
@@ -146,20 +150,32 @@ def model_label(model: str) -> str:
     return f"`{model}`"
 
 
-def normalised(dino: float, floor: float, real: float) -> float:
-    """DINO on the scale floor = 0, real renders = 1."""
-    return (dino - floor) / (real - floor)
+def normalised(value: float, floor: float, real: float) -> float:
+    """An identity score on the scale floor = 0, real renders = 1."""
+    return (value - floor) / (real - floor)
 
 
-def table(results: dict[str, dict], real: str = "real", floor: str = "floor") -> str:
-    """Markdown table: the five metrics, normalised identity, seconds per generated image."""
-    lo, hi = results[floor]["overall"]["DINO"], results[real]["overall"]["DINO"]
-    head = "| Row | " + " | ".join(METRICS) + " | normalised identity | images | s/image |"
-    lines = [head, "|---|" + "---:|" * (len(METRICS) + 3)]
-    for r in results.values():
+def identity(results: dict[str, dict], name: str, metric: str, protocol: str = "unseen") -> float:
+    """Normalised ``metric`` of row ``name`` under ``protocol`` (the real and floor rows of the same protocol)."""
+
+    def raw(n: str) -> float:
+        r = results[n]
+        return r["overall"][metric] if protocol == "unseen" else r["protocols"][protocol][metric]
+
+    return normalised(raw(name), raw("floor"), raw("real"))
+
+
+def table(results: dict[str, dict]) -> str:
+    """Markdown table: the metrics (protocol `unseen`), normalised identity (PartID and DINO; unseen and the
+    paper's `all`), seconds per generated image."""
+    head = "| Row | " + " | ".join(METRICS) + " | norm. PartID | norm. DINO | norm. PartID, all | norm. DINO, all |"
+    lines = [head + " images | s/image |", "|---|" + "---:|" * (len(METRICS) + 6)]
+    for name, r in results.items():
         o = r["overall"]
         secs = r["generation"].get("seconds_per_image")
-        cells = [f"{o[m]:.4f}" for m in METRICS] + [f"{normalised(o['DINO'], lo, hi):.3f}", str(r["num_images"])]
+        cells = [f"{o[m]:.4f}" for m in METRICS]
+        cells += [f"{identity(results, name, m, p):.3f}" for p in ("unseen", "all") for m in ("PartID", "DINO")]
+        cells.append(str(r["num_images"]))
         cells.append("-" if secs is None or r["method"].startswith("toy-") else f"{secs:.2f}")
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -177,34 +193,37 @@ def claims(rows: dict[str, dict], sweep: dict[str, dict], scales: tuple[float, .
     def mean(strategy: str, metric: str) -> float:
         return sum(o(sweep, f"sweep-{strategy}-{s:g}", metric) for s in scales) / len(scales)
 
-    lo, hi = o(rows, "floor", "DINO"), o(rows, "real", "DINO")
-    ident = {n: normalised(o(rows, n, "DINO"), lo, hi) for n in rows}
+    ident = {n: identity(rows, n, IDENTITY) for n in rows}
+    dino = {n: identity(rows, n, "DINO") for n in rows}
     out = []
     if {"joint", "joint_3ref"} <= rows.keys():
-        a, b = o(rows, "joint_3ref", "DINO"), o(rows, "joint", "DINO")
-        out.append(f"- JeDi 3 refs > 1 ref on DINO (Table 2): {verdict(a > b)}, {a:.4f} vs {b:.4f}.")
+        out.append(
+            f"- JeDi 3 refs > 1 ref on identity (Table 2): {verdict(ident['joint_3ref'] > ident['joint'])}, normalised "
+            f"{IDENTITY} {ident['joint_3ref']:.3f} vs {ident['joint']:.3f} (DINO {dino['joint_3ref']:.3f} vs "
+            f"{dino['joint']:.3f}); both scored against views given to neither."
+        )
     if {"joint", "text_only"} <= rows.keys():
-        a, b = o(rows, "text_only", "DINO"), o(rows, "joint", "DINO")
         out.append(
             f"- Without image guidance clearly below with it (Table 4): {verdict(ident['text_only'] < ident['joint'] - 0.1)}, "
-            f"DINO {a:.4f} vs {b:.4f} (normalised identity {ident['text_only']:.3f} vs {ident['joint']:.3f})."
+            f"normalised {IDENTITY} {ident['text_only']:.3f} vs {ident['joint']:.3f} (DINO {dino['text_only']:.3f} vs "
+            f"{dino['joint']:.3f})."
         )
     if {"text_first", "image_first", "joint"} <= rows.keys():
-        tf, im, j = (o(rows, n, "DINO") for n in ("text_first", "image_first", "joint"))
+        tf, im, j = (o(rows, n, IDENTITY) for n in ("text_first", "image_first", "joint"))
         tf_t, im_t, j_t = (o(rows, n, "CLIP-T") for n in ("text_first", "image_first", "joint"))
         out.append(
-            f"- Text first higher DINO, image first higher CLIP-T (Table 6), table rows: against each other "
-            f"{verdict(tf > im and im_t > tf_t)} (DINO {tf:.4f} vs {im:.4f}, CLIP-T {im_t:.4f} vs {tf_t:.4f}); "
-            f"against joint, text first's DINO {verdict(tf > j)} ({tf:.4f} vs {j:.4f}), image first's "
+            f"- Text first higher identity, image first higher CLIP-T (Table 6), table rows: against each other "
+            f"{verdict(tf > im and im_t > tf_t)} ({IDENTITY} {tf:.4f} vs {im:.4f}, CLIP-T {im_t:.4f} vs {tf_t:.4f}); "
+            f"against joint, text first's {IDENTITY} {verdict(tf > j)} ({tf:.4f} vs {j:.4f}), image first's "
             f"CLIP-T {verdict(im_t > j_t)} ({im_t:.4f} vs {j_t:.4f})."
         )
     if sweep:
-        tf, im, j = (mean(n, "DINO") for n in ("text_first", "image_first", "joint"))
+        tf, im, j = (mean(n, IDENTITY) for n in ("text_first", "image_first", "joint"))
         tf_t, im_t, j_t = (mean(n, "CLIP-T") for n in ("text_first", "image_first", "joint"))
         out.append(
             f"- The same averaged over the scales (Table 6's protocol, sweep subjects): against each other "
-            f"{verdict(tf > im and im_t > tf_t)} (DINO {tf:.4f} vs {im:.4f}, CLIP-T {im_t:.4f} vs {tf_t:.4f}); "
-            f"text first's DINO above joint's {verdict(tf > j)} ({tf:.4f} vs {j:.4f}); image first's CLIP-T "
+            f"{verdict(tf > im and im_t > tf_t)} ({IDENTITY} {tf:.4f} vs {im:.4f}, CLIP-T {im_t:.4f} vs {tf_t:.4f}); "
+            f"text first's {IDENTITY} above joint's {verdict(tf > j)} ({tf:.4f} vs {j:.4f}); image first's CLIP-T "
             f"above joint's {verdict(im_t > j_t)} ({im_t:.4f} vs {j_t:.4f})."
         )
     if "joint" in rows:
@@ -214,19 +233,19 @@ def claims(rows: dict[str, dict], sweep: dict[str, dict], scales: tuple[float, .
         )
     if {"joint", "joint_mask"} <= rows.keys():
         out.append(
-            f"- Null reference `drop` vs `mask` (joint): normalised identity {ident['joint']:.3f} vs "
+            f"- Null reference `drop` vs `mask` (joint): normalised {IDENTITY} {ident['joint']:.3f} vs "
             f"{ident['joint_mask']:.3f}, CLIP-T {o(rows, 'joint', 'CLIP-T'):.4f} vs {o(rows, 'joint_mask', 'CLIP-T'):.4f}."
         )
     if {"joint", "joint_isolated"} <= rows.keys():
         out.append(
-            f"- Isolated references (issue 17) vs joint: normalised identity {ident['joint_isolated']:.3f} vs "
+            f"- Isolated references (issue 17) vs joint: normalised {IDENTITY} {ident['joint_isolated']:.3f} vs "
             f"{ident['joint']:.3f}, CLIP-T {o(rows, 'joint_isolated', 'CLIP-T'):.4f} vs {o(rows, 'joint', 'CLIP-T'):.4f}."
         )
     return out
 
 
 def plot_sweep(results: dict[str, dict], scales: tuple[float, ...], path: Path) -> None:
-    """DINO against CLIP-T for each strategy over the scales (paper Fig. 11)."""
+    """Identity (PartID) against CLIP-T for each strategy over the scales (paper Fig. 11, DINO there)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -235,12 +254,12 @@ def plot_sweep(results: dict[str, dict], scales: tuple[float, ...], path: Path) 
     fig, ax = plt.subplots(figsize=(5.5, 4.2), dpi=120)
     for strategy, name in STRATEGIES.items():
         pts = [results[f"sweep-{strategy}-{s:g}"]["overall"] for s in scales]
-        xs, ys = [p["CLIP-T"] for p in pts], [p["DINO"] for p in pts]
+        xs, ys = [p["CLIP-T"] for p in pts], [p[IDENTITY] for p in pts]
         ax.plot(xs, ys, marker="o", label=name)
         for s, x, y in zip(scales, xs, ys, strict=True):
             ax.annotate(f"{s:g}", (x, y), textcoords="offset points", xytext=(4, 3), fontsize=7)
     ax.set_xlabel("CLIP-T (toy CLIP)")
-    ax.set_ylabel("DINO (toy DINO)")
+    ax.set_ylabel("PartID (part-aware toy identity)")
     ax.set_title("Guidance strategies over the scale (JeDi Fig. 11, toy world)", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -249,14 +268,14 @@ def plot_sweep(results: dict[str, dict], scales: tuple[float, ...], path: Path) 
     plt.close(fig)
 
 
-def figure(work: Path, subjects: int, path: Path) -> None:
+def figure(work: Path, subjects: int, path: Path, part: str = "report") -> None:
     """``subjects`` held-out subjects x (reference | joint | text first | image first | no image guidance)."""
     import PIL.Image
 
     from jointdiff.common.images import save_grid
     from jointdiff.evaluation.toy.benchmark import load_toyworld
 
-    bench = load_toyworld(f"subjects={subjects}")
+    bench = load_toyworld(f"subjects={subjects},part={part}")
     columns = [
         ("joint", "joint"),
         ("text_first", "text first"),
@@ -290,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--second-scale", type=float, default=1.0, help="eq. 4 lambda_2 (table and sweep)")
     p.add_argument("--batch-size", type=int, default=25, help="prompts generated side by side")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--part", default="report", choices=["tuning", "report"], help="subjects of the table and figure")
+    p.add_argument(
+        "--sweep-part", default="tuning", choices=["tuning", "report"], help="subjects of the sweep (it picks defaults)"
+    )
     p.add_argument("--record", type=Path, default=None, help="write the markdown report here (PNGs beside it)")
     p.add_argument(
         "--rows", nargs="+", default=None, metavar="NAME", help="only these table rows (names: real floor joint ...)"
@@ -319,9 +342,9 @@ def main(argv: list[str] | None = None) -> int:
         print("\n".join(claims(main_rows, {}, SWEEP_SCALES)))
         return 0
     sweep_specs = sweep_rows(SWEEP_SCALES, args.second_scale)
-    sweep = {r.name: run_row(r, args, args.sweep_subjects, args.work / "sweep") for r in sweep_specs}
+    sweep = {r.name: run_row(r, args, args.sweep_subjects, args.work / "sweep", args.sweep_part) for r in sweep_specs}
     sweep |= {
-        n: run_row(r, args, args.sweep_subjects, args.work / "sweep")
+        n: run_row(r, args, args.sweep_subjects, args.work / "sweep", args.sweep_part)
         for n, r in (("real", table_rows(0, 0)[0]), ("floor", table_rows(0, 0)[1]))
     }
     out = args.record or args.work / "toyworld.md"
@@ -329,25 +352,28 @@ def main(argv: list[str] | None = None) -> int:
     plot = out.with_name(out.stem + "_dino_vs_clipt.png")
     grid = out.with_name(out.stem + "_strategies.png")
     plot_sweep(sweep, SWEEP_SCALES, plot)
-    figure(args.work / "table", args.figure_subjects, grid)
+    figure(args.work / "table", args.figure_subjects, grid, args.part)
 
     import torch
 
     text = [
-        "# The JeDi paper in the toy world (issue 15)",
+        "# The JeDi paper in the toy world (issues 15 and 26)",
         "",
         f"Date {datetime.date.today()}; CPU {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}.",
         f"Command: `python {' '.join(sys.argv)}`",
         f"Model: {model_label(args.model)}; {args.steps} DDIM steps; lambda (eq. 3) = lambda_1 (eq. 4) = {args.scale:g}, "
         f"lambda_2 (eq. 4) = {args.second_scale:g}; one random input choice per subject (seed {args.seed}); "
-        f"{args.subjects} held-out subjects x {args.max_prompts or 25} prompts.",
+        f"{args.subjects} held-out subjects of the **{args.part}** part x {args.max_prompts or 25} prompts. "
+        "Identity is scored against real views not given to the method (protocol `unseen`; the `all` columns: "
+        "the paper's protocol, inputs included); the verdicts use PartID, the part-aware identity "
+        "(`benchmarks/impostors.md`), with DINO beside it.",
         "",
         table(main_rows),
         "## The paper's claims",
         "",
         *claims(main_rows, sweep, SWEEP_SCALES),
         "",
-        f"## Guidance scales (Fig. 11): {args.sweep_subjects} subjects",
+        f"## Guidance scales (Fig. 11): {args.sweep_subjects} subjects of the **{args.sweep_part}** part",
         "",
         table(sweep),
         "Table 6 (each strategy's mean over the scales):",

@@ -27,9 +27,11 @@ def test_demo_on_a_toy_subject_writes_grid_and_scores(model, tmp_path):
     assert grid.width > grid.height  # one column per scene, reference first
     s = result.scores
     assert set(s) == {"JeDi, 1 reference", "same model, no reference", "real renders (upper bound)", "text-only floor"}
-    # The trained toy evaluators tell the subject itself from another of its class.
-    assert s["real renders (upper bound)"]["identity"] > s["text-only floor"]["identity"] + 0.2
-    assert "normalised identity" in format_scores(result)
+    # The trained toy evaluators tell the subject itself from another of its class, with both identity measures.
+    for measure in ("identity", "parts"):
+        assert s["real renders (upper bound)"][measure] > s["text-only floor"][measure] + 0.2
+    text = format_scores(result)
+    assert "normalised identity" in text and "PartID" in text and "toy DINO" in text
     again = run_demo(tmp_path / "b", model=model, subject=3, steps=2)
     assert again.scores == result.scores
     for k in range(len(DEMO_SCENES)):

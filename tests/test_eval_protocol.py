@@ -135,12 +135,13 @@ def test_input_choices():
 
 
 def test_upper_bound_row_and_noise_average_as_the_protocol_says(small, tmp_path):
-    """Outputs = the input image: CLIP-I / DINO equal the mean of each subject's full cosine matrix
-    (every input choice against all real images, itself included). Noise scores its own exact
-    average and lies below the real images."""
+    """The paper's protocol (``against="all"``). Outputs = the input image: CLIP-I / DINO equal the mean of each
+    subject's full cosine matrix (every input choice against all real images, itself included). Noise scores
+    its own exact average and lies below the real images."""
     scorer = _scorer()
-    real = evaluate(tmp_path / "real", small, scorer, EvalConfig(max_prompts=2), method=FirstInput(), report=False)
-    noise = evaluate(tmp_path / "noise", small, scorer, EvalConfig(max_prompts=2), method=Noise(), report=False)
+    config = EvalConfig(max_prompts=2, against="all")
+    real = evaluate(tmp_path / "real", small, scorer, config, method=FirstInput(), report=False)
+    noise = evaluate(tmp_path / "noise", small, scorer, config, method=Noise(), report=False)
     assert real["num_images"] == (5 + 5 + 4) * 2  # every choice of 1 input x 2 prompts
     expect_subject = {}
     for s in small.subjects():
@@ -159,6 +160,50 @@ def test_upper_bound_row_and_noise_average_as_the_protocol_says(small, tmp_path)
     assert real["overall"]["MDINO"] is None  # no segmenter and no masks: masked metrics are absent
     # the first two prompts are shared by the live (dog) and object lists: 14 images each
     assert {t: p["images"] for t, p in real["prompts"].items()} == {"a {} in the jungle": 14, "a {} in the snow": 14}
+
+
+def test_unseen_protocol_never_scores_an_image_against_its_inputs(small, tmp_path):
+    """The default protocol (issue 26): an output that copies its input scores exactly the "real images" row
+    (mean cosine over distinct pairs), not above it; with a held-out gallery the copy is scored against the
+    gallery and the other real images; 3 inputs leave the 2 others and the gallery."""
+    scorer = _scorer()
+    copy = evaluate(tmp_path / "copy", small, scorer, EvalConfig(max_prompts=1), method=FirstInput(), report=False)
+    assert copy["config"]["against"] == "unseen"
+    for s in small.subjects():
+        assert copy["subjects"][s.name]["DINO"] == pytest.approx(_self_similarity(scorer, s.images), abs=1e-6)
+    assert copy["overall"]["DINO"] == pytest.approx(copy["real_images"]["DINO"], abs=1e-6)
+    # a gallery of views that are never inputs: a copy of input i is scored against the others and the gallery
+    s = small.subjects()[1]
+    gallery = [im.transpose(PIL.Image.Transpose.FLIP_LEFT_RIGHT) for im in s.images[:2]]
+    one = SmallDreamBooth([Subject(s.name, s.class_word, s.live, s.images, gallery=gallery)], small.full)
+    run = evaluate(tmp_path / "gal", one, scorer, EvalConfig(max_prompts=1, refs=3), method=FirstInput(), report=False)
+    f = scorer.dino.encode_images(s.images + gallery)
+    (choice,) = input_choices(len(s.images), s.name, EvalConfig(refs=3))
+    rest = [i for i in range(len(s.images)) if i not in choice] + [len(s.images), len(s.images) + 1]
+    expect = cosine_matrix(f[choice[0] : choice[0] + 1], f[rest]).mean().item()
+    assert run["overall"]["DINO"] == pytest.approx(expect, abs=1e-6)
+
+
+def test_gallery_indices_by_hand():
+    from jointdiff.evaluation.scoring import gallery_indices
+
+    assert gallery_indices(5, 0, (1,), "unseen") == [0, 2, 3, 4]
+    assert gallery_indices(5, 3, (0, 2, 4), "unseen") == [1, 3, 5, 6, 7]
+    assert gallery_indices(5, 3, (0,), "all") == [0, 1, 2, 3, 4]
+    assert gallery_indices(5, 3, (0, 2), "inputs") == [0, 2]
+    assert gallery_indices(5, 2, None, "unseen") == [5, 6]  # inputs unknown: the gallery only
+    with pytest.raises(ValueError, match="needs the input choice"):
+        gallery_indices(5, 0, None, "unseen")
+    with pytest.raises(ValueError, match="no real view is left"):
+        gallery_indices(2, 0, (0, 1), "unseen")
+    with pytest.raises(ValueError, match="unknown scoring protocol"):
+        gallery_indices(5, 0, (0,), "everything")
+
+
+def _self_similarity(scorer, images):
+    f = scorer.dino.encode_images(images)
+    n = len(images)
+    return ((cosine_matrix(f, f).sum() - n) / (n * (n - 1))).item()
 
 
 def test_resume_recomputes_nothing_and_regenerates_a_corrupt_image(small, tmp_path):

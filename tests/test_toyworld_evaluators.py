@@ -24,7 +24,8 @@ from jointdiff.evaluation.toy.evaluators import (
 )
 from jointdiff.evaluation.toy.models import EvaluatorConfig, build_model, load_model, save_model
 
-KINDS = ("dual", "identity", "segmenter")
+KINDS = ("dual", "identity", "segmenter", "parts")
+ARCHITECTURE = {"parts": "identity"}  # the part-aware identity is the identity network with other weights
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_shipped_weights_are_small_fp16_and_self_describing():
         with safe_open(str(path), framework="pt") as f:
             cfg = EvaluatorConfig.from_json(f.metadata()["config"])
             dtypes = {f.get_tensor(k).dtype for k in f.keys()}  # noqa: SIM118
-        assert cfg.kind == kind and torch.float16 in dtypes and torch.float32 not in dtypes
+        assert cfg.kind == ARCHITECTURE.get(kind, kind) and torch.float16 in dtypes and torch.float32 not in dtypes
     card = (WEIGHTS_DIR / "MODEL_CARD.md").read_text()
     assert "jointdiff toyworld train-evaluators" in card
 
@@ -123,7 +124,31 @@ def test_toyworld_benchmark_and_methods(evaluators):
     sim_real = (ident.encode_images(out) @ refs.T).mean()
     sim_floor = (ident.encode_images(floor.generate(s, s.images[:1], prompts, seed=0)) @ refs.T).mean()
     assert sim_real > sim_floor  # the same subject beats another subject of its class
-    for table, name in ((BACKBONES, "toy-clip"), (BACKBONES, "toy-dino"), (SEGMENTERS, "toy")):
+    for table, name in (
+        (BACKBONES, "toy-clip"),
+        (BACKBONES, "toy-dino"),
+        (BACKBONES, "toy-parts"),
+        (SEGMENTERS, "toy"),
+    ):
         assert resolve(table, name, "plugin")(None, "cpu") is not None
     with pytest.raises(ValueError, match="bad toyworld --data"):
         resolve(BENCHMARKS, "toyworld", "benchmark")("subject=3")
+
+
+def test_toyworld_parts_and_the_held_out_gallery():
+    """Tuning and report subjects are disjoint ranges of the eval split (report: the default); each subject has
+    a gallery of everyday renders that are never among its input images."""
+    load = resolve(BENCHMARKS, "toyworld", "benchmark")
+    report, tuning = load("subjects=2,resolution=32"), load("subjects=2,resolution=32,part=tuning")
+    seeds = {p: {s.meta["seed"] for s in b.subjects()} for p, b in (("report", report), ("tuning", tuning))}
+    assert min(seeds["report"]) >= subject_seed("eval", 10_000) and max(seeds["tuning"]) < subject_seed("eval", 10_000)
+    s = report.subjects()[0]
+    assert len(s.gallery) == len(s.gallery_masks) == 5 and len(s.images) == 5
+    pixels = [np.asarray(im).tobytes() for im in s.images]
+    assert all(np.asarray(g).tobytes() not in pixels for g in s.gallery)  # fresh poses and lights
+    assert all(m.any() for m in s.gallery_masks)
+    assert len(load("subjects=1,gallery=0,resolution=32").subjects()[0].gallery) == 0
+    with pytest.raises(ValueError, match="unknown toyworld part"):
+        load("part=everything")
+    with pytest.raises(ValueError, match="takes a number"):
+        load("subjects=many")

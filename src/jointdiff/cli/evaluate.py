@@ -60,7 +60,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--max-prompts", type=int, help="only the first N prompts of each subject (quick runs)")
     p.add_argument(
-        "--against", choices=["all", "inputs"], default="all", help="image alignment to all real images or the inputs"
+        "--against",
+        choices=["unseen", "all", "inputs"],
+        default="unseen",
+        help="real images the identity metrics compare with: unseen = every real view that was not an input "
+        "(default); all = all of them, the inputs included (the JeDi paper's protocol); inputs = the inputs only",
     )
     p.add_argument("--seed", type=int, default=0, help="base seed of input choices and generation")
     # method
@@ -100,6 +104,12 @@ def register(sub: Any) -> None:
     p.add_argument("--clip-model", help="its Hub id or local directory (default openai/clip-vit-base-patch32)")
     p.add_argument("--dino-backbone", default="dino", help="image backbone (DINO, MDINO, diversity)")
     p.add_argument("--dino-model", help="its Hub id or local directory (default facebook/dino-vits16)")
+    p.add_argument(
+        "--parts-backbone",
+        default="none",
+        help="part-aware identity backbone for the PartID column: toy-parts (toy world), none (default)",
+    )
+    p.add_argument("--parts-model", help="its weights (toy-parts: a file or directory; default: the shipped ones)")
     p.add_argument(
         "--segmenter", default="clipseg", help="foreground masks for MCLIP-I/MDINO: clipseg, semantic, masks, none"
     )
@@ -144,6 +154,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not callable(getattr(clip, "encode_texts", None)):
         raise ValueError(f"--clip-backbone {args.clip_backbone!r} has no text encoder (CLIP-T needs a dual encoder)")
     dino = resolve(BACKBONES, args.dino_backbone, "backbone")(args.dino_model, args.device)
+    parts = None
+    if args.parts_backbone != "none":
+        parts = resolve(BACKBONES, args.parts_backbone, "backbone")(args.parts_model, args.device)
     segmenter = None
     if args.segmenter != "none":
         segmenter = resolve(SEGMENTERS, args.segmenter, "segmenter")(args.segmenter_model, args.device)
@@ -151,7 +164,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     results = evaluate(
         out,
         benchmark,
-        Scorer(clip, dino, segmenter),
+        Scorer(clip, dino, segmenter, parts=parts),
         config,
         method=method,
         images_dir=args.images,

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-EVALUATOR_KINDS = ("identity", "dual", "segmenter")
+EVALUATOR_KINDS = ("identity", "dual", "segmenter", "parts")  # parts: the identity encoder with hard negatives
 # per evaluator: steps, images per step, views per subject (identity)
 DEFAULTS = {
     "identity": {"steps": 4000, "batch": 126, "views": 3},
@@ -70,16 +70,34 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if k not in EVALUATOR_KINDS:
             raise ValueError(f"unknown evaluator {k!r}; choose from: {', '.join(EVALUATOR_KINDS)}")
     run = Path(args.run_dir)
-    cache = build_cache(
-        run / f"cache-{args.subjects}x6-{args.resolution}px.npz", args.subjects, args.resolution, args.workers
-    )
+    overrides = {n: v for n, v in {"steps": args.steps, "lr": args.lr}.items() if v}
     for k in kinds:
-        overrides = {"steps": args.steps, "lr": args.lr}
-        init = {"init": str(weights_path(args.init, k))} if args.init else {}
-        cfg = EvaluatorTraining(
-            kind=k, seed=args.seed, **{**DEFAULTS[k], **{n: v for n, v in overrides.items() if v}, **init}
-        )
-        out = train(cache, run, cfg, out=Path(args.out) / f"{k}.safetensors")
+        out = Path(args.out) / f"{k}.safetensors"
+        if k == "parts":  # the toy DINO of --init (or of --out) fine-tuned with hard negatives
+            from jointdiff.training.part_identity import PartsTraining, build_parts_cache, train_parts
+
+            torch.set_num_threads(args.threads)
+            cache = build_parts_cache(
+                run / f"parts-cache-{args.subjects}-{args.resolution}px.npz",
+                args.subjects,
+                args.resolution,
+                args.workers,
+            )
+            init = str(weights_path(args.init or args.out, args.init_kind))
+            hinge = {
+                k: v
+                for k, v in (("impostor_weight", args.impostor_weight), ("impostor_margin", args.impostor_margin))
+                if v is not None
+            }
+            cfg = PartsTraining(seed=args.seed, init=init, **overrides, **hinge)
+            out = train_parts(cache, run, cfg, out=out)
+        else:
+            cache = build_cache(
+                run / f"cache-{args.subjects}x6-{args.resolution}px.npz", args.subjects, args.resolution, args.workers
+            )
+            init = {"init": str(weights_path(args.init, k))} if args.init else {}
+            cfg = EvaluatorTraining(kind=k, seed=args.seed, **{**DEFAULTS[k], **overrides, **init})
+            out = train(cache, run, cfg, out=out)
         print(f"{k}: {out}")
     return 0
 
@@ -153,6 +171,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init", default=None, metavar="DIR", help="start from these weights (a fine-tuning phase)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=_positive, default=2, help="processes rendering the cache")
+    p.add_argument("--threads", type=_positive, default=2, help="torch threads of the parts training (others: 1)")
+    p.add_argument("--init-kind", default="identity", help="parts: which weights of --init to start from")
+    p.add_argument("--impostor-weight", type=float, help="parts: weight of the impostor hinge (default 1)")
+    p.add_argument("--impostor-margin", type=float, help="parts: cosine above which impostors are penalised (0.3)")
     p.set_defaults(func=_cmd_train)
 
     p = tw.add_parser("check-evaluators", help="measure the toy evaluators on held-out subjects")

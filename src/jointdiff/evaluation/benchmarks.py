@@ -27,6 +27,10 @@ class Subject:
     images: list[PIL.Image.Image]  # the real images of the subject (any mode; consumers convert to RGB)
     masks: list[np.ndarray] | None = None  # (H, W) bool foreground masks of `images` where known
     meta: dict[str, Any] = field(default_factory=dict)  # benchmark-specific extras (e.g. toy-world parameters)
+    # Real views that are never given to a method as inputs, only scored against (the toy world renders them;
+    # DreamBooth has none, so its held-out gallery is the images that were not the inputs). Masks as `masks`.
+    gallery: list[PIL.Image.Image] = field(default_factory=list)
+    gallery_masks: list[np.ndarray] = field(default_factory=list)
 
 
 @runtime_checkable

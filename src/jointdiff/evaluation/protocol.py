@@ -75,7 +75,7 @@ class EvalConfig:
     images_per_prompt: int = 1  # samples per (prompt, input choice); >= 2 gives a diversity score
     max_prompts: int | None = None  # only the first N prompt templates (quick runs); None = all
     seed: int = 0  # base of every random choice (inputs) and generation seed
-    against: str = "all"  # image alignment to "all" real images of the subject, or only the "inputs"
+    against: str = "unseen"  # identity scored against: "unseen" real views, "all" (the paper's), "inputs"
 
     def __post_init__(self) -> None:
         if self.refs < 1:
@@ -86,8 +86,8 @@ class EvalConfig:
             raise ValueError("num_random and images_per_prompt must be >= 1")
         if self.max_prompts is not None and self.max_prompts < 1:
             raise ValueError(f"max_prompts must be >= 1, got {self.max_prompts}")
-        if self.against not in ("all", "inputs"):
-            raise ValueError(f"against must be 'all' or 'inputs', got {self.against!r}")
+        if self.against not in ("unseen", "all", "inputs"):
+            raise ValueError(f"against must be 'unseen', 'all' or 'inputs', got {self.against!r}")
 
     @property
     def input_mode(self) -> str:

@@ -15,7 +15,7 @@ from jointdiff.evaluation.features import load_clip, load_dino
 from jointdiff.evaluation.methods import load_jedi, load_jedi_noref, load_real
 from jointdiff.evaluation.segmenters import load_clipseg, load_mask_files, load_semantic
 from jointdiff.evaluation.toy.benchmark import load_toy_real, load_toy_text_only, load_toyworld
-from jointdiff.evaluation.toy.evaluators import load_toy_dual, load_toy_identity, load_toy_segmenter
+from jointdiff.evaluation.toy.evaluators import load_toy_dual, load_toy_identity, load_toy_parts, load_toy_segmenter
 
 # name -> factory(data: str | None) -> Benchmark
 BENCHMARKS: Mapping[str, Callable[..., Any]] = {"dreambooth": load_dreambooth, "toyworld": load_toyworld}
@@ -35,6 +35,7 @@ BACKBONES: Mapping[str, Callable[..., Any]] = {
     "dino": load_dino,
     "toy-clip": load_toy_dual,
     "toy-dino": load_toy_identity,
+    "toy-parts": load_toy_parts,
 }
 
 # name -> factory(source: str | None, device: str) -> Segmenter

@@ -20,7 +20,7 @@ PAPER_TABLE2: tuple[tuple[str, tuple[float, ...]], ...] = (
     ("JeDi (1 input)", (0.3040, 0.7818, 0.8764, 0.6190, 0.7510)),
     ("JeDi (3 inputs)", (0.2932, 0.8139, 0.9011, 0.6791, 0.8037)),
 )
-COLUMNS = (*METRICS, "Diversity")
+COLUMNS = (*METRICS, "PartID", "Diversity")  # PartID: the part-aware identity where a backbone gives it (issue 26)
 
 
 def json_safe(x: Any) -> Any:
@@ -56,8 +56,8 @@ def _fmt(v: float | None) -> str:
 
 def markdown_table(runs: Sequence[dict[str, Any]], paper: bool = True) -> str:
     """Table 2 layout: one row per run, a "Real images" row per benchmark, and the paper's rows."""
-    head = "| Method | " + " | ".join(f"{c} (↑)" for c in METRICS) + " | Diversity | images | s/image |"
-    rule = "| --- |" + " ---: |" * (len(METRICS) + 3)
+    head = "| Method | " + " | ".join(f"{c} (↑)" for c in METRICS) + " | PartID (↑) | Diversity | images | s/image |"
+    rule = "| --- |" + " ---: |" * (len(METRICS) + 4)
     lines = [head, rule]
     for r in runs:
         o = r["overall"]
@@ -84,7 +84,16 @@ def markdown_table(runs: Sequence[dict[str, Any]], paper: bool = True) -> str:
             + "\n"
         )
         text += "".join(
-            f"| {n} | " + " | ".join(f"{v:.4f}" for v in vals) + " | - | - | - |\n" for n, vals in PAPER_TABLE2
+            f"| {n} | " + " | ".join(f"{v:.4f}" for v in vals) + " | - | - | - | - |\n" for n, vals in PAPER_TABLE2
+        )
+    protocols = sorted({(r.get("protocol") or {}).get("name", "all") for r in runs})
+    if protocols:
+        from jointdiff.evaluation.scoring import PROTOCOLS
+
+        text += (
+            "\nIdentity metrics (CLIP-I, MCLIP-I, DINO, MDINO, PartID) scored against "
+            + "; ".join(f"`{p}`: {PROTOCOLS.get(p, p)}" for p in protocols)
+            + ".\n"
         )
     return text
 

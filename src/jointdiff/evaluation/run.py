@@ -10,7 +10,7 @@ from typing import Any
 from jointdiff.evaluation.benchmarks import Benchmark, select_subjects
 from jointdiff.evaluation.protocol import EvalConfig, Method, collect_images, generate_images
 from jointdiff.evaluation.report import COLUMNS, json_safe, write_json, write_report
-from jointdiff.evaluation.scoring import Scorer, aggregate, score_samples
+from jointdiff.evaluation.scoring import IMAGE_METRICS, PROTOCOLS, Scorer, aggregate, score_samples
 
 # EvalConfig fields that change which images are generated (a cache made with others is not reused)
 _GENERATION_KEYS = ("refs", "inputs", "num_random", "seed")
@@ -29,6 +29,11 @@ def _check_run_file(out: Path, settings: dict[str, Any], overwrite: bool) -> Non
             )
     out.mkdir(parents=True, exist_ok=True)
     write_json(settings, path)
+
+
+def _identity(overall: dict[str, Any]) -> dict[str, Any]:
+    """The identity metrics (those scored against real images) of an overall summary."""
+    return {m: overall.get(m) for m in IMAGE_METRICS.values()}
 
 
 def evaluate(
@@ -65,6 +70,11 @@ def evaluate(
         out.mkdir(parents=True, exist_ok=True)
     rows, real = score_samples(samples, benchmark, chosen, scorer, out / "features", config.against)
     summary = aggregate(rows, COLUMNS)
+    protocols = {config.against: _identity(summary["overall"])}
+    for other in PROTOCOLS:  # the identity metrics under the other protocols, from the same (cached) features
+        if other != config.against and all(s.choice is not None for s in samples):
+            other_rows, _ = score_samples(samples, benchmark, chosen, scorer, out / "features", other)
+            protocols[other] = _identity(aggregate(other_rows, COLUMNS)["overall"])
     results = {
         "label": label,
         "method": method.name if method is not None else None,
@@ -76,7 +86,9 @@ def evaluate(
         "num_images": len(samples),
         "num_subjects": len(summary["subjects"]),
         "generation": stats,
+        "protocol": {"name": config.against, "meaning": PROTOCOLS[config.against]},
         "overall": summary["overall"],
+        "protocols": protocols,  # identity metrics under every protocol (overall is under `protocol`)
         "real_images": real,
         "subjects": summary["subjects"],
         "prompts": summary["prompts"],

@@ -23,8 +23,37 @@ from jointdiff.evaluation.metrics import diversity, image_alignment, self_simila
 from jointdiff.evaluation.protocol import Sample
 from jointdiff.evaluation.segmenters import Segmenter, cutout, for_subject
 
-# feature kind -> the metric it gives against real images
-IMAGE_METRICS = {"clip": "CLIP-I", "mclip": "MCLIP-I", "dino": "DINO", "mdino": "MDINO"}
+# feature kind -> the metric it gives against real images ("parts": the part-aware identity, where a backbone is set)
+IMAGE_METRICS = {"clip": "CLIP-I", "mclip": "MCLIP-I", "dino": "DINO", "mdino": "MDINO", "parts": "PartID"}
+# Which real images each generated image is scored against (its identity metrics):
+PROTOCOLS = {
+    "unseen": "real views not given to the method (the default)",
+    "all": "all real images, the inputs included (the JeDi paper's protocol)",
+    "inputs": "the input images only",
+}
+
+
+def gallery_indices(n_images: int, n_gallery: int, choice: tuple[int, ...] | None, against: str) -> list[int]:
+    """Indices into ``subject.images + subject.gallery`` that a generated image made from the inputs ``choice``
+    is scored against: ``unseen`` = every real view but the inputs (the benchmark's held-out gallery included);
+    ``all`` = ``subject.images`` (JeDi's protocol: the inputs are among them); ``inputs`` = the inputs."""
+    if against not in PROTOCOLS:
+        raise ValueError(f"unknown scoring protocol {against!r}; choose one of: {', '.join(PROTOCOLS)}")
+    if against == "all":
+        return list(range(n_images))
+    if choice is None:
+        if against == "unseen" and n_gallery:  # inputs unknown: only the views no method was ever given
+            return list(range(n_images, n_images + n_gallery))
+        raise ValueError(
+            f"scoring against {against!r} needs the input choice of every image (in<i> folders); "
+            "--against all scores against every real image (the paper's protocol)"
+        )
+    if against == "inputs":
+        return list(choice)
+    out = [i for i in range(n_images) if i not in choice] + list(range(n_images, n_images + n_gallery))
+    if not out:
+        raise ValueError(f"no real view is left to score against: all {n_images} were inputs and there is no gallery")
+    return out
 
 
 def _name(obj: object) -> str:
@@ -39,11 +68,13 @@ class Scorer:
     dino: ImageEncoder  # DINO, MDINO, diversity
     segmenter: Segmenter | None = None  # None: masked metrics only where the benchmark gives masks
     fill: tuple[int, int, int] = (0, 0, 0)  # background colour of foreground-masked images
+    parts: ImageEncoder | None = None  # the part-aware identity (PartID); None: no PartID column
 
     def identity(self) -> dict[str, str]:
         """What the cached features depend on."""
         seg = _name(self.segmenter) if self.segmenter is not None else "none"
-        return {"clip": _name(self.clip), "dino": _name(self.dino), "segmenter": seg, "fill": str(self.fill)}
+        out = {"clip": _name(self.clip), "dino": _name(self.dino), "segmenter": seg, "fill": str(self.fill)}
+        return out | ({"parts": _name(self.parts)} if self.parts is not None else {})
 
     def features(
         self,
@@ -52,8 +83,9 @@ class Scorer:
         subject: Subject,
         masks: Sequence[np.ndarray] | None = None,
     ) -> dict[str, torch.Tensor | None]:
-        """{"clip", "dino", "mclip", "mdino"} -> (n, d) features, computing only what the cache lacks;
-        masked kinds are None when neither ``masks`` nor a segmenter is available."""
+        """{"clip", "dino", "mclip", "mdino", "parts"} -> (n, d) features, computing only what the cache lacks;
+        masked kinds are None when neither ``masks`` nor a segmenter is available, "parts" when no part-aware
+        encoder is set."""
         segment = for_subject(self.segmenter, subject) if self.segmenter is not None else None
         keys = [image_key(im) for im in images]
         masked = masks is not None or segment is not None
@@ -63,12 +95,13 @@ class Scorer:
             ]
         else:
             mkeys = keys
-        todo = [i for i, k in enumerate(keys) if cache.get(f"{k}/clip") is None or cache.get(f"{k}/dino") is None]
+        plain = {"clip": self.clip, "dino": self.dino} | ({"parts": self.parts} if self.parts is not None else {})
+        todo = [i for i, k in enumerate(keys) if any(cache.get(f"{k}/{kind}") is None for kind in plain)]
         if masked:
             todo = sorted(set(todo) | {i for i, k in enumerate(mkeys) if cache.get(f"{k}/mclip") is None})
         if todo:
             rgb = [images[i].convert("RGB") for i in todo]
-            for kind, enc in (("clip", self.clip), ("dino", self.dino)):
+            for kind, enc in plain.items():
                 for i, f in zip(todo, enc.encode_images(rgb), strict=True):
                     cache.put(f"{keys[i]}/{kind}", f)
             if masked:
@@ -82,7 +115,8 @@ class Scorer:
         out: dict[str, torch.Tensor | None] = {}
         for kind in IMAGE_METRICS:
             ks = mkeys if kind.startswith("m") else keys
-            out[kind] = torch.stack([cache.get(f"{k}/{kind}") for k in ks]) if (masked or kind[0] != "m") else None
+            present = (masked or kind[0] != "m") and (kind != "parts" or self.parts is not None)
+            out[kind] = torch.stack([cache.get(f"{k}/{kind}") for k in ks]) if present else None
         return out
 
 
@@ -120,10 +154,12 @@ def score_samples(
     subjects: Sequence[Subject],
     scorer: Scorer,
     feature_dir: Path,
-    against: str = "all",
+    against: str = "unseen",
 ) -> tuple[list[dict], dict[str, float | None]]:
-    """Per-image scores (rows with CLIP-T, CLIP-I, MCLIP-I, DINO, MDINO, and Diversity per group) and the
-    "real images" reference row (mean similarity over distinct pairs of real images, averaged over subjects)."""
+    """Per-image scores (rows with CLIP-T, CLIP-I, MCLIP-I, DINO, MDINO, PartID, and Diversity per group) and the
+    "real images" reference row (mean similarity over distinct pairs of real images, averaged over subjects).
+    ``against`` names the real images each generated image is compared with (:data:`PROTOCOLS`,
+    :func:`gallery_indices`)."""
     rows: list[dict] = []
     real_rows: list[dict] = []
     by_subject: dict[str, list[Sample]] = defaultdict(list)
@@ -131,7 +167,9 @@ def score_samples(
         by_subject[s.subject].append(s)
     for subject in tqdm([s for s in subjects if s.name in by_subject], desc="score", unit="subject", leave=False):
         cache = FeatureCache(feature_dir, subject.name, scorer.identity())
-        real = scorer.features(subject.images, cache, subject, masks=subject.masks)
+        n_images, n_gallery = len(subject.images), len(subject.gallery)
+        real_masks = (subject.masks + subject.gallery_masks) if subject.masks is not None else None
+        real = scorer.features(subject.images + subject.gallery, cache, subject, masks=real_masks)
         todo = by_subject[subject.name]
         opened = [PIL.Image.open(s.path) for s in todo]  # decoded only where features are missing
         gen = scorer.features(opened, cache, subject)
@@ -146,12 +184,9 @@ def score_samples(
             g, r = gen[kind], real[kind]
             if g is None or r is None:
                 scores[metric] = [None] * len(todo)
-            elif against == "all":
-                scores[metric] = image_alignment(g, r).tolist()
             else:
-                if any(s.choice is None for s in todo):
-                    raise ValueError("scoring against the inputs needs the input choice of every image (in<i> folders)")
-                scores[metric] = [float(image_alignment(g[i : i + 1], r[list(s.choice)])) for i, s in enumerate(todo)]  # type: ignore[arg-type]
+                against_of = [gallery_indices(n_images, n_gallery, s.choice, against) for s in todo]
+                scores[metric] = [float(image_alignment(g[i : i + 1], r[idx])) for i, idx in enumerate(against_of)]
         for i, s in enumerate(todo):
             rows.append(
                 {

@@ -352,8 +352,6 @@ def train(
         arch = EvaluatorConfig(
             kind=cfg.kind, **ARCH[cfg.kind], vocab=tuple(vocabulary(all_classes)) if cfg.kind == "dual" else ()
         )
-    run = TrainConfig.plain(Path(run_dir) / cfg.kind, cfg.steps, cfg.seed, cfg.ckpt_every)  # a check per log
-    shell = Shell(run, cpu=True)  # CPU-sized networks on one thread
     with seeded(cfg.seed):  # the network's initial weights, then the auxiliary heads'
         model = build_model(arch)
         if cfg.init:
@@ -362,7 +360,25 @@ def train(
                 raise ValueError(f"--init {cfg.init} has another architecture than this {cfg.kind} run")
             model.load_state_dict(start.state_dict())
         aux = aux_heads(cache, arch.embed_dim) if cfg.kind == "identity" and cfg.aux_weight > 0 else None
-    modules = [model] + ([aux] if aux is not None else [])
+    task = EvaluatorTask(cfg, model, cache, aux, 0)
+    return fit_evaluator(run_dir, cfg, model, [aux] if aux is not None else [], task, out)
+
+
+def fit_evaluator(
+    run_dir: str | Path,
+    cfg: Any,
+    model: torch.nn.Module,
+    extra: list[torch.nn.Module],
+    task: Any,
+    out: str | Path | None,
+) -> Path | None:
+    """The loop every toy evaluator shares: AdamW with linear warm-up then cosine decay on the training shell
+    in ``run_dir/<cfg.kind>`` (resumed exactly when checkpoints exist; a run of another config is refused),
+    then fp16 safetensors export to ``out`` with the training config, CPU seconds and steps in the metadata.
+    ``cfg`` has ``kind, steps, seed, ckpt_every, lr, weight_decay, warmup``; ``task`` has a ``step`` field."""
+    run = TrainConfig.plain(Path(run_dir) / cfg.kind, cfg.steps, cfg.seed, cfg.ckpt_every)  # a check per log
+    shell = Shell(run, cpu=True)  # CPU-sized networks
+    modules = [model, *extra]
     params = [p for m in modules for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -372,7 +388,7 @@ def train(
     state = shell.restore()
     if state is not None and state["config"] != json.dumps(asdict(cfg)):
         raise ValueError(f"{shell.out} was written by another config; remove it or use another --run-dir")
-    task = EvaluatorTask(cfg, model, cache, aux, shell.step)
+    task.step = shell.step
     model.train()
     desc = f"training {cfg.kind} ({n_params(model) / 1e6:.2f} M params)"
     fit = shell.fit(task, modules, opt, sched, desc=desc)

@@ -2,7 +2,11 @@
 
 ``ToyWorldBenchmark``: subjects from the ``eval`` seed range (30 by default, 30% live as in
 DreamBooth's 9 pets of 30), each with 5 "real" images (renders in everyday settings: studio,
-table, room) and their exact masks, and the 25 DreamBooth prompts of its kind.
+table, room; the inputs are chosen among them), 5 more such renders that are never inputs (the
+held-out gallery that identity is scored against, issue 26), their exact masks, and the 25
+DreamBooth prompts of its kind. The eval range is split in two parts (:data:`PARTS`): defaults,
+recipes and thresholds are chosen on ``tuning`` subjects; every reported number comes from
+``report`` subjects (the default).
 ``ToyRealMethod`` ("real images" row, the upper bound): fresh renders of the same subject under
 each prompt's condition. ``ToyTextOnlyMethod`` (the floor): renders of another subject of the
 same class under the prompt, i.e. what a perfect text-only model would draw.
@@ -29,12 +33,24 @@ def _spec(subject: Subject) -> SubjectSpec:
     return make_subject(int(subject.meta["seed"]))
 
 
-def real_subject(spec: SubjectSpec, images: int, resolution: int) -> Subject:
-    """A toy subject as the harness sees it: ``images`` renders in everyday settings (the "real images"), masks."""
-    views = [
-        render_view(spec, NEUTRAL_SCENES[k % len(NEUTRAL_SCENES)], view_rng(spec.seed, 70000 + k), resolution)
-        for k in range(images)
+# Parts of the eval split (subject indices): choose on "tuning", report on "report" (issue 26).
+PARTS: dict[str, int] = {"tuning": 0, "report": 10_000}  # part -> first subject index (10,000 subjects each)
+GALLERY_STREAM = 71000  # render streams: real images 70000 + k, gallery 71000 + k
+
+
+def everyday_views(spec: SubjectSpec, count: int, resolution: int, stream: int = 70000) -> list:
+    """``count`` renders of the subject in everyday settings (studio, table, room in turn), fresh pose and light each."""
+    return [
+        render_view(spec, NEUTRAL_SCENES[k % len(NEUTRAL_SCENES)], view_rng(spec.seed, stream + k), resolution)
+        for k in range(count)
     ]
+
+
+def real_subject(spec: SubjectSpec, images: int, resolution: int, gallery: int = 0) -> Subject:
+    """A toy subject as the harness sees it: ``images`` renders in everyday settings (the "real images", among
+    which inputs are chosen), ``gallery`` more that are never inputs, and their exact masks."""
+    views = everyday_views(spec, images, resolution)
+    held = everyday_views(spec, gallery, resolution, GALLERY_STREAM)
     return Subject(
         name=spec.name,
         class_word=spec.class_word,
@@ -42,6 +58,8 @@ def real_subject(spec: SubjectSpec, images: int, resolution: int) -> Subject:
         images=[v.pil() for v in views],
         masks=[v.mask for v in views],
         meta={"seed": spec.seed, "recipe": spec.recipe, "unusual": spec.unusual, "resolution": resolution},
+        gallery=[v.pil() for v in held],
+        gallery_masks=[v.mask for v in held],
     )
 
 
@@ -51,14 +69,25 @@ class ToyWorldBenchmark:
     name = "toyworld"
 
     def __init__(
-        self, subjects: int = 30, images: int = 5, resolution: int = 64, live_fraction: float = 0.3, start: int = 0
+        self,
+        subjects: int = 30,
+        images: int = 5,
+        resolution: int = 64,
+        live_fraction: float = 0.3,
+        start: int | None = None,
+        gallery: int = 5,
+        part: str = "report",
     ) -> None:
-        if subjects < 1 or images < 2 or not 0 <= live_fraction <= 1 or resolution < 8:
+        if subjects < 1 or images < 2 or not 0 <= live_fraction <= 1 or resolution < 8 or gallery < 0:
             raise ValueError(
-                "toyworld benchmark needs subjects >= 1, images >= 2, 0 <= live_fraction <= 1, resolution >= 8"
+                "toyworld benchmark needs subjects >= 1, images >= 2, gallery >= 0, 0 <= live_fraction <= 1, "
+                "resolution >= 8"
             )
-        self.n_subjects, self.n_images, self.resolution = subjects, images, resolution
-        self.live_fraction, self.start = live_fraction, start
+        if part not in PARTS:
+            raise ValueError(f"unknown toyworld part {part!r}; choose one of: {', '.join(PARTS)}")
+        self.n_subjects, self.n_images, self.resolution, self.n_gallery = subjects, images, resolution, gallery
+        self.live_fraction, self.part = live_fraction, part
+        self.start = PARTS[part] + (start or 0)  # ``start``: an offset within the part
         self._subjects: list[Subject] | None = None
 
     def specs(self) -> list[tuple[int, SubjectSpec]]:
@@ -74,7 +103,9 @@ class ToyWorldBenchmark:
     def subjects(self) -> list[Subject]:
         """The subjects with their real images (renders in everyday settings) and exact foreground masks."""
         if self._subjects is None:
-            self._subjects = [real_subject(spec, self.n_images, self.resolution) for _, spec in self.specs()]
+            self._subjects = [
+                real_subject(spec, self.n_images, self.resolution, self.n_gallery) for _, spec in self.specs()
+            ]
         return self._subjects
 
     def prompt_templates(self, subject: Subject) -> list[str]:
@@ -83,18 +114,22 @@ class ToyWorldBenchmark:
 
 
 def load_toyworld(data: str | None = None) -> ToyWorldBenchmark:
-    """Harness factory: ``data`` is None or ``key=value`` pairs, e.g. ``subjects=100,images=5,resolution=32``."""
-    kwargs: dict[str, float | int] = {}
+    """Harness factory: ``data`` is None or ``key=value`` pairs, e.g. ``subjects=100,images=5,resolution=32,part=tuning``."""
+    kwargs: dict[str, float | int | str] = {}
     for item in (data or "").split(","):
         if not item.strip():
             continue
         key, _, value = item.partition("=")
         key = key.strip()
-        if key not in ("subjects", "images", "resolution", "live_fraction", "start") or not value:
+        if key not in ("subjects", "images", "resolution", "live_fraction", "start", "gallery", "part") or not value:
             raise ValueError(
-                f"bad toyworld --data item {item!r}; use subjects=N,images=N,resolution=PX,live_fraction=F,start=I"
+                f"bad toyworld --data item {item!r}; use subjects=N,images=N,gallery=N,resolution=PX,"
+                "live_fraction=F,part=tuning|report,start=I"
             )
-        kwargs[key] = float(value) if key == "live_fraction" else int(value)
+        try:
+            kwargs[key] = value.strip() if key == "part" else float(value) if key == "live_fraction" else int(value)
+        except ValueError:
+            raise ValueError(f"bad toyworld --data item {item!r}: {key} takes a number") from None
     return ToyWorldBenchmark(**kwargs)  # type: ignore[arg-type]
 
 

@@ -1,7 +1,8 @@
 """The toy evaluators behind the harness interfaces, and their quality on held-out subjects.
 
 - ``ToyDualEncoder`` (``ImageEncoder`` + ``encode_texts``): the CLIP role (CLIP-T, CLIP-I, MCLIP-I).
-- ``ToyImageEncoder`` around the identity network: the DINO role (DINO, MDINO).
+- ``ToyImageEncoder`` around the identity network: the DINO role (DINO, MDINO); around the part-aware
+  identity network: PartID (issue 26), the identity measure that a blob in the right colours cannot earn.
 - ``ToySegmenter``: masks of generated images (real renders come with exact masks).
 
 Factories follow the harness signatures ``(source: str | None, device: str)``; ``source`` is a
@@ -130,6 +131,13 @@ def load_toy_dual(source: str | None = None, device: str = "cpu") -> ToyDualEnco
 def load_toy_identity(source: str | None = None, device: str = "cpu") -> ToyImageEncoder:
     """The toy DINO (harness backbone factory)."""
     net, name = _load(source, "identity", device)
+    return ToyImageEncoder(net, name)
+
+
+def load_toy_parts(source: str | None = None, device: str = "cpu") -> ToyImageEncoder:
+    """The part-aware toy identity, PartID (harness backbone factory; issue 26): the toy DINO fine-tuned with
+    hard negatives that keep a subject's colours and change its parts (``training/part_identity.py``)."""
+    net, name = _load(source, "parts", device)
     return ToyImageEncoder(net, name)
 
 
