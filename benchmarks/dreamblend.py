@@ -14,7 +14,7 @@ checkpoint schedule) on the model used without references; then every point is o
   initial noise as the curve.
 
 Writes a table (DINO, CLIP-T, diversity and the other harness columns per point, the collapse
-score per checkpoint, each subject's automatic choice), the DINO vs CLIP-T plot (DreamBlend
+score per checkpoint, each subject's automatic choice), the identity (PartID) vs CLIP-T plot (DreamBlend
 Fig. 6) and a grid of underfit | overfit | DreamBlend images. A ``## Reading`` section written by hand
 at the end of an existing record is kept when the record is rewritten (reread it against the new numbers).
 
@@ -55,6 +55,7 @@ from jointdiff.evaluation.scoring import Scorer
 from jointdiff.jedi.t2i import TextToImage, initial_noise, sample
 from jointdiff.training.dreambooth import DreamBoothConfig, finetune, list_checkpoints, load_checkpoint
 
+IDENTITY = "PartID"  # the identity axis of the front, plots and verdicts (issue 26: the part-aware identity)
 IDENTIFIER = "sks"
 # DreamBlend settings measured by default: name -> BlendConfig overrides (num_inference_steps and
 # guidance_scale come from the command line). The CAG step size is swept: on the miniature the
@@ -187,7 +188,7 @@ def subject_mean(result: dict, metric: str, subjects: list[str]) -> float | None
 
 
 def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict]) -> list[str]:
-    """Each DreamBlend setting against the DreamBooth front (overall DINO, CLIP-T) and its diversity
+    """Each DreamBlend setting against the DreamBooth front (overall identity, CLIP-T) and its diversity
     against the overfit checkpoints' (each subject's own, averaged over subjects): the must-show claim. Also
     in how many subjects it lies beyond that subject's own checkpoint front (50 images a subject: noisier)."""
     by_step = {r["step"]: r for r in curve}
@@ -206,13 +207,13 @@ def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict
 
         def at(r: dict) -> tuple[float, float]:
             m = r["overall"] if subject is None else r["subjects"][subject]
-            return m["CLIP-T"], m["DINO"]
+            return m["CLIP-T"], m[IDENTITY]
 
         dd, dc = front_gaps(pareto([at(r) for r in curve]), at(point))
         return dd, dc, (dd is not None and dd > 0) or (dc is not None and dc > 0)
 
     lines = [
-        "| DreamBlend | DINO - front at equal CLIP-T | CLIP-T - front at equal DINO | beyond the front | "
+        f"| DreamBlend | {IDENTITY} - front at equal CLIP-T | CLIP-T - front at equal {IDENTITY} | beyond the front | "
         "subjects beyond their own front | diversity (subject mean) | >= overfit's |",
         "|---|---:|---:|---|---:|---:|---|",
     ]
@@ -224,8 +225,8 @@ def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict
             f"| {name} | {fmt(dd)} | {fmt(dc)} | {'yes' if ahead else 'no'} | {own} of {len(names)} | {num(div)} | "
             f"{'-' if div is None or over_div is None else 'yes' if div >= over_div else 'no'} |"
         )
-    front = pareto([(r["overall"]["CLIP-T"], r["overall"]["DINO"]) for r in curve])
-    front_steps = [r["step"] for r in curve if (r["overall"]["CLIP-T"], r["overall"]["DINO"]) in front]
+    front = pareto([(r["overall"]["CLIP-T"], r["overall"][IDENTITY]) for r in curve])
+    front_steps = [r["step"] for r in curve if (r["overall"]["CLIP-T"], r["overall"][IDENTITY]) in front]
     lines += [
         "",
         f"The front: checkpoints {', '.join(map(str, front_steps))} (the others lie behind it). Diversity of "
@@ -259,7 +260,7 @@ def plot_subjects(curve: list[dict], blends: dict[str, dict], choices: dict[str,
     rows = -(-len(names) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.9 * rows), squeeze=False)
     for ax, name in zip(axes.flat, names, strict=False):
-        pts = {r["step"]: (r["subjects"][name]["CLIP-T"], r["subjects"][name]["DINO"]) for r in curve}
+        pts = {r["step"]: (r["subjects"][name]["CLIP-T"], r["subjects"][name][IDENTITY]) for r in curve}
         ax.plot(*zip(*pts.values(), strict=True), marker="o", ms=3, color="tab:blue")
         for step, (x, y) in pts.items():
             ax.annotate(str(step), (x, y), textcoords="offset points", xytext=(3, 3), fontsize=6)
@@ -267,7 +268,7 @@ def plot_subjects(curve: list[dict], blends: dict[str, dict], choices: dict[str,
         ax.scatter(*pts[c["underfit"]], s=90, facecolors="none", edgecolors="tab:green", label="underfit pick")
         ax.scatter(*pts[c["overfit"]], s=90, facecolors="none", edgecolors="tab:red", label="overfit pick")
         for i, (setting, r) in enumerate(blends.items()):
-            x, y = r["subjects"][name]["CLIP-T"], r["subjects"][name]["DINO"]
+            x, y = r["subjects"][name]["CLIP-T"], r["subjects"][name][IDENTITY]
             ax.scatter(x, y, marker="*", s=60, color=f"C{i + 1}", label=f"DreamBlend {setting}")
         ax.set_title(name.split("-")[0], fontsize=9)
         ax.tick_params(labelsize=7)
@@ -276,14 +277,14 @@ def plot_subjects(curve: list[dict], blends: dict[str, dict], choices: dict[str,
         ax.axis("off")
     axes.flat[0].legend(fontsize=5)
     fig.supxlabel("CLIP-T")
-    fig.supylabel("DINO")
+    fig.supylabel(IDENTITY)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def plot(curve: list[dict], blends: dict[str, dict], path: Path) -> None:
-    """DINO vs CLIP-T: the DreamBooth checkpoints as a curve, DreamBlend settings as points (DreamBlend Fig. 6)."""
+    """Identity (PartID) vs CLIP-T: the DreamBooth checkpoints as a curve, DreamBlend settings as points (DreamBlend Fig. 6)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -291,15 +292,15 @@ def plot(curve: list[dict], blends: dict[str, dict], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(9.0, 4.8))
     xs = [r["overall"]["CLIP-T"] for r in curve]
-    ys = [r["overall"]["DINO"] for r in curve]
+    ys = [r["overall"][IDENTITY] for r in curve]
     ax.plot(xs, ys, marker="o", color="tab:blue", label="DreamBooth checkpoints")
     for r, x, y in zip(curve, xs, ys, strict=True):
         ax.annotate(str(r["step"]), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     for i, (name, r) in enumerate(blends.items()):
-        x, y = r["overall"]["CLIP-T"], r["overall"]["DINO"]
+        x, y = r["overall"]["CLIP-T"], r["overall"][IDENTITY]
         ax.scatter([x], [y], marker="*", s=140, color=f"C{i + 1}", label=f"DreamBlend {name}")
     ax.set_xlabel("CLIP-T")
-    ax.set_ylabel("DINO")
+    ax.set_ylabel(IDENTITY)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: the points crowd
     fig.tight_layout()
@@ -309,7 +310,7 @@ def plot(curve: list[dict], blends: dict[str, dict], path: Path) -> None:
 
 def table(curve: list[dict], blends: dict[str, dict], collapse: dict[int, float]) -> str:
     """Markdown: one row per point with the harness's columns and the mean collapse score per checkpoint."""
-    cols = ("DINO", "CLIP-T", "Diversity", "CLIP-I", "MDINO", "MCLIP-I")
+    cols = ("PartID", "DINO", "CLIP-T", "Diversity", "CLIP-I", "MDINO", "MCLIP-I")
     lines = ["| point | " + " | ".join(cols) + " | collapse score | s/image |", "|---|" + "---:|" * (len(cols) + 2)]
     rows = [(f"DreamBooth step {r['step']}", r, collapse.get(r["step"])) for r in curve]
     rows += [(f"DreamBlend {name}", r, None) for name, r in blends.items()]
@@ -407,6 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clip-model", default=None)
     p.add_argument("--dino-backbone", default="toy-dino")
     p.add_argument("--dino-model", default=None)
+    p.add_argument("--parts-backbone", default="toy-parts", help="PartID backbone (the identity axis)")
     p.add_argument("--segmenter", default="toy")
     p.add_argument("--segmenter-model", default=None)
     p.add_argument("--grid-subjects", type=int, default=3)
@@ -437,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     segmenter = None
     if args.segmenter != "none":
         segmenter = resolve(SEGMENTERS, args.segmenter, "segmenter")(args.segmenter_model, args.device)
-    scorer = Scorer(clip, dino, segmenter)
+    parts = resolve(BACKBONES, args.parts_backbone, "backbone")(None, args.device)
+    scorer = Scorer(clip, dino, segmenter, parts=parts)
     config = EvalConfig(
         refs=3, inputs="random", images_per_prompt=args.images_per_prompt, max_prompts=args.max_prompts, seed=args.seed
     )
@@ -453,7 +456,9 @@ def main(argv: list[str] | None = None) -> int:
         r = evaluate(args.work / method.name, benchmark, scorer, config, method, method_settings=settings, **common)
         curve.append(r | {"step": step})
         print(
-            f"DreamBooth step {step}: DINO {r['overall']['DINO']:.4f} CLIP-T {r['overall']['CLIP-T']:.4f}", flush=True
+            f"DreamBooth step {step}: PartID {r['overall']['PartID']:.4f} DINO {r['overall']['DINO']:.4f} "
+            f"CLIP-T {r['overall']['CLIP-T']:.4f}",
+            flush=True,
         )
     blends = {}
     points = [(name, overrides, None) for name, overrides in args.blends.items()]
@@ -469,7 +474,8 @@ def main(argv: list[str] | None = None) -> int:
             args.work / method.name, benchmark, scorer, config, method, method_settings=blend_settings, **common
         )
         blends[name] = r
-        print(f"DreamBlend {name}: DINO {r['overall']['DINO']:.4f} CLIP-T {r['overall']['CLIP-T']:.4f}", flush=True)
+        o = r["overall"]
+        print(f"DreamBlend {name}: PartID {o['PartID']:.4f} DINO {o['DINO']:.4f} CLIP-T {o['CLIP-T']:.4f}", flush=True)
 
     choices = {s.name: runs.choice(s, runs.work / "runs" / s.name) for s in subjects}
     collapse = {
@@ -512,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---:|---:|---|",
         picks,
         "",
-        f"![DINO vs CLIP-T]({plot_path.name})",
+        f"![PartID vs CLIP-T]({plot_path.name})",
         "",
         f"![each subject's curve and picks]({subjects_path.name})",
         "",

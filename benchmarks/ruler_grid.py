@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
     torch.set_num_threads(2)
-    bench = ToyWorldBenchmark(subjects=args.subjects, images=1, part=args.part)
+    bench = ToyWorldBenchmark(subjects=args.subjects, images=2, part=args.part)  # image 0: the reference
     pipe = JointDiffusionPipeline.from_pretrained(str(args.model or shipped_model()))
     pipe.set_progress_bar_config(disable=True)
     measures = identity_measures()

@@ -184,6 +184,26 @@ def test_unseen_protocol_never_scores_an_image_against_its_inputs(small, tmp_pat
     assert run["overall"]["DINO"] == pytest.approx(expect, abs=1e-6)
 
 
+def test_results_hold_every_protocol_and_the_partid_column(small, tmp_path):
+    """results.json names its protocol and holds the identity metrics under the others, equal to runs made
+    with them; a part-aware backbone adds the PartID column (here a second thumbnail encoder)."""
+    scorer = Scorer(HistogramDualEncoder(name="h-clip"), ThumbnailEncoder(name="thumb-dino"), parts=ThumbnailEncoder())
+    config = EvalConfig(max_prompts=1)
+    run = evaluate(tmp_path / "u", small, scorer, config, method=Noise(), report=False)
+    assert run["protocol"]["name"] == "unseen" and set(run["protocols"]) == {"unseen", "all", "inputs"}
+    assert run["overall"]["PartID"] == pytest.approx(run["overall"]["DINO"])  # the same encoder in both roles
+    paper = evaluate(
+        tmp_path / "a", small, scorer, EvalConfig(max_prompts=1, against="all"), method=Noise(), report=False
+    )
+    for m in ("DINO", "CLIP-I", "PartID"):
+        assert run["protocols"]["all"][m] == pytest.approx(paper["overall"][m], abs=1e-9)
+        assert paper["protocols"]["unseen"][m] == pytest.approx(run["overall"][m], abs=1e-9)
+    from jointdiff.evaluation.report import markdown_table
+
+    text = markdown_table([run, paper], paper=False)
+    assert "PartID" in text and "`unseen`: real views not given" in text and "`all`: all real images" in text
+
+
 def test_gallery_indices_by_hand():
     from jointdiff.evaluation.scoring import gallery_indices
 

@@ -35,10 +35,16 @@ def test_shipped_weights_are_small_fp16_safetensors():
 
 
 def test_one_reference_beats_no_reference_on_toy_identity(pipe):
-    """On 4 fixed held-out subjects x 4 scenes, toy identity with the reference clearly above without."""
+    """On 4 fixed held-out (tuning) subjects x 4 scenes, identity against views never given as the reference,
+    clearly above without it. Thresholds from the probe (2026-12-06, issue 26's ruler): the shipped version 1
+    gives PartID 0.318 normalised with the reference and -0.078 without (DINO 0.633 / 0.055); its step-2,400
+    snapshot (43% of the training, in git history at db652d6) gives -0.092 / -0.187 (DINO 0.172 / -0.225).
+    Each bar sits between the shipped model and those regressions (half the training, no reference)."""
     from jointdiff.evaluation.toy.probe import reference_probe
 
     m = reference_probe(pipe, subjects=4, steps=20)
+    assert m["parts_normalised_ref"] > 0.15, m  # step 2,400: -0.09; reference off: -0.08
+    assert m["parts_normalised_ref"] > m["parts_normalised_noref"] + 0.2, m  # step 2,400: +0.09
+    assert m["normalised_ref"] > 0.4, m  # the toy DINO; step 2,400: 0.17
     assert m["identity_ref"] > m["identity_noref"] + 0.1, m
-    assert m["normalised_ref"] > 0.25, m
     assert m["reference_effect"] > 0.03, m  # the reference moves the output, same noise and seed

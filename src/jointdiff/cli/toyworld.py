@@ -173,6 +173,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=_positive, default=2, help="processes rendering the cache")
     p.add_argument("--threads", type=_positive, default=2, help="torch threads of the parts training (others: 1)")
     p.add_argument("--init-kind", default="identity", help="parts: which weights of --init to start from")
+    p.add_argument(
+        "--palette-candidates",
+        type=_positive,
+        default=8,
+        help="parts: the palette impostor is the most different of this many other subjects of the recipe",
+    )
     p.add_argument("--impostor-weight", type=float, help="parts: weight of the impostor hinge (default 1)")
     p.add_argument("--impostor-margin", type=float, help="parts: cosine above which impostors are penalised (0.3)")
     p.set_defaults(func=_cmd_train)

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from jointdiff.common.seeding import seeded
+from jointdiff.data.toyworld.impostors import PALETTE_CANDIDATES
 from jointdiff.evaluation.toy.models import load_model
 from jointdiff.training.evaluators import augment, fit_evaluator
 from jointdiff.training.shell import Task
@@ -60,11 +61,10 @@ class PartsTraining:
     init: str = ""  # weights to start from ("" = the shipped toy DINO, jointdiff/weights/toyworld/identity)
 
 
-def _subject_rows(args: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _subject_rows(args: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
     """Renders of one subject: VIEWS plain views, then one per impostor; ``(V+I, R, R, 3)`` uint8 and masks."""
     from jointdiff.data.toyworld.generator import render_view, sample_condition, view_rng
     from jointdiff.data.toyworld.impostors import (
-        PALETTE_CANDIDATES,
         palette_matched,
         parts_changed,
         recoloured,
@@ -72,13 +72,13 @@ def _subject_rows(args: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     )
     from jointdiff.data.toyworld.subjects import make_subject
 
-    seed, resolution = args
+    seed, resolution, candidates = args
     subject = make_subject(seed)
     rng = np.random.default_rng([seed, 2026])
     impostors = [
         recoloured(subject, float(rng.uniform(0.15, 0.85))),
         parts_changed(subject, rng, p=float(rng.uniform(0.5, 1.0)), jitter=0.3),
-        palette_matched(subject, same_class_subject(subject, rng, "evaluator", PALETTE_CANDIDATES)),
+        palette_matched(subject, same_class_subject(subject, rng, "evaluator", candidates)),
     ]
     images, masks = [], []
     for k, spec in enumerate([subject] * VIEWS + impostors):
@@ -89,15 +89,18 @@ def _subject_rows(args: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(images), np.stack(masks)
 
 
-def build_parts_cache(path: str | Path, subjects: int, resolution: int = 64, workers: int = 2) -> Path:
-    """Render ``subjects`` evaluator-range subjects (views and impostors) into ``path`` (.npz); reused when it exists."""
+def build_parts_cache(
+    path: str | Path, subjects: int, resolution: int = 64, workers: int = 2, candidates: int = PALETTE_CANDIDATES
+) -> Path:
+    """Render ``subjects`` evaluator-range subjects (views and impostors) into ``path`` (.npz); reused when it exists.
+    ``candidates``: the palette impostor is the most different of that many other subjects of the recipe."""
     from jointdiff.data.toyworld.subjects import SEED_RANGES
 
     path = Path(path)
     if path.exists():
         return path
     start = SEED_RANGES["evaluator"].start
-    jobs = [(start + i, resolution) for i in range(subjects)]
+    jobs = [(start + i, resolution, candidates) for i in range(subjects)]
     ctx = get_context("fork") if hasattr(os, "fork") else get_context()
     with ctx.Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         rows = list(tqdm(pool.imap(_subject_rows, jobs, chunksize=16), total=subjects, desc="rendering parts data"))
