@@ -109,10 +109,8 @@ def build_cache(
             tqdm(pool.imap(_subject_views, jobs, chunksize=16), total=subjects, desc="rendering evaluator data")
         )
     v = PLAIN_VIEWS + STYLED_VIEWS
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
+    return save_npz(
+        path,
         images=np.stack([im for r in results for im in r["images"]]),  # (S*V, R, R, 3) uint8
         masks=np.packbits(np.stack([m for r in results for m in r["masks"]]), axis=-1),  # (S*V, R, R/8)
         subject=np.repeat(np.arange(subjects, dtype=np.int32), v),
@@ -122,6 +120,13 @@ def build_cache(
         descriptor=np.array([r["descriptor"] for r in results]),
         seeds=np.array([j[0] for j in jobs], dtype=np.int64),
     )
+
+
+def save_npz(path: Path, **arrays: np.ndarray) -> Path:
+    """Write ``arrays`` to ``path`` (.npz) atomically: a temporary file, then a rename (a killed run leaves none)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp.npz")
+    np.savez(tmp, **arrays)
     tmp.rename(path)
     return path
 

@@ -31,7 +31,7 @@ from tqdm import tqdm
 from jointdiff.common.seeding import seeded
 from jointdiff.data.toyworld.impostors import PALETTE_CANDIDATES
 from jointdiff.evaluation.toy.models import load_model
-from jointdiff.training.evaluators import augment, fit_evaluator
+from jointdiff.training.evaluators import augment, fit_evaluator, save_npz
 from jointdiff.training.shell import Task
 
 VIEWS = 3  # plain views of the subject per cache row
@@ -104,16 +104,12 @@ def build_parts_cache(
     ctx = get_context("fork") if hasattr(os, "fork") else get_context()
     with ctx.Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
         rows = list(tqdm(pool.imap(_subject_rows, jobs, chunksize=16), total=subjects, desc="rendering parts data"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(
-        tmp,
+    return save_npz(
+        path,
         images=np.stack([r[0] for r in rows]),  # (S, V+I, R, R, 3) uint8
         masks=np.packbits(np.stack([r[1] for r in rows]), axis=-1),  # (S, V+I, R, R/8)
         seeds=np.array([j[0] for j in jobs], dtype=np.int64),
     )
-    tmp.rename(path)
-    return path
 
 
 class PartsCache:
