@@ -50,6 +50,7 @@ from jointdiff.evaluation.benchmarks import Subject
 from jointdiff.evaluation.front import front_gaps, pareto
 from jointdiff.evaluation.protocol import EvalConfig, image_path, input_choices, stable_int
 from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, SEGMENTERS, resolve
+from jointdiff.evaluation.report import kept_reading
 from jointdiff.evaluation.run import evaluate
 from jointdiff.evaluation.scoring import Scorer
 from jointdiff.jedi.t2i import TextToImage, initial_noise, sample
@@ -358,14 +359,6 @@ def grid(
                 cells.append((image, f"{prompt}: {caption}" if i == 0 else caption))
             rows.append(cells)
     save_grid(rows, path, quality=90)
-
-
-def kept_reading(record: Path) -> list[str]:
-    """The hand-written ``## Reading`` section that ends an existing record (empty when there is none)."""
-    if not record.is_file():
-        return []
-    lines = record.read_text().splitlines()
-    return lines[lines.index("## Reading") :] if "## Reading" in lines else []
 
 
 def main(argv: list[str] | None = None) -> int:

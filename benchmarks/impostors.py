@@ -144,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"scores": scores, "checks": checks}, indent=1))
     if args.record:
+        from jointdiff.evaluation.report import kept_reading
+
         picture = args.record.with_suffix(".png")
         sheet(subjects, picture)
         command = "python benchmarks/impostors.py " + " ".join(sys.argv[1:] if argv is None else argv)
@@ -166,9 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             wall=wall,
             cpu=cpu / 60,
         )
-        reading = args.record.read_text().split("## Reading", 1) if args.record.is_file() else []
-        if len(reading) == 2:  # a hand-written reading survives rewriting the record
-            text += "\n## Reading" + reading[1]
+        reading = kept_reading(args.record)  # a hand-written reading survives rewriting the record
+        if reading:
+            text = text.rstrip("\n") + "\n\n" + "\n".join(reading) + "\n"
         args.record.write_text(text)
         print(f"wrote {args.record} and {picture}")
     return 0

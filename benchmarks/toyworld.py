@@ -58,6 +58,7 @@ class Row:
     label: str
     name: str
     argv: list[str] = field(default_factory=list)
+    seed: int | None = None  # None: --seed
 
 
 def strategy_argv(strategy: str, scale: float, second: float) -> list[str]:
@@ -78,6 +79,7 @@ def table_rows(scale: float, second: float) -> list[Row]:
     return [
         Row("Real renders (upper bound)", "real", ["--method", "toy-real"]),
         Row("Text-only floor (another subject of the class)", "floor", ["--method", "toy-text-only"]),
+        Row("Real renders, a second draw (the FD floor)", "real_again", ["--method", "toy-real"], seed=1),
         Row(
             "Miniature without references (text-to-image)",
             "noref",
@@ -129,7 +131,7 @@ def run_row(row: Row, args: argparse.Namespace, subjects: int, work: Path, part:
     argv = ["evaluate", *row.argv, "--out", str(out), "--label", row.label, "--benchmark", "toyworld", "--data", data]
     argv += ["--clip-backbone", "toy-clip", "--dino-backbone", "toy-dino", "--segmenter", "toy", "--no-paper"]
     argv += ["--parts-backbone", "toy-parts", "--against", "unseen"]
-    argv += ["--inputs", "random", "--num-inputs", "1", "--seed", str(args.seed)]
+    argv += ["--inputs", "random", "--num-inputs", "1", "--seed", str(args.seed if row.seed is None else row.seed)]
     if args.max_prompts:
         argv += ["--max-prompts", str(args.max_prompts)]
     if row.argv[row.argv.index("--method") + 1].startswith("jedi"):  # the toy rows are renders: no model
@@ -165,16 +167,51 @@ def identity(results: dict[str, dict], name: str, metric: str, protocol: str = "
     return normalised(raw(name), raw("floor"), raw("real"))
 
 
-def table(results: dict[str, dict]) -> str:
+BLURS = (1.0, 2.0)  # px: the FD's calibration, the second draw of real renders blurred (Gaussian radius)
+
+
+def frechet_to_real(real: Path, rows: dict[str, Path], blur: Path | None = None) -> dict[str, float]:
+    """Frechet distance (toy features, torchmetrics FID) of the images of each evaluate run in ``rows`` to those
+    of the real-renders run ``real`` (same subjects and prompts): ``evaluation/toy/frechet.py``. With ``blur``
+    (a run of real renders), also that run's images blurred by each of :data:`BLURS` ("blur 1 px", ...)."""
+    import PIL.Image
+    import PIL.ImageFilter
+
+    from jointdiff.evaluation.toy.frechet import frechet_distance, toy_features
+
+    def images(out: Path) -> list[PIL.Image.Image]:
+        return [PIL.Image.open(p).convert("RGB") for p in sorted((out / "images").glob("*/*/*.png"))]
+
+    features, reference = toy_features(), images(real)
+    out = {n: frechet_distance(reference, images(run), features) for n, run in rows.items()}
+    if blur is not None:
+        sharp = images(blur)
+        for r in BLURS:
+            blurred = [im.filter(PIL.ImageFilter.GaussianBlur(r)) for im in sharp]
+            out[f"blur {r:g} px"] = frechet_distance(reference, blurred, features)
+    return out
+
+
+def frechet(work: Path, names: list[str]) -> dict[str, float]:
+    """FD of every table row to the real renders (0 for the real row by definition), and the blur calibration."""
+    again = work / "real_again" if "real_again" in names else None
+    return {"real": 0.0} | frechet_to_real(work / "real", {n: work / n for n in names if n != "real"}, again)
+
+
+def table(results: dict[str, dict], fd: dict[str, float] | None = None) -> str:
     """Markdown table: the metrics (protocol `unseen`), normalised identity (PartID and DINO; unseen and the
-    paper's `all`), seconds per generated image."""
+    paper's `all`), the Frechet distance to the real renders where given, seconds per generated image."""
+    fd = fd or {}
     head = "| Row | " + " | ".join(METRICS) + " | norm. PartID | norm. DINO | norm. PartID, all | norm. DINO, all |"
-    lines = [head + " images | s/image |", "|---|" + "---:|" * (len(METRICS) + 6)]
+    head += " FD |" if fd else ""
+    lines = [head + " images | s/image |", "|---|" + "---:|" * (len(METRICS) + 6 + bool(fd))]
     for name, r in results.items():
         o = r["overall"]
         secs = r["generation"].get("seconds_per_image")
         cells = [f"{o[m]:.4f}" for m in METRICS]
         cells += [f"{identity(results, name, m, p):.3f}" for p in ("unseen", "all") for m in ("PartID", "DINO")]
+        if fd:
+            cells.append(f"{fd[name]:.2f}" if name in fd else "-")
         cells.append(str(r["num_images"]))
         cells.append("-" if secs is None or r["method"].startswith("toy-") else f"{secs:.2f}")
         lines.append(f"| {r['label']} | " + " | ".join(cells) + " |")
@@ -334,11 +371,12 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(args.rows or ()) - {r.name for r in rows}
     if unknown:
         p.error(f"unknown rows {sorted(unknown)}; choose from {' '.join(r.name for r in rows)}")
-    keep = None if args.rows is None else {"real", "floor", *args.rows}  # the normalisation needs real and floor
+    keep = None if args.rows is None else {"real", "floor", "real_again", *args.rows}  # normalisation and FD floor
     rows = [r for r in rows if keep is None or r.name in keep]
     main_rows = {r.name: run_row(r, args, args.subjects, args.work / "table") for r in rows}
+    fd = frechet(args.work / "table", list(main_rows))
     if args.table_only:
-        print(table(main_rows))
+        print(table(main_rows, fd))
         print("\n".join(claims(main_rows, {}, SWEEP_SCALES)))
         return 0
     sweep_specs = sweep_rows(SWEEP_SCALES, args.second_scale)
@@ -368,7 +406,15 @@ def main(argv: list[str] | None = None) -> int:
         "the paper's protocol, inputs included); the verdicts use PartID, the part-aware identity "
         "(`benchmarks/impostors.md`), with DINO beside it.",
         "",
-        table(main_rows),
+        table(main_rows, fd),
+        "FD: the Frechet distance between a row's images and the real renders of the same subjects and prompts, "
+        "in toy-CLIP pool features (torchmetrics' FID with a custom feature extractor, "
+        "`src/jointdiff/evaluation/toy/frechet.py`); the second draw of real renders is its floor at this image count"
+        + "".join(
+            f"; the second draw blurred by {k.split()[1]} px: {v:.2f}" for k, v in fd.items() if k.startswith("blur")
+        )
+        + ".",
+        "",
         "## The paper's claims",
         "",
         *claims(main_rows, sweep, SWEEP_SCALES),

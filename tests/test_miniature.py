@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 
 from jointdiff.jedi.pipeline import JointDiffusionPipeline
@@ -49,3 +50,31 @@ def test_vae_training_resumes_and_assembles_a_loadable_pipeline(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     images = pipe(["a photo of a robot on the beach"], num_inference_steps=2, output_type="np").images
     assert images.shape == (1, 64, 64, 3)
+
+
+def test_grown_miniature_predicts_what_it_grew_from(tmp_path):
+    """Issue 27: coupled attention added at 16x16 with zeroed outputs leaves every prediction unchanged."""
+    from jointdiff.common.paths import shipped_model
+    from jointdiff.miniature.assemble import coupled_levels, grow_attention
+
+    src = shipped_model()
+    if src is None:
+        pytest.skip("no shipped miniature in this install")
+    grow_attention(src, tmp_path / "grown")
+    old = JointDiffusionPipeline.from_pretrained(src).unet
+    new = JointDiffusionPipeline.from_pretrained(tmp_path / "grown").unet
+    assert coupled_levels(dict(old.config)) == [8, 4] and coupled_levels(dict(new.config)) == [16, 8, 4]
+    assert new.config["_jointdiff"] == old.config["_jointdiff"]
+    g = torch.Generator().manual_seed(0)
+    x, text = torch.randn(4, 17, 16, 16, generator=g), torch.randn(4, 24, 128, generator=g)
+    t = torch.tensor([999, 999, 500, 500])
+    with torch.no_grad():
+        a = old(x, t, text, cross_attention_kwargs={"set_size": 2}).sample
+        b = new(x, t, text, cross_attention_kwargs={"set_size": 2}).sample
+    assert torch.equal(a, b)
+    added = [
+        n for n, _ in new.named_parameters() if n.startswith(("down_blocks.0.attentions", "up_blocks.2.attentions"))
+    ]
+    assert added and all("proj_out" not in n or not new.get_parameter(n).any() for n in added)
+    with pytest.raises(ValueError, match="already has attention"):
+        grow_attention(tmp_path / "grown", tmp_path / "again")

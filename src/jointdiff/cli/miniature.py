@@ -24,6 +24,17 @@ def _cmd_assemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_grow(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jointdiff.miniature.assemble import grow_attention
+
+    if not (Path(args.model) / "model_index.json").is_file():
+        raise ValueError(f"--model: {args.model} is not a pipeline directory (no model_index.json)")
+    print(grow_attention(args.model, args.out))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from jointdiff.miniature.assemble import half_precision_copy
     from jointdiff.training.checkpoint import export_checkpoint
@@ -71,6 +82,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--out", required=True, help="pipeline directory (model.source of configs/miniature.toml)")
     a.add_argument("--seed", type=int, default=0)
     a.set_defaults(func=_cmd_assemble)
+    g = steps.add_parser(
+        "grow", help="add coupled attention at the 16x16 latent level to a trained miniature (outputs unchanged)"
+    )
+    g.add_argument("--model", required=True, help="pipeline directory to grow (e.g. the shipped miniature)")
+    g.add_argument("--out", required=True, help="pipeline directory to write (model.source of the next run)")
+    g.set_defaults(func=_cmd_grow)
+
     e = steps.add_parser("export", help="a training run's checkpoint (EMA weights) -> pipeline directory")
     e.add_argument("--run", required=True, help="the jointdiff train output_dir")
     e.add_argument("--out", required=True, help="pipeline directory to write")

@@ -36,7 +36,12 @@ from jointdiff.data.formats import (
     read_paper_set,
 )
 
-FORMATS = ("paper", "folder", "webdataset", "latents")
+FORMATS = (
+    "paper",
+    "folder",
+    "webdataset",
+    "latents",
+)  # stored sets; toy subjects made on the fly: training/toystream.py
 
 
 @dataclass(frozen=True)

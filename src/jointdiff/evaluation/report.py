@@ -50,6 +50,15 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
+def kept_reading(record: Path) -> list[str]:
+    """The hand-written ``## Reading`` section that ends an existing benchmark record (empty when there is none):
+    what a rewrite of the record's measured part keeps."""
+    if not record.is_file():
+        return []
+    lines = record.read_text().splitlines()
+    return lines[lines.index("## Reading") :] if "## Reading" in lines else []
+
+
 def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.4f}"
 

@@ -63,3 +63,57 @@ def half_precision_copy(src: str | Path, dst: str | Path) -> None:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(path.read_bytes())
+
+
+def coupled_levels(config: dict) -> list[int]:
+    """Latent sides at which a U-Net config has (coupled) attention, e.g. ``[8, 4]`` for version 1."""
+    side = int(config["sample_size"])
+    levels = []
+    for kind in config["down_block_types"]:
+        if kind.startswith("CrossAttn"):
+            levels.append(side)
+        side //= 2
+    return levels
+
+
+def grow_attention(src: str | Path, out: str | Path) -> Path:
+    """A trained miniature with attention added at the top latent level (16x16), outputs unchanged.
+
+    Version 1 couples a set's images (JeDi sec. 3.2) only at 8x8 and 4x4, where one token covers 8x8
+    pixels (issue 27). The grown U-Net turns the top down block and the last up block into their
+    cross-attention versions (self-attention, coupled across the set, and per-image text
+    cross-attention at 16x16), copies every trained weight and zeroes each new transformer's
+    ``proj_out``: a new block then adds nothing to its residual stream, so the grown pipeline
+    predicts exactly what ``src`` predicts until training moves the new weights.
+    """
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
+
+    pipe = JointDiffusionPipeline.from_pretrained(str(src))  # fp32 (diffusers upcasts the shipped fp16)
+    old = pipe.unet
+    config = {k: v for k, v in old.config.items() if not k.startswith("_") or k == "_jointdiff"}
+    downs, ups = list(config["down_block_types"]), list(config["up_block_types"])
+    if downs[0].startswith("CrossAttn") or ups[-1].startswith("CrossAttn"):
+        raise ValueError(f"{src}: the U-Net already has attention at its top level ({downs[0]}, {ups[-1]})")
+    downs[0], ups[-1] = "CrossAttnDownBlock2D", "CrossAttnUpBlock2D"
+    config.update(down_block_types=downs, up_block_types=ups)
+    layout = config.pop("_jointdiff")
+    unet = UNet2DConditionModel(**config)
+    unet.register_to_config(_jointdiff=layout)
+    missing, unexpected = unet.load_state_dict(old.state_dict(), strict=False)
+    new = ("down_blocks.0.attentions.", f"up_blocks.{len(ups) - 1}.attentions.")
+    if unexpected or not all(k.startswith(new) for k in missing):
+        raise ValueError(
+            f"growing {src}: unexpected weight names {unexpected or [k for k in missing if not k.startswith(new)]}"
+        )
+    with torch.no_grad():
+        for name, module in unet.named_modules():
+            if name.startswith(new) and name.endswith("proj_out"):
+                module.weight.zero_()
+                module.bias.zero_()
+    pipe.unet = unet
+    pipe.register_modules(unet=unet)
+    pipe.save_pretrained(str(out))
+    return Path(out)

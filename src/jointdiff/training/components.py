@@ -15,10 +15,11 @@ from typing import Any
 import torch
 
 from jointdiff.common.paths import is_hub_id
-from jointdiff.data.sources import open_source
+from jointdiff.data.sources import Source, open_source
 from jointdiff.data.stream import BatchSpec, SetBatchStream, WeightedSource
 from jointdiff.jedi.encoding import latent_factors
 from jointdiff.training.config import Config, DataConfig, ModelConfig, ModelInit
+from jointdiff.training.toystream import ToyWorldSource
 
 
 def _is_jointdiff_dir(source: str) -> bool:
@@ -122,7 +123,10 @@ def open_data_sources(data: DataConfig) -> list[WeightedSource]:
     sources = []
     for i, s in enumerate(data.sources):
         try:
-            source = open_source(s.format, s.path, s.name)
+            if s.format == "toyworld":
+                source: Source = ToyWorldSource(s.path, s.name, s.max_set_size or 4, s.buffer, s.refresh)
+            else:
+                source = open_source(s.format, s.path, s.name)
         except ValueError as e:
             raise ValueError(f"data.sources[{i}].path: {e}") from e
         sources.append(WeightedSource(source, s.weight, s.max_set_size))
@@ -134,6 +138,8 @@ def check_latent_sources(sources: list[WeightedSource], vae: Any, train_vae: boo
     from jointdiff.data.latents import vae_fingerprint
     from jointdiff.data.sources import LatentSource
 
+    if any(isinstance(ws.source, ToyWorldSource) for ws in sources) and train_vae:
+        raise ValueError("model.train_vae: toyworld sources encode with the frozen VAE; use stored images")
     cached = [(i, ws.source) for i, ws in enumerate(sources) if isinstance(ws.source, LatentSource)]
     if not cached:
         return

@@ -76,18 +76,26 @@ class SourceConfig:
             "directory of the sets; for webdataset also a glob, a brace pattern or `pipe:COMMAND` (comma-separated)"
         )
     )
-    format: Literal["paper", "folder", "webdataset", "latents"] = field(
-        default="paper", metadata=doc(f"storage format: {', '.join(FORMATS)}")
+    format: Literal["paper", "folder", "webdataset", "latents", "toyworld"] = field(
+        default="paper",
+        metadata=doc(f"storage format: {', '.join(FORMATS)}; or toyworld (toy subjects rendered in the data path)"),
     )
     weight: float = field(default=1.0, metadata=doc("mixing weight; probabilities are weights / sum (paper: equal)"))
     max_set_size: int | None = field(
         default=None, metadata=doc("cap on images per set from this source; 1 for single-image data (paper: LAION)")
     )
     name: str = field(default="", metadata=doc("name in logs (default: the last path component)"))
+    buffer: int = field(
+        default=0,
+        metadata=doc("toyworld: encoded sets kept for replay (0: every draw a new subject); rebuilt on resume"),
+    )
+    refresh: float = field(default=0.25, metadata=doc("toyworld: new sets rendered per set drawn from the buffer"))
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("path: required")
+        if self.format != "toyworld" and (self.buffer != 0 or self.refresh != 0.25):
+            raise ValueError(f"buffer, refresh: only for format toyworld, not {self.format}")
         if self.weight < 0:
             raise ValueError(f"weight: must be >= 0, got {self.weight}")
         if self.max_set_size is not None and self.max_set_size < 1:
@@ -95,6 +103,8 @@ class SourceConfig:
 
     def check_path(self) -> None:
         """The sets exist (a `pipe:`, glob or brace pattern is the user's to check)."""
+        if self.format == "toyworld":
+            return  # SPLIT:START, checked when the source opens
         if self.path.startswith("pipe:") or "{" in self.path or any(ch in self.path for ch in "*?["):
             return
         for part in self.path.split(","):

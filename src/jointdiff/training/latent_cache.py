@@ -24,8 +24,8 @@ from tqdm.auto import tqdm
 from jointdiff.data.latents import LatentSet, shard_name, vae_fingerprint, write_latent_shard, write_manifest
 from jointdiff.jedi.encoding import encode_latents, latent_factors
 
-# One record per set: key, uint8 images (N, H, W, 3), foreground coverage (N, H, W) in [0, 1]
-# or None, caption variants per image.
+# One record per set, before encoding: key, uint8 images (N, H, W, 3), foreground coverage (N, H, W)
+# in [0, 1] or None, caption variants per image.
 Record = tuple[str, np.ndarray, np.ndarray | None, list[list[str]]]
 
 
@@ -55,24 +55,18 @@ class CacheJob:
             raise ValueError(f"set_size must be >= 0, got {self.set_size}")
 
 
-def toy_records(job: CacheJob, shard: int) -> list[Record]:
-    """The rendered sets of toyworld shard ``shard``: images, exact masks, full and short captions."""
+def toy_set_records(
+    indices: list[int], split: str, resolution: int, views: int, keep_identity: bool = True
+) -> list[Record]:
+    """Rendered toy sets (``views`` images each; 0: 2-4 at random): uint8 images, exact masks and per image its
+    full and short (class-word) caption."""
     from jointdiff.data.toyworld.captions import caption
     from jointdiff.data.toyworld.generator import make_set
 
-    lo = job.start + shard * job.sets_per_shard
-    hi = min(job.start + job.sets, lo + job.sets_per_shard)
-    style_p = 0.0 if job.keep_identity else 0.5
     records = []
-    for i in range(lo, hi):
-        s = make_set(
-            i,
-            job.split,
-            job.resolution,
-            set_size=job.set_size or None,
-            style_p=style_p,
-            keep_identity=job.keep_identity,
-        )
+    for i in indices:
+        style_p = 0.0 if keep_identity else 0.5
+        s = make_set(i, split, resolution, set_size=views or None, style_p=style_p, keep_identity=keep_identity)
         short = [caption(v.condition, s.subject.class_word, "", v.style) for v in s.views]
         records.append(
             (
@@ -83,6 +77,13 @@ def toy_records(job: CacheJob, shard: int) -> list[Record]:
             )
         )
     return records
+
+
+def toy_records(job: CacheJob, shard: int) -> list[Record]:
+    """The rendered sets of toyworld shard ``shard``: images, exact masks, full and short captions."""
+    lo = job.start + shard * job.sets_per_shard
+    hi = min(job.start + job.sets, lo + job.sets_per_shard)
+    return toy_set_records(list(range(lo, hi)), job.split, job.resolution, job.set_size, job.keep_identity)
 
 
 def _source_shards(job: CacheJob) -> tuple[Any, int]:
@@ -142,11 +143,13 @@ def load_vae(model: str) -> Any:
 
 @torch.no_grad()
 def encode_records(vae: Any, records: list[Record], batch: int = 256) -> list[LatentSet]:
-    """Scaled latents ``(mode - shift) * scaling`` and area-averaged foreground of every set."""
+    """Scaled latents ``(mode - shift) * scaling`` (float32, CPU) and area-averaged foreground of every set."""
     if not records:
         return []
     images = torch.from_numpy(np.concatenate([r[1] for r in records])).permute(0, 3, 1, 2).float() / 127.5 - 1
-    z = torch.cat([encode_latents(vae, images[i : i + batch]) for i in range(0, len(images), batch)])  # (M, C, h, w)
+    z = torch.cat(
+        [encode_latents(vae, images[i : i + batch].to(vae.device)).float().cpu() for i in range(0, len(images), batch)]
+    )  # (M, C, h, w)
     factor = images.shape[-1] // z.shape[-1]
     out, row = [], 0
     for key, imgs, masks, captions in records:

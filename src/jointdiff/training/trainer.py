@@ -30,6 +30,7 @@ from jointdiff.training.config import Config
 from jointdiff.training.objective import JediObjective
 from jointdiff.training.samples import run_monitor, write_sample_grid
 from jointdiff.training.shell import Shell, Task
+from jointdiff.training.toystream import attach_vae
 
 logger = logging.getLogger(__name__)
 
@@ -112,6 +113,7 @@ def build_model(config: Config, sources: list[WeightedSource], device: torch.dev
     components = load_components(m)
     unet, vae, text_encoder = components["unet"], components["vae"], components["text_encoder"]
     check_latent_sources(sources, vae, m.train_vae)
+    attach_vae(sources, vae, config.data.resolution)  # toyworld sources render and encode with the model's VAE
     factor = 2 ** (len(vae.config.block_out_channels) - 1) * 2 ** (len(unet.config.block_out_channels) - 1)
     if config.data.resolution % factor:
         raise ValueError(
