@@ -91,7 +91,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     a.legend()
     b.plot(hours, [r["reference_effect"] for r in ordered], "o-", color="C2")
-    b.set(xlabel=f"CPU-hours ({args.threads})", ylabel="mean |with - without| (pixels in [0, 1])", title="reference effect")
+    b.set(
+        xlabel=f"CPU-hours ({args.threads})",
+        ylabel="mean |with - without| (pixels in [0, 1])",
+        title="reference effect",
+    )
     fig.tight_layout()
     fig.savefig(args.plot, dpi=110)
     print(f"{len(ordered)} rows -> {table}, {args.plot}")
