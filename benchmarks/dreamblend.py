@@ -48,8 +48,8 @@ from jointdiff.dreamblend.blend import (
 from jointdiff.dreamblend.config import BlendConfig
 from jointdiff.evaluation.benchmarks import Subject
 from jointdiff.evaluation.front import front_gaps, pareto
-from jointdiff.evaluation.protocol import EvalConfig, image_path, input_choices, stable_int
-from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, SEGMENTERS, resolve
+from jointdiff.evaluation.protocol import EvalConfig, MethodOptions, image_path, input_choices, stable_int
+from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, METHODS, SEGMENTERS, resolve
 from jointdiff.evaluation.report import kept_reading
 from jointdiff.evaluation.run import evaluate
 from jointdiff.evaluation.scoring import Scorer
@@ -72,6 +72,22 @@ BLENDS: dict[str, dict[str, Any]] = {
     "cag-10-no-collapse-penalty": {"cag_scale": 10.0, "collapse_weight": 0.0},
     "cag-10-inversion": {"cag_scale": 10.0, "reference_maps": "invert"},
 }
+
+
+RECIPE = ("prior_preservation", "prior_weight", "lora_targets", "train_text_encoder", "text_encoder_lr")
+RECIPE += ("train_identifier", "identifier_lr")  # DreamBoothConfig fields set by the recipe options below
+
+
+def recipe(args: argparse.Namespace) -> dict[str, Any]:
+    """The DreamBooth recipe fields given on the command line (:data:`RECIPE`)."""
+    return {name: getattr(args, name) for name in RECIPE}
+
+
+def recipe_changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe fields that differ from DreamBoothConfig's defaults: part of every cache key, so the caches
+    of a run with the default recipe stay valid."""
+    defaults = {f.name: f.default for f in dataclasses.fields(DreamBoothConfig)}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in recipe(args).items() if v != defaults[k]}
 
 
 class Runs:
@@ -103,6 +119,8 @@ class Runs:
             num_class_images=a.class_images,
             class_sampling_steps=a.steps,
             seed=a.seed,
+            class_data_dir=str(a.class_data_dir / f"{subject.class_word}-seed{a.seed}") if a.class_data_dir else "",
+            **recipe(a),
         )
         out = Path(cfg.out)
         if not (out / "checkpoints" / f"step-{cfg.steps:06d}").is_dir():
@@ -188,6 +206,26 @@ def subject_mean(result: dict, metric: str, subjects: list[str]) -> float | None
     return None if None in values else sum(values) / len(values)
 
 
+def regime(curve: list[dict], references: dict[str, dict]) -> list[str]:
+    """Whether the fine-tune reaches DreamBlend's regime (issue 28): identity against the inputs at the last
+    checkpoint against the real renders', and the CLIP-T drop from the best earlier checkpoint to the last."""
+    last = curve[-1]
+    best = max(curve[:-1], key=lambda r: r["overall"]["CLIP-T"])
+    drop = 1 - last["overall"]["CLIP-T"] / best["overall"]["CLIP-T"]
+    vs_inputs = last["protocols"]["inputs"][IDENTITY]
+    real = references["real"]["protocols"]["inputs"][IDENTITY]
+    return [
+        "## The regime",
+        "",
+        f"- Step {last['step']}: {IDENTITY} against the inputs {vs_inputs:.4f}, real renders' {real:.4f} "
+        f"({vs_inputs / real:.2f}x).",
+        f"- CLIP-T falls {100 * drop:.1f}% from step {best['step']} (the best before the last, "
+        f"{best['overall']['CLIP-T']:.4f}) to step {last['step']} ({last['overall']['CLIP-T']:.4f}); the issue asks "
+        f"for at least 10%: {'yes' if drop >= 0.10 else 'no'}.",
+        "",
+    ]
+
+
 def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict]) -> list[str]:
     """Each DreamBlend setting against the DreamBooth front (overall identity, CLIP-T) and its diversity
     against the overfit checkpoints' (each subject's own, averaged over subjects): the must-show claim. Also
@@ -236,16 +274,20 @@ def verdicts(curve: list[dict], blends: dict[str, dict], choices: dict[str, dict
     return lines
 
 
-def finetune_cost(runs_dir: Path, names: list[str]) -> str:
-    """CPU time of the subjects' fine-tunes, from their trainers' metrics (class images not included)."""
-    hours = []
+def finetune_cost(runs_dir: Path, names: list[str]) -> tuple[float, str]:
+    """CPU time of the subjects' fine-tunes, from their trainers' metrics (class images not included), and
+    the disk their checkpoints take: (mean CPU-minutes, a sentence)."""
+    hours, disk = [], []
     for name in names:
         lines = (runs_dir / name / "state" / "logs" / "metrics.jsonl").read_text().splitlines()
         hours.append(json.loads(lines[-1])["train/cpu_hours"])
-    return (
-        f"Fine-tuning cost: {60 * sum(hours) / len(hours):.1f} CPU-minutes a subject on average "
+        disk.append(sum(f.stat().st_size for f in (runs_dir / name / "checkpoints").rglob("*") if f.is_file()))
+    mean = 60 * sum(hours) / len(hours)
+    return mean, (
+        f"Fine-tuning cost: {mean:.1f} CPU-minutes a subject on average "
         f"(min {60 * min(hours):.1f}, max {60 * max(hours):.1f}), the trainer's own count; the class "
-        "images (sampled 8 at a time) come on top."
+        f"images (sampled 8 at a time) come on top. Checkpoints on disk: {sum(disk) / len(disk) / 2**20:.1f} MiB "
+        "a subject (every scheduled step)."
     )
 
 
@@ -309,27 +351,100 @@ def plot(curve: list[dict], blends: dict[str, dict], path: Path) -> None:
     plt.close(fig)
 
 
-def table(curve: list[dict], blends: dict[str, dict], collapse: dict[int, float]) -> str:
-    """Markdown: one row per point with the harness's columns and the mean collapse score per checkpoint."""
-    cols = ("PartID", "DINO", "CLIP-T", "Diversity", "CLIP-I", "MDINO", "MCLIP-I")
-    lines = ["| point | " + " | ".join(cols) + " | collapse score | s/image |", "|---|" + "---:|" * (len(cols) + 2)]
-    rows = [(f"DreamBooth step {r['step']}", r, collapse.get(r["step"])) for r in curve]
-    rows += [(f"DreamBlend {name}", r, None) for name, r in blends.items()]
+def normalised(r: dict, references: dict[str, dict], protocol: str = "unseen") -> float | None:
+    """PartID of result ``r`` on the scale text-only floor = 0, real renders = 1 (both under ``protocol``);
+    None without a floor row (a real benchmark)."""
+    if "floor" not in references:
+        return None
+
+    def get(x: dict) -> float:
+        return x["overall"][IDENTITY] if protocol == "unseen" else x["protocols"][protocol][IDENTITY]
+
+    real, floor = get(references["real"]), get(references["floor"])
+    return (get(r) - floor) / (real - floor)
+
+
+def table(rows: list[tuple[str, dict, float | None]], references: dict[str, dict]) -> str:
+    """Markdown: one row per (label, harness result, collapse score): PartID against unseen views, normalised,
+    and against the inputs (raw and normalised: how near a point comes to reproducing its inputs), then the
+    harness's other columns, the collapse score and seconds per image."""
+    cols = ("DINO", "CLIP-T", "Diversity", "CLIP-I", "MDINO", "MCLIP-I")
+    head = f"| point | {IDENTITY} | norm. | {IDENTITY} vs inputs | norm. vs inputs | " + " | ".join(cols)
+    lines = [head + " | collapse score | s/image |", "|---|" + "---:|" * (len(cols) + 6)]
+    num = lambda v, f=".4f": "-" if v is None else format(v, f)  # noqa: E731
     for label, r, c in rows:
         o, secs = r["overall"], r["generation"].get("seconds_per_image")
-        cells = ["-" if o.get(m) is None else f"{o[m]:.4f}" for m in cols]
-        cells += ["-" if c is None else f"{c:.3f}", "-" if secs is None else f"{secs:.2f}"]
+        inputs = r.get("protocols", {}).get("inputs", {}).get(IDENTITY)
+        cells = [num(o.get(IDENTITY)), num(normalised(r, references), ".3f"), num(inputs)]
+        cells.append(num(normalised(r, references, "inputs") if inputs is not None else None, ".3f"))
+        cells += [num(o.get(m)) for m in cols]
+        cells += [num(c, ".3f"), num(secs, ".2f")]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def reference_rows(
+    args: argparse.Namespace, benchmark: Any, scorer: Scorer, config: EvalConfig, common: dict
+) -> dict[str, dict]:
+    """The scale of every identity column, on the same subjects, prompts and input choices: real renders
+    (``real``; the real images that are not inputs on a real benchmark) and, in the toy world, the
+    text-only floor (``floor``: another subject of the class drawn perfectly)."""
+    methods = {"real": "toy-real", "floor": "toy-text-only"} if args.benchmark == "toyworld" else {"real": "real"}
+    rows = {}
+    for key, name in methods.items():
+        method = resolve(METHODS, name, "method")(MethodOptions(device=args.device))
+        rows[key] = evaluate(args.work / f"reference-{key}", benchmark, scorer, config, method, **common)
+    return rows
+
+
+def jedi_rows(args: argparse.Namespace, benchmark: Any, scorer: Scorer, config: EvalConfig, common: dict) -> dict:
+    """JeDi on the same subjects and prompts (Table 2's finetuning-free rows): 1 reference (one random
+    choice per subject) and the DreamBooth rows' 3 inputs (the same choice), the method's defaults
+    (joint guidance) at ``--steps``."""
+    options = MethodOptions(model=args.jedi_model or args.model, device=args.device, steps=args.steps)
+    method = resolve(METHODS, "jedi", "method")(options)
+    rows = {}
+    for refs in (1, 3):
+        cfg = dataclasses.replace(config, refs=refs, inputs="random")
+        rows[refs] = evaluate(args.work / f"jedi-{refs}ref", benchmark, scorer, cfg, method, **common)
+    return rows
+
+
+def table2(
+    curve: list[dict], blend: tuple[str, dict] | None, jedi: dict, references: dict[str, dict], cost: float
+) -> list[str]:
+    """The toy Table 2 (JeDi paper): fine-tuning (DreamBooth at its best checkpoint by the paper's protocol,
+    DINO against all real images; DreamBlend) beside JeDi without fine-tuning, with the cost per subject."""
+    best = max(curve[1:], key=lambda r: r["protocols"]["all"]["DINO"])
+    cols = ("CLIP-T", "DINO", IDENTITY, "Diversity")
+    lines = [
+        "| method | " + " | ".join(cols) + f" | norm. {IDENTITY} | DINO (paper's protocol) | fine-tuning per subject |",
+        "|---|" + "---:|" * (len(cols) + 3),
+    ]
+    minutes = f"{cost:.1f} CPU-min"
+    rows = [(f"DreamBooth, step {best['step']} (best DINO, paper's protocol)", best, minutes)]
+    if blend is not None:
+        rows.append((f"DreamBlend {blend[0]} (automatic checkpoints)", blend[1], minutes))
+    rows += [(f"JeDi, {k} reference{'s' if k > 1 else ''}", r, "none") for k, r in jedi.items()]
+    rows += [("Real renders", references["real"], "-")]
+    if "floor" in references:
+        rows += [("Text-only floor", references["floor"], "-")]
+    num = lambda v, f=".4f": "-" if v is None else format(v, f)  # noqa: E731
+    for label, r, c in rows:
+        o = r["overall"]
+        cells = [num(o.get(m)) for m in cols]
+        cells += [num(normalised(r, references), ".3f"), num(r["protocols"].get("all", {}).get("DINO")), c]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def grid(
     args: argparse.Namespace, subjects: list[Subject], config: EvalConfig, runs: Runs, blends: list[str], path: Path
 ) -> None:
-    """Rows of underfit | overfit | each DreamBlend setting with the automatic picks, then (with ``--pair``)
-    the pair's two checkpoints | each setting with the pair, for a few subjects and prompts spread evenly
-    over the prompt list (the backgrounds come first, the property changes last). A JPEG (quality 90):
-    these are samples to look at, a PNG of them weighs several MB."""
+    """Rows of the subject's input images | DreamBooth at ``--grid-steps`` | the first DreamBlend setting
+    with the automatic checkpoints (and the first with ``--pair``), for a few subjects and prompts spread
+    evenly over the prompt list (the backgrounds come first, the property changes last). A JPEG (quality
+    90): these are samples to look at, a PNG of them weighs several MB."""
     import PIL.Image
 
     from jointdiff.common.images import save_grid
@@ -337,28 +452,67 @@ def grid(
     count = min(args.grid_prompts, args.max_prompts)
     picks = sorted({round(i * (args.max_prompts - 1) / max(1, count - 1)) for i in range(count)})
     suffix = f"-steps-{args.pair[0]}-{args.pair[1]}" if args.pair else None
-    paired = [name for name in blends if suffix and name.endswith(suffix)]
+    shown = [name for name in blends if not (suffix and name.endswith(suffix))][:1]
+    shown += [name for name in blends if suffix and name.endswith(suffix)][:1]
+    steps = [s for s in args.grid_steps if s in {0, *args.checkpoints}]
     rows = []
     for subject in subjects[: args.grid_subjects]:
-        choice = runs.choice(subject, runs.work / "runs" / subject.name)
         (ch,) = input_choices(len(subject.images), subject.name, config)
+        inputs = [subject.images[i].convert("RGB") for i in ch]
         templates = runs.templates(subject)
-        points = [
-            (f"underfit (step {choice['underfit']})", f"dreambooth-{choice['underfit']}"),
-            (f"overfit (step {choice['overfit']})", f"dreambooth-{choice['overfit']}"),
-            *((f"DreamBlend {name}", f"dreamblend-{name}") for name in blends if name not in paired),
-        ]
-        if paired:
-            points += [(f"step {step} (pair)", f"dreambooth-{step}") for step in args.pair]
-            points += [(f"DreamBlend {name}", f"dreamblend-{name}") for name in paired]
+        points = [(f"DreamBooth step {step}", f"dreambooth-{step}") for step in steps]
+        points += [(f"DreamBlend {name}", f"dreamblend-{name}") for name in shown]
         for k in picks:
             prompt = templates[k].format(f"{IDENTIFIER} {subject.class_word}")
-            cells = []
-            for i, (caption, point) in enumerate(points):
+            cells = [
+                (image, f"{prompt}: input {i + 1}" if i == 0 else f"input {i + 1}") for i, image in enumerate(inputs)
+            ]
+            for caption, point in points:
                 image = PIL.Image.open(image_path(args.work / point / "images", subject.name, ch, k, 0)).convert("RGB")
-                cells.append((image, f"{prompt}: {caption}" if i == 0 else caption))
+                cells.append((image, caption))
             rows.append(cells)
     save_grid(rows, path, quality=90)
+
+
+def attention_figure(args: argparse.Namespace, subjects: list[Subject], runs: Runs, path: Path) -> None:
+    """DreamBlend Fig. 2 on the miniature: for a few subjects and one prompt, the sample of an early and a
+    late checkpoint and where the identifier, the class word and the rest of the prompt attend (cross-attention
+    averaged over steps and layers, :func:`token_map`), from the same initial noise."""
+    from matplotlib import colormaps
+
+    from jointdiff.common.images import save_grid
+    from jointdiff.dreamblend.blend import record_maps
+    from jointdiff.dreamblend.crossattn import token_map
+
+    def heat(m: torch.Tensor) -> Any:
+        import PIL.Image
+
+        rgb = (colormaps["magma"](m.numpy())[..., :3] * 255).astype("uint8")
+        return PIL.Image.fromarray(rgb)
+
+    cfg = BlendConfig(num_inference_steps=args.steps, guidance_scale=args.guidance_scale)
+    rows = []
+    for subject in subjects[: args.grid_subjects]:
+        prompt = runs.templates(subject)[0].format(f"{IDENTIFIER} {subject.class_word}")
+        run = runs.work / "runs" / subject.name
+        for step in args.attention_steps:
+            model = runs.model(run, step)
+            ident = model.token_indices(prompt, [IDENTIFIER])
+            word = model.token_indices(prompt, [subject.class_word])
+            rest = [i for i in model.prompt_tokens(prompt) if i not in ident + word]
+            with torch.no_grad():
+                latents, maps = record_maps(model, [prompt], initial_noise(model, [stable_int(args.seed, prompt)]), cfg)
+                image = model.decode(latents)[0]
+            size = image.width
+            rows.append(
+                [
+                    (image, f"{prompt}: step {step}"),
+                    (heat(token_map(maps, ident, size)[0]), f'"{IDENTIFIER}"'),
+                    (heat(token_map(maps, word, size)[0]), f'"{subject.class_word}"'),
+                    (heat(token_map(maps, rest, size)[0]), "the rest of the prompt"),
+                ]
+            )
+    save_grid(rows, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -382,6 +536,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--class-images", type=int, default=DreamBoothConfig.num_class_images)
     p.add_argument(
+        "--class-data-dir", type=Path, default=None, help="class images shared between runs (one folder per model)"
+    )
+    p.add_argument("--no-prior", dest="prior_preservation", action="store_false", help="no prior preservation")
+    p.add_argument("--prior-weight", type=float, default=DreamBoothConfig.prior_weight)
+    p.add_argument("--lora-targets", nargs="+", default=list(DreamBoothConfig.lora_targets), help="U-Net modules")
+    p.add_argument("--train-text-encoder", action="store_true", help="fine-tune the text encoder too")
+    p.add_argument("--text-encoder-lr", type=float, default=DreamBoothConfig.text_encoder_lr, help="0: the U-Net's")
+    p.add_argument(
+        "--train-identifier", action="store_true", help="learn the identifier's embedding (textual inversion)"
+    )
+    p.add_argument("--identifier-lr", type=float, default=DreamBoothConfig.identifier_lr)
+    p.add_argument(
         "--pair",
         type=int,
         nargs=2,
@@ -396,7 +562,9 @@ def main(argv: list[str] | None = None) -> int:
         help="the DreamBlend settings measured with --pair (default: the first of --blends)",
     )
     p.add_argument("--choice-prompts", type=int, default=3, help="prompts behind each subject's automatic choice")
-    p.add_argument("--blends", nargs="+", default=list(BLENDS), choices=list(BLENDS), help="DreamBlend settings")
+    p.add_argument(
+        "--blends", nargs="*", default=list(BLENDS), choices=list(BLENDS), help="DreamBlend settings (none: the curve)"
+    )
     p.add_argument("--clip-backbone", default="toy-clip")
     p.add_argument("--clip-model", default=None)
     p.add_argument("--dino-backbone", default="toy-dino")
@@ -406,6 +574,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--segmenter-model", default=None)
     p.add_argument("--grid-subjects", type=int, default=3)
     p.add_argument("--grid-prompts", type=int, default=3, help="spread evenly over the prompts")
+    p.add_argument("--grid-steps", type=int, nargs="+", default=[5, 250, 1000], help="checkpoints in the grid")
+    p.add_argument(
+        "--attention-steps",
+        type=int,
+        nargs=2,
+        default=None,
+        help="early and late checkpoint of the maps figure (default: the first and the last)",
+    )
+    p.add_argument("--jedi-model", default=None, help="JeDi of the Table 2 rows (default: --model)")
+    p.add_argument("--no-table2", action="store_true", help="skip the Table 2 rows (JeDi 1 and 3 references)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", type=Path, default=Path("runs/dreamblend-bench"))
@@ -418,12 +596,16 @@ def main(argv: list[str] | None = None) -> int:
             p.error("no shipped miniature in this install: pass --model DIR")
         args.model = str(shipped_model())
     args.blends = {name: BLENDS[name] for name in args.blends}
+    args.lora_targets = tuple(args.lora_targets)
     if min(args.subjects, args.max_prompts, args.images_per_prompt, args.steps) < 1:
         p.error("--subjects, --max-prompts, --images-per-prompt and --steps must be >= 1")
     if args.pair and not (args.pair[0] < args.pair[1] and set(args.pair) <= {0, *args.checkpoints}):
         p.error(f"--pair: an earlier and a later checkpoint of {[0, *args.checkpoints]}, got {args.pair}")
     if args.pair_blends and not args.pair:
         p.error("--pair-blends needs --pair UNDERFIT OVERFIT")
+    args.attention_steps = args.attention_steps or [args.checkpoints[0], args.checkpoints[-1]]
+    if not set(args.attention_steps) <= {0, *args.checkpoints}:
+        p.error(f"--attention-steps: two of the checkpoints {[0, *args.checkpoints]}, got {args.attention_steps}")
 
     benchmark = resolve(BENCHMARKS, args.benchmark, "benchmark")(args.data)
     subjects = benchmark.subjects()[: args.subjects]
@@ -442,6 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     common = {"paper": False, "report": False, "subjects": names}
     settings = {"steps": args.steps, "guidance_scale": args.guidance_scale, "finetune_steps": args.finetune_steps}
     settings |= {"lora_rank": args.lora_rank, "learning_rate": args.learning_rate}  # a cache is one fine-tune's
+    settings |= recipe_changes(args)
 
     curve = []
     for step in [0, *args.checkpoints]:
@@ -470,6 +653,8 @@ def main(argv: list[str] | None = None) -> int:
         o = r["overall"]
         print(f"DreamBlend {name}: PartID {o['PartID']:.4f} DINO {o['DINO']:.4f} CLIP-T {o['CLIP-T']:.4f}", flush=True)
 
+    references = reference_rows(args, benchmark, scorer, config, common)
+    jedi = {} if args.no_table2 else jedi_rows(args, benchmark, scorer, config, common)
     choices = {s.name: runs.choice(s, runs.work / "runs" / s.name) for s in subjects}
     collapse = {
         step: sum(c["collapse"][str(step)] for c in choices.values()) / len(choices) for step in args.checkpoints
@@ -478,33 +663,50 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     plot_path, grid_path = out.with_name(out.stem + "_dino_vs_clipt.png"), out.with_name(out.stem + "_grid.jpg")
     subjects_path = out.with_name(out.stem + "_subjects.png")
+    maps_path = out.with_name(out.stem + "_attention.png")
     plot(curve, blends, plot_path)
     plot_subjects(curve, blends, choices, subjects_path)
     grid(args, subjects, config, runs, list(blends), grid_path)
+    attention_figure(args, subjects, runs, maps_path)
     picks = "\n".join(
         f"| {name} | {c['underfit']} | {c['overfit']} | "
         + ", ".join(f"{s}: {v:.3f}" for s, v in c["collapse"].items())
         + " |"
         for name, c in choices.items()
     )
+    rows = [(f"DreamBooth step {r['step']}", r, collapse.get(r["step"])) for r in curve]
+    rows += [(f"DreamBlend {name}", r, None) for name, r in blends.items()]
+    rows += [("Real renders" if args.benchmark == "toyworld" else "Real images", references["real"], None)]
+    rows += [("Text-only floor", references["floor"], None)] if "floor" in references else []
+    cost, cost_line = finetune_cost(args.work / "runs", names)
+    recipe_text = ", ".join(f"{k} {v}" for k, v in recipe_changes(args).items()) or "the default recipe"
     text = [
-        "# DreamBlend measured (issue 16)",
+        "# DreamBlend measured (issues 16, 28)",
         "",
         f"Date {datetime.date.today()}; CPU {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}.",
         f"Command: `python {' '.join(sys.argv)}`",
-        f"Model `{args.model}` without references; benchmark {benchmark.name}, {len(subjects)} subjects x "
-        f"{args.max_prompts} prompts x {args.images_per_prompt} images, 3 inputs per subject (one random choice, "
-        f"seed {args.seed}); {args.steps} DDIM steps, guidance {args.guidance_scale:g}; DreamBooth LoRA rank "
-        f"{args.lora_rank}, learning rate {args.learning_rate or 'the default'}, {args.finetune_steps} steps, "
-        f"{args.class_images} class images.",
+        f"Model `{args.model}` without references; benchmark {benchmark.name} ({args.data or 'its default subjects'}), "
+        f"{len(subjects)} subjects x {args.max_prompts} prompts x {args.images_per_prompt} images, 3 inputs per "
+        f"subject (one random choice, seed {args.seed}); {args.steps} DDIM steps, guidance {args.guidance_scale:g}; "
+        f"DreamBooth {'LoRA rank ' + str(args.lora_rank) if args.lora_rank else 'full fine-tuning'}, learning rate "
+        f"{args.learning_rate or 'the default'}, {args.finetune_steps} steps, {args.class_images} class images; "
+        f"{recipe_text}.",
         "",
-        table(curve, blends, collapse),
-        finetune_cost(args.work / "runs", names),
+        f"{IDENTITY} against views never given to the method (protocol `unseen`) and against the 3 inputs (`inputs`: "
+        "how near a point comes to reproducing them); norm.: the text-only floor = 0, real renders = 1 under the "
+        "same protocol.",
         "",
-        "## DreamBlend against the DreamBooth front",
+        table(rows, references),
+        cost_line,
         "",
-        *verdicts(curve, blends, choices),
-        "",
+        *regime(curve, references),
+    ]
+    if blends:
+        text += ["## DreamBlend against the DreamBooth front", "", *verdicts(curve, blends, choices), ""]
+    if jedi:
+        first = next(iter(blends.items()), None)
+        text += ["## Toy Table 2: fine-tuning beside JeDi", "", *table2(curve, first, jedi, references, cost), ""]
+    text += [
         "## Automatic choice per subject",
         "",
         "| subject | underfit | overfit | collapse score per checkpoint |",
@@ -515,7 +717,9 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"![each subject's curve and picks]({subjects_path.name})",
         "",
-        f"![underfit | overfit | DreamBlend]({grid_path.name})",
+        f"![inputs | checkpoints | DreamBlend]({grid_path.name})",
+        "",
+        f"![cross-attention of an early and a late checkpoint]({maps_path.name})",
         "",
         *kept_reading(out),
     ]

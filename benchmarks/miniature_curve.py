@@ -2,8 +2,9 @@
 
 Reads a training run's ``logs/monitor.jsonl`` (written every ``monitor.every`` steps by
 ``jointdiff train``: 4 held-out toy subjects x 4 scenes, with and without the reference, same
-noise) and ``logs/metrics.jsonl`` (loss), appends to the record of earlier parts of the run when
-given (a run dir may be lost between sessions: the markdown table is the record), and draws:
+noise), appends to the record of earlier parts of the run when given (a run dir may be lost
+between sessions: the markdown table is the record), and draws. Monitors since issue 26 also
+score PartID (``parts_*``): their tables carry two more columns and the plot shows PartID.
 
     python benchmarks/miniature_curve.py --run runs/mini/train \\
         --table benchmarks/miniature_curve.md --plot benchmarks/miniature_curve.png
@@ -27,17 +28,20 @@ COLUMNS = (
     "clip_t_ref",
     "clip_t_noref",
 )
+PART_COLUMNS = (*COLUMNS, "parts_normalised_ref", "parts_normalised_noref")  # monitors since issue 26
 
 
 def read_table(path: Path) -> list[dict[str, float]]:
-    """Rows of an earlier table written by this script (empty when there is none)."""
+    """Rows of an earlier table written by this script (empty when there is none), keyed by its header."""
     if not path.is_file():
         return []
-    rows = []
+    rows, columns = [], COLUMNS
     for line in path.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == len(COLUMNS) and re.fullmatch(r"\d+", cells[0]):
-            rows.append({k: float(v) for k, v in zip(COLUMNS, cells, strict=True)})
+        if cells[0] == "step":
+            columns = tuple(cells)
+        elif len(cells) == len(columns) and re.fullmatch(r"\d+", cells[0]):
+            rows.append({k: float(v) for k, v in zip(columns, cells, strict=True)})
     return rows
 
 
@@ -46,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="jointdiff train output_dir")
     parser.add_argument("--table", required=True, help="markdown record (read, merged, rewritten)")
     parser.add_argument("--plot", required=True, help="PNG to draw")
+    parser.add_argument("--threads", default="2 threads", help="how the run was timed (the plot's x label)")
     args = parser.parse_args(argv)
     table = Path(args.table)
     rows = {int(r["step"]): r for r in read_table(table)}
@@ -54,16 +59,18 @@ def main(argv: list[str] | None = None) -> int:
         for line in log.read_text().splitlines():
             r = json.loads(line)
             if "normalised_ref" in r:
-                rows[int(r["step"])] = {k: float(r[k]) for k in COLUMNS}
+                rows[int(r["step"])] = {k: float(r[k]) for k in PART_COLUMNS if k in r}
     if not rows:
         raise SystemExit(f"no monitor records in {log} or {table}")
     ordered = [rows[k] for k in sorted(rows)]
-    head = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS) + "\n"
+    parts = all("parts_normalised_ref" in r for r in ordered)
+    columns = PART_COLUMNS if parts else COLUMNS
+    head = "| " + " | ".join(columns) + " |\n|" + "---|" * len(columns) + "\n"
     body = "".join(
-        "| " + " | ".join(str(int(r[k])) if k == "step" else f"{r[k]:.4f}" for k in COLUMNS) + " |\n" for r in ordered
+        "| " + " | ".join(str(int(r[k])) if k == "step" else f"{r[k]:.4f}" for k in columns) + " |\n" for r in ordered
     )
     text = table.read_text() if table.is_file() else ""
-    intro = text.split("| step |")[0] if "| step |" in text else "# Miniature learning curve\n\n"
+    intro = text.split("| step |")[0] if "| step |" in text else f"# Miniature learning curve: {args.run}\n\n"
     table.write_text(intro + head + body)
 
     import matplotlib
@@ -73,17 +80,22 @@ def main(argv: list[str] | None = None) -> int:
 
     hours = [r["cpu_hours"] for r in ordered]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
-    a.plot(hours, [r["normalised_ref"] for r in ordered], "o-", label="JeDi, 1 reference")
-    a.plot(hours, [r["normalised_noref"] for r in ordered], "s--", label="no reference (text only)")
+    key, name = ("parts_normalised", "PartID") if parts else ("normalised", "identity")
+    a.plot(hours, [r[f"{key}_ref"] for r in ordered], "o-", label="JeDi, 1 reference")
+    a.plot(hours, [r[f"{key}_noref"] for r in ordered], "s--", label="no reference (text only)")
     a.axhline(0.5, color="grey", lw=0.8, ls=":")
     a.set(
-        xlabel="CPU-hours (2 threads)",
-        ylabel="normalised identity (0 floor, 1 real)",
-        title="identity, 4 held-out subjects",
+        xlabel=f"CPU-hours ({args.threads})",
+        ylabel=f"normalised {name} (0 floor, 1 real)",
+        title=f"{name}, 4 held-out subjects",
     )
     a.legend()
     b.plot(hours, [r["reference_effect"] for r in ordered], "o-", color="C2")
-    b.set(xlabel="CPU-hours (2 threads)", ylabel="mean |with - without| (pixels in [0, 1])", title="reference effect")
+    b.set(
+        xlabel=f"CPU-hours ({args.threads})",
+        ylabel="mean |with - without| (pixels in [0, 1])",
+        title="reference effect",
+    )
     fig.tight_layout()
     fig.savefig(args.plot, dpi=110)
     print(f"{len(ordered)} rows -> {table}, {args.plot}")

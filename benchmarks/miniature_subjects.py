@@ -25,7 +25,7 @@ from jointdiff.data.toyworld.captions import prompt_templates
 from jointdiff.data.toyworld.subjects import make_subject, subject_seed
 from jointdiff.evaluation.toy.benchmark import PARTS, real_subject
 from jointdiff.evaluation.toy.probe import identity_measures, identity_per_image
-from jointdiff.jedi.guidance import DEFAULT_SCALE
+from jointdiff.jedi.guidance import DEFAULT
 from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             reference_images=[toy.images[0]],
             reference_prompts=[f"a photo of a {toy.class_word}"],
             num_inference_steps=DEMO_STEPS,
-            guidance_scale=DEFAULT_SCALE,
+            guidance_scale=DEFAULT.scale,
             generator=[torch.Generator().manual_seed(args.seed * 1000 + k) for k in range(len(prompts))],
         ).images
         ident = {m: sum(identity_per_image(enc, made, toy.gallery)) / len(made) for m, enc in measures.items()}

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         normalised,
         reference_rows,
     )
-    from jointdiff.jedi.guidance import DEFAULT_SCALE
+    from jointdiff.jedi.guidance import DEFAULT
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
     torch.set_num_threads(2)
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     for i, s in enumerate(bench.subjects()):
         template = bench.prompt_templates(s)[PROBE_PROMPTS[i % len(PROBE_PROMPTS)]]
         prompt = template.format(s.class_word)
-        made, _ = generate_pairs(pipe, [prompt], s.images[0], s.class_word, args.steps, DEFAULT_SCALE, seed=i)
+        made, _ = generate_pairs(pipe, [prompt], s.images[0], s.class_word, args.steps, DEFAULT.scale, seed=i)
         ref_rows = reference_rows(s, [prompt], measures)
         score = {}
         for m, enc in measures.items():

@@ -55,7 +55,8 @@ import torch
 from diffusers import UNet2DConditionModel
 from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
 
-from jointdiff.jedi.guidance import branches_for, combine
+from jointdiff.jedi.guidance import STRATEGIES as GUIDANCE_STRATEGIES
+from jointdiff.jedi.guidance import Guidance
 from jointdiff.jedi.model import JointUNet, convert_unet
 from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning
 
@@ -206,18 +207,25 @@ def plain_cfg(plain: UNet2DConditionModel, inp: Inputs) -> Callable[[], torch.Te
     return lambda: plain(inp.plain_x, inp.t, encoder_hidden_states=inp.plain_text).sample
 
 
+def guidance(strategy: str, reference_attention: str = "joint") -> Guidance:
+    """The settings of a timed strategy: :data:`SCALES` (the text scale alone for one-scale strategies)."""
+    image = SCALES[1] if GUIDANCE_STRATEGIES[strategy].two_scales else None
+    return Guidance(strategy, SCALES[0], image, reference_attention=reference_attention)
+
+
 def jedi(
     joint: JointUNet, inp: Inputs, strategy: str, reference_attention: str = "joint"
 ) -> Callable[[], torch.Tensor]:
     """One guided JeDi step (the pipeline's denoiser, ``drop`` null references) for the set of ``inp``."""
-    d = GuidedSetDenoiser(joint, inp.cond, strategy, *SCALES, reference_attention=reference_attention)
+    d = GuidedSetDenoiser(joint, inp.cond, guidance(strategy, reference_attention))
     return lambda: d(inp.x, inp.t)
 
 
 def jedi_whole_set_drop(joint: JointUNet, inp: Inputs, strategy: str) -> Callable[[], torch.Tensor]:
     """The previous ``drop`` implementation: every branch on all n + K slots in one batch, the
     reference slots of reference-free branches masked out of coupling (``slot_mask``)."""
-    brs = branches_for(strategy, *SCALES)
+    g = guidance(strategy)
+    brs = g.branches()
     n, big_n = inp.n, inp.n + inp.k
     is_ref = torch.arange(big_n, device=inp.x.device) < n
     text = torch.cat([inp.cond.text if br.text else inp.cond.null_text for br in brs])
@@ -228,7 +236,7 @@ def jedi_whole_set_drop(joint: JointUNet, inp: Inputs, strategy: str) -> Callabl
 
     def step() -> torch.Tensor:
         eps = joint(inp.x.repeat(len(brs), 1, 1, 1, 1), inp.t, text, reference=reference, known=known, slot_mask=slots)
-        return combine(dict(zip(brs, eps.chunk(len(brs)), strict=True)), strategy, *SCALES)
+        return g.combine(dict(zip(brs, eps.chunk(len(brs)), strict=True)))
 
     return step
 
@@ -269,7 +277,7 @@ def speed_rows(args: argparse.Namespace, device: torch.device, dtype: torch.dtyp
         for n in args.references:
             inp = Inputs(plain, tokens, n, k, device, dtype)
             for strategy in args.strategies:
-                brs = branches_for(strategy, *SCALES)
+                brs = guidance(strategy).branches()
                 with_refs = sum(br.references for br in brs)
                 run(
                     f"JeDi {strategy}",

@@ -294,3 +294,29 @@ def test_blend_cli_and_its_errors(run_dir, tmp_path, capsys):
         argv = ["finetune", "--base", str(run_dir / "base"), "--images", str(tmp_path / folder), "--class-word", "toy"]
         assert main([*argv, "--out", str(tmp_path / "r")]) == 2
         assert needle in capsys.readouterr().err
+
+
+def test_token_map_averages_layers_and_steps_at_one_size_and_peaks_at_one():
+    from jointdiff.dreamblend.crossattn import token_map
+
+    # token 1 looks at the top-left quarter at 4x4; at 2x2 at the top-left cell; token 0 elsewhere
+    fine = torch.zeros(1, 16, 3)
+    fine[0, :, 0] = 1.0
+    for i in (0, 1, 4, 5):
+        fine[0, i] = torch.tensor([0.0, 1.0, 0.0])
+    coarse = torch.zeros(1, 4, 3)
+    coarse[0, :, 0] = 1.0
+    coarse[0, 0] = torch.tensor([0.0, 0.5, 0.5])
+    steps = [{"a": fine, "b": coarse}, {"a": fine, "b": coarse}]
+    m = token_map(steps, [1], size=4)
+    assert m.shape == (1, 4, 4) and m.max() == 1.0
+    expected = (
+        fine[0, :, 1].reshape(4, 4)
+        + torch.nn.functional.interpolate(
+            coarse[:, :, 1].reshape(1, 1, 2, 2), size=(4, 4), mode="bilinear", align_corners=False
+        )[0, 0]
+    ) / 2
+    torch.testing.assert_close(m[0], expected / expected.max())
+    assert m[0, :2, :2].mean() > 0.8 and m[0, 2:, 2:].max() < 0.2  # the quarter token 1 looks at
+    with pytest.raises(ValueError, match="not a square"):
+        token_map([{"a": torch.zeros(1, 6, 3)}], [0], 4)

@@ -5,13 +5,28 @@ from jointdiff.jedi.guidance import (
     FULL,
     IMAGE,
     NULL,
+    STRATEGIES,
     TEXT,
-    branches_for,
+    Guidance,
     cfg,
-    combine,
     joint_guidance,
     two_stage_guidance,
 )
+
+
+def _settings(strategy: str, text_scale: float, image_scale: float) -> Guidance:
+    """The settings of ``strategy`` at these scales (the image scale where the strategy takes one)."""
+    two = strategy not in STRATEGIES or STRATEGIES[strategy].two_scales
+    return Guidance(strategy, text_scale, image_scale if two else None)
+
+
+def combine(eps, strategy: str, text_scale: float, image_scale: float):
+    return _settings(strategy, text_scale, image_scale).combine(eps)
+
+
+def branches_for(strategy: str, text_scale: float, image_scale: float):
+    return _settings(strategy, text_scale, image_scale).branches()
+
 
 E0, ET, EI, EF = (torch.tensor([v]) for v in (1.0, 2.0, 4.0, 8.0))  # null, text-only, image-only, full
 EPS = {NULL: E0, TEXT: ET, IMAGE: EI, FULL: EF}
@@ -69,28 +84,64 @@ def test_every_entry_point_defaults_to_the_measured_guidance():
     from jointdiff.cli import build_parser
     from jointdiff.cli.demo import run_demo
     from jointdiff.evaluation.protocol import MethodOptions
-    from jointdiff.jedi.guidance import DEFAULT_NULL_REFERENCE, DEFAULT_SCALE, DEFAULT_STRATEGY
+    from jointdiff.jedi.guidance import DEFAULT
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
-    assert (DEFAULT_STRATEGY, DEFAULT_SCALE, DEFAULT_NULL_REFERENCE) == ("joint", 5.0, "drop")  # docs/evaluation.md
+    assert (DEFAULT.strategy, DEFAULT.scale, DEFAULT.null_reference) == ("joint", 5.0, "drop")  # docs/evaluation.md
     call = inspect.signature(JointDiffusionPipeline.__call__).parameters
-    assert call["guidance"].default == DEFAULT_STRATEGY and call["guidance_scale"].default == DEFAULT_SCALE
-    assert call["null_reference"].default == DEFAULT_NULL_REFERENCE
+    pipeline = Guidance.of(**{k: call[k].default for k in DEFAULT.settings()})
+    assert pipeline == DEFAULT
     parser = build_parser()
     for argv in (["generate", "--prompt", "a toy", "--out", "x"], ["evaluate", "--method", "jedi", "--out", "x"]):
-        args = parser.parse_args(argv)
-        assert (args.guidance, args.guidance_scale, args.null_reference) == (
-            DEFAULT_STRATEGY,
-            DEFAULT_SCALE,
-            DEFAULT_NULL_REFERENCE,
-        )
-        assert args.image_guidance_scale is None
-    options = MethodOptions()
-    assert (options.guidance, options.guidance_scale, options.null_reference) == (
-        DEFAULT_STRATEGY,
-        DEFAULT_SCALE,
-        DEFAULT_NULL_REFERENCE,
-    )
-    assert inspect.signature(run_demo).parameters["guidance_scale"].default == DEFAULT_SCALE
+        assert Guidance.from_args(parser.parse_args(argv)) == DEFAULT
+    assert MethodOptions().guidance_settings() == DEFAULT
+    assert inspect.signature(run_demo).parameters["guidance_scale"].default == DEFAULT.scale
     app = inspect.signature(JeDiService.generate).parameters
-    assert app["guidance"].default == DEFAULT_STRATEGY and app["guidance_scale"].default == DEFAULT_SCALE
+    assert app["guidance"].default == DEFAULT.strategy and app["guidance_scale"].default == DEFAULT.scale
+
+
+def test_settings_are_checked_once_and_round_trip():
+    g = Guidance("text_first", 4.0, 2.0, null_reference="mask", reference_attention="isolated")
+    assert Guidance.of(**g.settings()) == g and g.image == 2.0 and Guidance("joint", 3.0).image == 3.0
+    for kwargs, needle in (
+        ({"strategy": "both"}, "unknown guidance strategy"),
+        ({"scale": -1.0}, "guidance scale must be >= 0"),
+        ({"strategy": "text_first", "image_scale": -2.0}, "image guidance scale must be >= 0"),
+        ({"strategy": "joint", "scale": 5.0, "image_scale": 2.0}, "joint guidance has one scale"),
+        ({"null_reference": "zero"}, "null_reference must be one of"),
+        ({"reference_attention": "shared"}, "reference_attention must be one of"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            Guidance(**kwargs)
+    assert Guidance("joint", 5.0, 5.0).branches() == (NULL, FULL)  # an equal image scale is no contradiction
+    with pytest.raises(AttributeError):
+        g.scale = 1.0  # frozen: checked once, never changed after
+
+
+def test_cli_options_come_from_the_settings_type():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    Guidance.add_arguments(parser)
+    argv = ["--guidance", "image_first", "--guidance-scale", "3", "--image-guidance-scale", "6"]
+    argv += ["--null-reference", "mask", "--reference-attention", "isolated"]
+    assert Guidance.from_args(parser.parse_args(argv)) == Guidance("image_first", 3.0, 6.0, "mask", "isolated")
+    assert Guidance.from_args(parser.parse_args([])) == Guidance()
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--guidance", "both"])
+
+
+def test_guidance_choices_and_defaults_live_in_one_module():
+    """No other module of the package spells a strategy or a mode as a string of its own."""
+    from pathlib import Path
+
+    import jointdiff
+
+    root = Path(jointdiff.__file__).parent
+    names = [*STRATEGIES, "isolated"]
+    for path in root.rglob("*.py"):
+        if path.name == "guidance.py":
+            continue
+        code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+        for name in names:
+            assert f'"{name}"' not in code.replace('``"', ""), f"{path.relative_to(root)} spells {name!r}"

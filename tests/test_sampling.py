@@ -7,11 +7,16 @@ import torch
 from conftest import randn
 from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler, StableDiffusionPipeline
 
-from jointdiff.jedi.guidance import FULL, IMAGE, NULL
+from jointdiff.jedi.guidance import FULL, IMAGE, NULL, STRATEGIES, Guidance
 from jointdiff.jedi.model import convert_unet
 from jointdiff.jedi.pipeline import JointDiffusionPipeline
 from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
 from jointdiff.jedi.t2i import TextToImage, sample
+
+
+def _g(strategy: str, **kw) -> Guidance:
+    """Text scale 4, image scale 2.5 where the strategy has one (eq. 4)."""
+    return Guidance(strategy, 4.0, 2.5 if STRATEGIES[strategy].two_scales else None, **kw)
 
 
 @pytest.fixture
@@ -110,6 +115,7 @@ def test_known_slots_equal_forward_diffusion_of_references_every_step(pipe, sche
         num_inference_steps=4,
         generator=torch.Generator().manual_seed(0),
         callback_on_step_end=record,
+        callback_on_step_end_tensor_inputs=["set_latents", "reference_noise"],
         output_type="latent",
     ).images
     assert out.shape == (2, 4, 8, 8) and len(seen) == len(fed) == 4
@@ -181,7 +187,7 @@ def test_denoiser_batches_branches_and_drops_reference_slots_in_null_branch(join
     cond = SetConditioning(
         text=randn(1, 3, 5, 16), null_text=randn(1, 3, 5, 16, seed=2), references=randn(1, 1, 4, 8, 8)
     )
-    d = GuidedSetDenoiser(model, cond, "text_first", 5.0, 2.0, null_reference="drop")
+    d = GuidedSetDenoiser(model, cond, Guidance("text_first", 5.0, 2.0, null_reference="drop"))
     assert d.branches == (NULL, IMAGE, FULL)
     assert d.whole == [IMAGE, FULL] and d.targets_only == [NULL]  # the null branch sees the 2 targets only
     assert d.known.tolist() == [[True, False, False], [True, False, False]]
@@ -212,7 +218,6 @@ def test_denoiser_batches_branches_and_drops_reference_slots_in_null_branch(join
 def test_targets_only_null_branches_equal_the_slot_masked_whole_set(joint_unet, strategy):
     """``drop``: reference-free branches on the K targets alone give what the whole set with the
     reference slots masked out of coupling gave (the earlier implementation), with fewer U-Net slots."""
-    from jointdiff.jedi.guidance import branches_for, combine
     from jointdiff.jedi.model import JointUNet
 
     model = JointUNet(joint_unet)
@@ -224,12 +229,12 @@ def test_targets_only_null_branches_equal_the_slot_masked_whole_set(joint_unet, 
     seen: list[int] = []  # images per U-Net call
     hook = model.unet.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
     with torch.no_grad():
-        eps = GuidedSetDenoiser(model, cond, strategy, 4.0, 2.5, null_reference="drop")(x, t)
+        eps = GuidedSetDenoiser(model, cond, _g(strategy, null_reference="drop"))(x, t)
         hook.remove()
         parts = {}
         refs = torch.cat([cond.references, torch.zeros(b, k, 4, 8, 8)], 1)
         is_ref = torch.arange(n + k) < n
-        for br in branches_for(strategy, 4.0, 2.5):
+        for br in _g(strategy).branches():
             text = cond.text if br.text else cond.null_text
             if br.references:
                 parts[br] = model(x, t, text, reference=refs, known=is_ref.expand(b, -1))
@@ -242,10 +247,10 @@ def test_targets_only_null_branches_equal_the_slot_masked_whole_set(joint_unet, 
                     known=torch.zeros(b, n + k, dtype=torch.bool),
                     slot_mask=(~is_ref).expand(b, -1),
                 )
-        expected = combine(parts, strategy, 4.0, 2.5)
+        expected = _g(strategy).combine(parts)
     assert torch.allclose(eps[:, n:], expected[:, n:], atol=1e-5)
-    with_refs = sum(br.references for br in branches_for(strategy, 4.0, 2.5))
-    without = len(branches_for(strategy, 4.0, 2.5)) - with_refs
+    with_refs = sum(br.references for br in _g(strategy).branches())
+    without = len(_g(strategy).branches()) - with_refs
     assert len(seen) == 1  # every branch in one U-Net call
     assert seen[0] == b * (n + k) * with_refs + b * k * without  # reference-free branches: K slots only
 
@@ -275,7 +280,6 @@ def test_isolated_references_equal_whole_set_attention_with_reference_rows_maske
     """``reference_attention="isolated"``: references computed once for every branch give what each
     branch computed on its whole set with the reference queries masked off the targets; one U-Net
     call of b*n + b*K*branches images."""
-    from jointdiff.jedi.guidance import branches_for, combine
     from jointdiff.jedi.model import JointUNet
 
     model = JointUNet(joint_unet)
@@ -287,12 +291,10 @@ def test_isolated_references_equal_whole_set_attention_with_reference_rows_maske
     seen: list[int] = []
     hook = model.unet.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
     with torch.no_grad():
-        denoiser = GuidedSetDenoiser(
-            model, cond, strategy, 4.0, 2.5, null_reference="drop", reference_attention="isolated"
-        )
+        denoiser = GuidedSetDenoiser(model, cond, _g(strategy, null_reference="drop", reference_attention="isolated"))
         eps = denoiser(x, t)
         hook.remove()
-        joint = GuidedSetDenoiser(model, cond, strategy, 4.0, 2.5, null_reference="drop")(x, t)
+        joint = GuidedSetDenoiser(model, cond, _g(strategy, null_reference="drop"))(x, t)
         model.unet.set_attn_processor(
             {
                 name: _IsolatedByMask(n, n + k) if name.endswith("attn1.processor") else proc
@@ -301,7 +303,7 @@ def test_isolated_references_equal_whole_set_attention_with_reference_rows_maske
         )
         parts = {}
         refs = torch.cat([cond.references, torch.zeros(b, k, 4, 8, 8)], 1)
-        for br in branches_for(strategy, 4.0, 2.5):
+        for br in _g(strategy).branches():
             text = cond.text if br.text else cond.null_text
             if br.references:  # the references keep their own captions in every branch
                 text = torch.cat([cond.text[:, :n], text[:, n:]], 1)
@@ -309,12 +311,12 @@ def test_isolated_references_equal_whole_set_attention_with_reference_rows_maske
                 parts[br] = model(x, t, text, reference=refs, known=known)
             else:
                 parts[br] = torch.cat([torch.zeros(b, n, 4, 8, 8), model(x[:, n:], t, text[:, n:])], 1)
-        expected = combine(parts, strategy, 4.0, 2.5)
+        expected = _g(strategy).combine(parts)
     assert torch.allclose(eps[:, n:], expected[:, n:], atol=1e-5)
     assert (eps[:, n:] - joint[:, n:]).abs().max() > 1e-4  # isolation changes what the targets see
-    branches = len(branches_for(strategy, 4.0, 2.5))
+    branches = len(_g(strategy).branches())
     assert seen == [b * n + b * k * branches]  # the references once, each branch's K targets
-    assert denoiser.seeing == [br for br in branches_for(strategy, 4.0, 2.5) if br.references]
+    assert denoiser.seeing == [br for br in _g(strategy).branches() if br.references]
 
 
 @pytest.mark.parametrize("eta", [0.0, 1.0])

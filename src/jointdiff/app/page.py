@@ -13,19 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from jointdiff.app.files import IMAGE_FORMATS, MAX_PROMPTS, MAX_REFERENCES, MAX_SIDE, MAX_STEPS, MAX_UPLOAD_MB
 from jointdiff.app.services import BlendService, JeDiService, Outcome
-from jointdiff.jedi.guidance import DEFAULT_SCALE, DEFAULT_STRATEGY, STRATEGIES
+from jointdiff.jedi.guidance import DEFAULT, STRATEGIES
 
 if TYPE_CHECKING:
     import gradio as gr
 
-# What the page calls each guidance strategy (every one of jointdiff.jedi.guidance.STRATEGIES).
-GUIDANCE_LABELS = {
-    "joint": "joint (eq. 3)",
-    "text_first": "text first (eq. 4)",
-    "image_first": "image first (eq. 4)",
-    "text_only": "text only (no image guidance)",
-}
-GUIDANCE_CHOICES = [(GUIDANCE_LABELS.get(name, name), name) for name in STRATEGIES]
+GUIDANCE_CHOICES = [(s.label, name) for name, s in STRATEGIES.items()]  # every strategy, as the page names it
 
 
 LIMITS = (
@@ -88,13 +81,13 @@ def build_app(jedi: JeDiService, blend: BlendService) -> gr.Blocks:
                     value="a toy on the beach\na toy in the snow",
                     elem_id="prompts",
                 )
-                guidance = gr.Radio(GUIDANCE_CHOICES, value=DEFAULT_STRATEGY, label="Guidance strategy")
+                guidance = gr.Radio(GUIDANCE_CHOICES, value=DEFAULT.strategy, label="Guidance strategy")
                 with gr.Row():
                     scale = gr.Slider(
-                        1.0, 20.0, DEFAULT_SCALE, step=0.5, label="Guidance scale (eq. 3; text scale of eq. 4)"
+                        1.0, 20.0, DEFAULT.scale, step=0.5, label="Guidance scale (eq. 3; text scale of eq. 4)"
                     )
                     image_scale = gr.Slider(
-                        1.0, 20.0, DEFAULT_SCALE, step=0.5, label="Image guidance scale (eq. 4 only)"
+                        1.0, 20.0, DEFAULT.scale, step=0.5, label="Image guidance scale (eq. 4 only)"
                     )
                 with gr.Row():
                     steps = gr.Slider(1, MAX_STEPS, 30, step=1, label="Steps", elem_id="steps")

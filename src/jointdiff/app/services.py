@@ -23,7 +23,7 @@ from jointdiff.app.files import (
     write_results,
 )
 from jointdiff.common.images import save_png
-from jointdiff.jedi.guidance import DEFAULT_SCALE, DEFAULT_STRATEGY, ONE_SCALE, STRATEGIES
+from jointdiff.jedi.guidance import DEFAULT, STRATEGIES
 
 if TYPE_CHECKING:
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
@@ -86,8 +86,8 @@ class JeDiService:
         files: Sequence[str] | None,
         prompts: str,
         reference_prompt: str | None = None,
-        guidance: str = DEFAULT_STRATEGY,
-        guidance_scale: float = DEFAULT_SCALE,
+        guidance: str = DEFAULT.strategy,
+        guidance_scale: float = DEFAULT.scale,
         image_guidance_scale: float | None = None,
         steps: Any = 30,
         seed: Any = 0,
@@ -100,7 +100,7 @@ class JeDiService:
             refs = read_references(files)
             targets = parse_prompts(prompts)
             steps, seed = check_steps_and_seed(steps, seed)
-            two_scales = guidance in STRATEGIES and guidance not in ONE_SCALE  # eq. 4: text and image scales
+            two_scales = guidance in STRATEGIES and STRATEGIES[guidance].two_scales  # eq. 4: text and image scales
             settings = {
                 "model": self.model_name,
                 "references": [Path(p).name for p in files or []],

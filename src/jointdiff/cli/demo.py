@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jointdiff.jedi.guidance import DEFAULT_SCALE  # joint guidance (eq. 3), the measured default
+from jointdiff.jedi.guidance import DEFAULT  # joint guidance (eq. 3), the measured default
 
 if TYPE_CHECKING:
     import PIL.Image
@@ -46,7 +46,7 @@ def run_demo(
     class_word: str = "toy",
     seed: int = 0,
     steps: int = DEMO_STEPS,
-    guidance_scale: float = DEFAULT_SCALE,
+    guidance_scale: float = DEFAULT.scale,
 ) -> DemoResult:
     """Generate, score and draw the demo into ``out`` (``grid.png``); see the module docstring."""
     import numpy as np

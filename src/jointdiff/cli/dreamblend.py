@@ -14,6 +14,13 @@ def _steps(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated steps like 5,25,50, got {text!r}") from None
 
 
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated module names like to_q,to_v, got {text!r}")
+    return names
+
+
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from jointdiff.common.config import from_args
     from jointdiff.training.dreambooth import DreamBoothConfig, finetune
@@ -92,9 +99,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoints", type=_steps, default=None, help="steps to save (default 5,25,50,100,250,500,1000)")
     p.add_argument("--lora-rank", dest="lora_rank", type=int, default=None, help="LoRA rank; 0 = full fine-tuning")
     p.add_argument("--lr", dest="learning_rate", type=float, default=None, help="default 1e-4 (LoRA) / 5e-6 (full)")
+    p.add_argument(
+        "--lora-targets",
+        dest="lora_targets",
+        type=_names,
+        default=None,
+        help="U-Net modules LoRA adapts (default to_q,to_k,to_v,to_out.0)",
+    )
+    p.add_argument(
+        "--train-text-encoder",
+        dest="train_text_encoder",
+        action="store_true",
+        default=None,
+        help="train the text encoder too (LoRA on its attention when --lora-rank > 0)",
+    )
+    p.add_argument("--text-encoder-lr", dest="text_encoder_lr", type=float, default=None, help="default: --lr")
+    p.add_argument(
+        "--train-identifier",
+        dest="train_identifier",
+        action="store_true",
+        default=None,
+        help="learn the identifier token's embedding with the U-Net (textual inversion)",
+    )
+    p.add_argument("--identifier-lr", dest="identifier_lr", type=float, default=None, help="default 5e-3")
+    p.add_argument("--prior-weight", dest="prior_weight", type=float, default=None, help="default 1.0")
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     p.add_argument("--no-prior", action="store_true", help="disable prior preservation")
     p.add_argument("--num-class-images", dest="num_class_images", type=int, default=None, help="default 100")
+    p.add_argument(
+        "--class-data-dir",
+        dest="class_data_dir",
+        default=None,
+        help="cache of the class images, shared between runs of one base model and class (default: <out>/class_images)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--allow-pickle", dest="allow_pickle", action="store_true")

@@ -7,13 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from jointdiff.common.config import DTYPES
-from jointdiff.jedi.guidance import (
-    DEFAULT_NULL_REFERENCE,
-    DEFAULT_SCALE,
-    DEFAULT_STRATEGY,
-    NULL_REFERENCE_MODES,
-    STRATEGIES,
-)
+from jointdiff.jedi.guidance import Guidance
 
 
 def register(sub: Any) -> None:
@@ -70,30 +64,7 @@ def register(sub: Any) -> None:
     # method
     p.add_argument("--model", help="jedi: jointdiff pipeline directory or Hub id")
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
-    p.add_argument("--guidance-scale", type=float, default=DEFAULT_SCALE, help="eq. 3 lambda; text scale of eq. 4")
-    p.add_argument(
-        "--image-guidance-scale",
-        type=float,
-        help="reference scale of eq. 4 (text_first/image_first; default: text scale)",
-    )
-    p.add_argument(
-        "--guidance",
-        default=DEFAULT_STRATEGY,
-        choices=list(STRATEGIES),
-        help="guidance scheme",
-    )
-    p.add_argument(
-        "--null-reference",
-        default=DEFAULT_NULL_REFERENCE,
-        choices=list(NULL_REFERENCE_MODES),
-        help="reference-free guidance branches: drop the reference slots or keep them masked",
-    )
-    p.add_argument(
-        "--reference-attention",
-        default="joint",
-        choices=["joint", "isolated"],
-        help="jedi: isolated = references attend among themselves only (computed once per step)",
-    )
+    Guidance.add_arguments(p)  # jedi: the guidance settings
     p.add_argument("--batch-size", type=int, default=1, help="jedi: prompts generated in one batch (sets side by side)")
     p.add_argument("--resolution", type=int, help="generated image side (default: the model's)")
     p.add_argument(

@@ -6,14 +6,7 @@ from __future__ import annotations
 import argparse
 
 from jointdiff.common.config import DTYPES
-from jointdiff.jedi.guidance import (
-    DEFAULT_NULL_REFERENCE,
-    DEFAULT_SCALE,
-    DEFAULT_STRATEGY,
-    NULL_REFERENCE_MODES,
-    REFERENCE_ATTENTION_MODES,
-    STRATEGIES,
-)
+from jointdiff.jedi.guidance import Guidance
 from jointdiff.jedi.schedulers import SCHEDULERS
 
 
@@ -43,7 +36,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     from jointdiff.common.images import load_image, save_grid, save_png, slug
     from jointdiff.common.paths import default_device, shipped_model
-    from jointdiff.jedi.guidance import check_scales
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
     from jointdiff.jedi.schedulers import make_scheduler
 
@@ -52,7 +44,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError(f"--steps must be a positive integer, got {args.steps}")
     if args.num_sets < 1:
         raise ValueError(f"--num-sets must be >= 1, got {args.num_sets}")
-    check_scales(args.guidance, args.guidance_scale, args.image_guidance_scale or 0.0)
+    guidance = Guidance.from_args(args)  # checked here, before the model loads
     refs = [load_image(p) for p in args.ref]
     if args.ref_prompt and len(args.ref_prompt) not in (1, len(args.ref)):
         raise ValueError(
@@ -70,11 +62,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         "references": [str(p) for p in args.ref],
         "reference_prompts": args.ref_prompt,
         "steps": args.steps,
-        "guidance": args.guidance,
-        "guidance_scale": args.guidance_scale,
-        "image_guidance_scale": args.image_guidance_scale,
-        "null_reference": args.null_reference,
-        "reference_attention": args.reference_attention,
+        **guidance.settings(),
         "negative_prompt": args.negative_prompt,
         "scheduler": type(pipe.scheduler).__name__,
         "seed": args.seed,
@@ -85,11 +73,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         reference_images=refs or None,
         reference_prompts=args.ref_prompt or None,
         num_inference_steps=args.steps,
-        guidance_scale=args.guidance_scale,
-        image_guidance_scale=args.image_guidance_scale,
-        guidance=args.guidance,
-        null_reference=args.null_reference,
-        reference_attention=args.reference_attention,
+        **guidance.settings(),
         negative_prompt=args.negative_prompt,
         height=args.height,
         width=args.width,
@@ -133,23 +117,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prompt", action="append", required=True, metavar="TEXT", help="one per target; repeat")
     p.add_argument("--out", required=True, help="output directory for PNGs and grid.png")
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
-    p.add_argument("--guidance", choices=list(STRATEGIES), default=DEFAULT_STRATEGY)
-    p.add_argument("--guidance-scale", type=float, default=DEFAULT_SCALE, help="eq. 3 lambda; text scale of eq. 4")
-    p.add_argument(
-        "--image-guidance-scale", type=float, default=None, help="reference scale of eq. 4 (default: the text scale)"
-    )
-    p.add_argument(
-        "--null-reference",
-        choices=list(NULL_REFERENCE_MODES),
-        default=DEFAULT_NULL_REFERENCE,
-        help="reference-free branch feed",
-    )
-    p.add_argument(
-        "--reference-attention",
-        choices=list(REFERENCE_ATTENTION_MODES),
-        default="joint",
-        help="isolated: references attend among themselves only, computed once per step",
-    )
+    Guidance.add_arguments(p)
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="swap the model's scheduler")
     p.add_argument("--seed", type=int, default=0)

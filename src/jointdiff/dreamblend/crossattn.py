@@ -126,3 +126,25 @@ def collapse_score(
         share = (other * region[:, :, None]).sum(dim=1) / other.sum(dim=1).clamp_min(1e-12)  # (B, k)
         scores.append(share.mean())
     return float(torch.stack(scores).mean())
+
+
+def token_map(steps: list[dict[str, torch.Tensor]], tokens: list[int], size: int) -> torch.Tensor:
+    """Where ``tokens`` look: the attention mass of those text tokens per image position, ``(B, size, size)``,
+    averaged over denoising steps and layers (each layer's square map resized bilinearly to ``size``), each
+    image's map divided by its maximum (DreamBlend Fig. 2: the subject token's maps of two checkpoints)."""
+    total: torch.Tensor | None = None
+    count = 0
+    for maps in steps:
+        for m in maps.values():
+            b, length, _ = m.shape
+            side = round(length**0.5)
+            if side * side != length:
+                raise ValueError(f"token_map: a layer's {length} positions are not a square map")
+            grid = m[:, :, tokens].sum(dim=-1).reshape(b, 1, side, side).float()
+            grid = torch.nn.functional.interpolate(grid, size=(size, size), mode="bilinear", align_corners=False)
+            total = grid[:, 0] if total is None else total + grid[:, 0]
+            count += 1
+    if total is None:
+        raise ValueError("token_map: no maps recorded")
+    mean = total / count
+    return mean / mean.flatten(1).amax(dim=1).clamp_min(1e-12)[:, None, None]

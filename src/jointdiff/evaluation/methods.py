@@ -3,6 +3,7 @@ themselves, the upper-bound reference row). Factories take ``MethodOptions``."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import PIL.Image
@@ -11,6 +12,7 @@ import torch
 from jointdiff.common.config import torch_dtype
 from jointdiff.evaluation.benchmarks import Subject
 from jointdiff.evaluation.protocol import MethodOptions, stable_int
+from jointdiff.jedi.guidance import DEFAULT
 
 
 class JeDiMethod:
@@ -35,6 +37,9 @@ class JeDiMethod:
     ) -> list[PIL.Image.Image]:
         """One image per prompt, each from an independent set of the references and one target."""
         o = self.options
+        guidance = o.guidance_settings()
+        if not self.use_references:  # text-to-image: eq. 3 with no references is classifier-free guidance
+            guidance = dataclasses.replace(guidance, strategy=DEFAULT.strategy, image_scale=None)
         refs = [im.convert("RGB") for im in references]
         caption = o.reference_caption.format(subject.class_word)
         with_refs = {"reference_images": refs, "reference_prompts": [caption] * len(refs)}
@@ -45,11 +50,7 @@ class JeDiMethod:
                 prompt=[[p] for p in chunk],  # one set (references + one target) per prompt
                 **(with_refs if self.use_references else {}),
                 num_inference_steps=o.steps,
-                guidance_scale=o.guidance_scale,
-                image_guidance_scale=o.image_guidance_scale if self.use_references else None,
-                guidance=o.guidance if self.use_references else "joint",
-                null_reference=o.null_reference,
-                reference_attention=o.reference_attention,
+                **guidance.settings(),
                 height=o.resolution,
                 width=o.resolution,
                 generator=[torch.Generator("cpu").manual_seed(stable_int(seed, p)) for p in chunk],

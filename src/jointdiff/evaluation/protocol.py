@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from jointdiff.evaluation.benchmarks import Benchmark, Subject
 from jointdiff.evaluation.cache import load_cached_image, save_image
-from jointdiff.jedi.guidance import DEFAULT_NULL_REFERENCE, DEFAULT_SCALE, DEFAULT_STRATEGY
+from jointdiff.jedi.guidance import DEFAULT, Guidance
 
 
 @runtime_checkable
@@ -46,20 +46,28 @@ class MethodOptions:
     device: str = "cpu"
     dtype: str | None = None  # "fp32" | "fp16" | "bf16"; None keeps the stored dtype
     steps: int = 50  # denoising steps
-    guidance_scale: float = DEFAULT_SCALE  # JeDi eq. 3 lambda; the text scale of eq. 4
-    image_guidance_scale: float | None = None  # the reference scale of eq. 4; None = the text scale
-    guidance: str = DEFAULT_STRATEGY  # "joint" | "text_first" | "image_first" | "text_only"
-    null_reference: str = DEFAULT_NULL_REFERENCE  # reference slots in reference-free branches: "drop" | "mask"
-    reference_attention: str = "joint"  # "joint" | "isolated" (references attend among themselves only)
+    # The guidance settings under the pipeline's names (jointdiff.jedi.guidance.Guidance, checked there).
+    guidance_scale: float = DEFAULT.scale
+    image_guidance_scale: float | None = DEFAULT.image_scale
+    guidance: str = DEFAULT.strategy
+    null_reference: str = DEFAULT.null_reference
+    reference_attention: str = DEFAULT.reference_attention
     batch_size: int = 1  # independent sets (one prompt each) per pipeline call
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        from jointdiff.jedi.guidance import check_null_reference, check_reference_attention
+        self.guidance_settings()  # one check of the guidance fields
 
-        check_null_reference(self.null_reference)
-        check_reference_attention(self.reference_attention)
+    def guidance_settings(self) -> Guidance:
+        """The guidance fields as the one settings type."""
+        return Guidance.of(
+            guidance=self.guidance,
+            guidance_scale=self.guidance_scale,
+            image_guidance_scale=self.image_guidance_scale,
+            null_reference=self.null_reference,
+            reference_attention=self.reference_attention,
+        )
 
     resolution: int | None = None  # generated image side; None = the model's default
     reference_caption: str = "a photo of a {}"  # caption of each reference image, "{}" = class word

@@ -1,7 +1,8 @@
 """Guidance for joint-image sampling as pure functions (JeDi eq. 3, supplementary eq. 4).
 
 A *branch* is one conditioning of the U-Net: text on/off x references on/off. Each strategy
-names the branches it needs; :func:`combine` mixes their noise predictions.
+(:data:`STRATEGIES`, one table) names the branches it needs and mixes their noise predictions;
+:class:`Guidance` is the one settings type every entry point uses (defaults, checks, CLI options).
 
 Scales are named by the condition they amplify, so they keep their meaning across strategies:
 ``text_scale`` multiplies a difference that adds the text, ``image_scale`` one that adds the
@@ -10,8 +11,10 @@ references. With ``text_scale == image_scale`` both two-stage strategies reduce 
 
 from __future__ import annotations
 
+import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pure functions of tensors: importing this module loads no torch (CLI choices come from here)
     import torch
@@ -30,22 +33,6 @@ TEXT = Branch(text=True, references=False)
 IMAGE = Branch(text=False, references=True)
 FULL = Branch(text=True, references=True)
 
-# Strategy -> the branches it evaluates, in batch order.
-STRATEGIES: dict[str, tuple[Branch, ...]] = {
-    "joint": (NULL, FULL),  # eq. 3
-    "text_first": (NULL, IMAGE, FULL),  # eq. 4, eps^1 keeps the references
-    "image_first": (NULL, TEXT, FULL),  # eq. 4, eps^1 keeps the text
-    "text_only": (IMAGE, FULL),  # classifier-free text guidance, references always on ("w/o IG")
-}
-ONE_SCALE = ("joint", "text_only")  # strategies with one scale; the two-stage ones (eq. 4) take two
-
-# What the pipeline, `jointdiff generate`, `demo`, `serve` and `evaluate` use unless told otherwise:
-# chosen by measurement on the shipped miniature (benchmarks/toyworld.md; docs/evaluation.md, "Guidance
-# defaults"). An eq. 4 image scale left unset equals the text scale (then eq. 4 is eq. 3).
-DEFAULT_STRATEGY = "joint"
-DEFAULT_SCALE = 5.0
-DEFAULT_NULL_REFERENCE = "drop"
-
 # How branches without references see the reference slots: "drop" excludes them from coupled attention
 # (the targets form a set of their own, truly reference-free); "mask" keeps them as noisy slots with
 # mask 1 and zero reference channels (as reference dropout in training).
@@ -55,18 +42,6 @@ NULL_REFERENCE_MODES = ("drop", "mask")
 # lets references attend among themselves only (targets still attend to references and targets), so a
 # reference's features depend on neither the targets nor the branch and are computed once per step.
 REFERENCE_ATTENTION_MODES = ("joint", "isolated")
-
-
-def check_null_reference(mode: str) -> None:
-    """Raise a precise error for an unknown null-reference mode."""
-    if mode not in NULL_REFERENCE_MODES:
-        raise ValueError(f"null_reference must be one of {NULL_REFERENCE_MODES}, got {mode!r}")
-
-
-def check_reference_attention(mode: str) -> None:
-    """Raise a precise error for an unknown reference-attention mode."""
-    if mode not in REFERENCE_ATTENTION_MODES:
-        raise ValueError(f"reference_attention must be one of {REFERENCE_ATTENTION_MODES}, got {mode!r}")
 
 
 def cfg(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -86,34 +61,166 @@ def two_stage_guidance(
     return eps_null + scale_1 * (eps_partial - eps_null) + scale_2 * (eps_full - eps_partial)
 
 
-def check_scales(strategy: str, text_scale: float, image_scale: float) -> None:
-    """Raise a precise error for an unknown strategy or a negative scale."""
-    if strategy not in STRATEGIES:
-        raise ValueError(f"unknown guidance strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    for name, value in (("guidance scale", text_scale), ("image guidance scale", image_scale)):
-        if not value >= 0:
-            raise ValueError(f"{name} must be >= 0, got {value}")
+Mix = Callable[["dict[Branch, torch.Tensor]", float, float], "torch.Tensor"]  # (eps, text scale, image scale)
 
 
-def branches_for(strategy: str, text_scale: float, image_scale: float) -> tuple[Branch, ...]:
-    """The branches a strategy needs; only the full branch when every scale is 1 (no guidance)."""
-    check_scales(strategy, text_scale, image_scale)
-    scales = (text_scale,) if strategy in ONE_SCALE else (text_scale, image_scale)
-    if all(s == 1.0 for s in scales):
-        return (FULL,)
-    return STRATEGIES[strategy]
+@dataclass(frozen=True)
+class Strategy:
+    """One guidance strategy: the branches it evaluates (in batch order), whether it takes the image
+    scale (eq. 4) besides the text scale, and how it mixes the branch predictions."""
+
+    name: str
+    branches: tuple[Branch, ...]
+    two_scales: bool
+    mix: Mix
+    label: str  # what the web page and the help call it
 
 
-def combine(eps: dict[Branch, torch.Tensor], strategy: str, text_scale: float, image_scale: float) -> torch.Tensor:
-    """Mix branch predictions by ``strategy`` (JeDi eq. 3 / eq. 4 / text-only CFG)."""
-    if set(eps) == {FULL}:
-        return eps[FULL]
-    if strategy == "joint":
-        return joint_guidance(eps[NULL], eps[FULL], text_scale)
-    if strategy == "text_first":  # eps^1 = references only: lambda_1 adds references, lambda_2 adds text
-        return two_stage_guidance(eps[NULL], eps[IMAGE], eps[FULL], image_scale, text_scale)
-    if strategy == "image_first":  # eps^1 = text only: lambda_1 adds text, lambda_2 adds references
-        return two_stage_guidance(eps[NULL], eps[TEXT], eps[FULL], text_scale, image_scale)
-    if strategy == "text_only":
-        return cfg(eps[IMAGE], eps[FULL], text_scale)
-    raise ValueError(f"unknown guidance strategy {strategy!r}")
+# Every strategy, in one table: adding one is one entry here (docs/architecture.md).
+STRATEGIES: dict[str, Strategy] = {
+    s.name: s
+    for s in (
+        Strategy("joint", (NULL, FULL), False, lambda e, ts, _: joint_guidance(e[NULL], e[FULL], ts), "joint (eq. 3)"),
+        # eq. 4, eps^1 keeps the references: lambda_1 (image scale) adds them, lambda_2 (text scale) the text
+        Strategy(
+            "text_first",
+            (NULL, IMAGE, FULL),
+            True,
+            lambda e, ts, im: two_stage_guidance(e[NULL], e[IMAGE], e[FULL], im, ts),
+            "text first (eq. 4)",
+        ),
+        # eq. 4, eps^1 keeps the text: lambda_1 (text scale) adds it, lambda_2 (image scale) the references
+        Strategy(
+            "image_first",
+            (NULL, TEXT, FULL),
+            True,
+            lambda e, ts, im: two_stage_guidance(e[NULL], e[TEXT], e[FULL], ts, im),
+            "image first (eq. 4)",
+        ),
+        # classifier-free text guidance with the references in both branches (Table 4's "w/o IG")
+        Strategy(
+            "text_only",
+            (IMAGE, FULL),
+            False,
+            lambda e, ts, _: cfg(e[IMAGE], e[FULL], ts),
+            "text only (no image guidance)",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """How a JeDi sample is guided (sec. 3.3, eq. 3 and supplementary eq. 4): the one settings type of the
+    pipeline, ``jointdiff generate`` / ``evaluate`` / ``demo``, the web app and the evaluation harness.
+    The defaults were chosen by measurement on the shipped miniature (benchmarks/toyworld.md;
+    docs/evaluation.md, "Guidance defaults"); the values are checked once, here."""
+
+    strategy: str = "joint"  # joint (eq. 3) | text_first / image_first (eq. 4) | text_only
+    scale: float = 5.0  # lambda of eq. 3; the text scale of eq. 4 and of text-only guidance
+    image_scale: float | None = None  # the reference scale of eq. 4 (None: the text scale, then eq. 4 is eq. 3)
+    null_reference: str = "drop"  # reference slots in reference-free branches: drop | mask
+    reference_attention: str = "joint"  # joint (as trained) | isolated (references attend among themselves)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown guidance strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        for name, value in (("guidance scale", self.scale), ("image guidance scale", self.image_scale)):
+            if value is not None and not value >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+        if self.image_scale is not None and self.image_scale != self.scale and not STRATEGIES[self.strategy].two_scales:
+            raise ValueError(
+                f"{self.strategy} guidance has one scale; the image guidance scale is for text_first/image_first"
+            )
+        if self.null_reference not in NULL_REFERENCE_MODES:
+            raise ValueError(f"null_reference must be one of {NULL_REFERENCE_MODES}, got {self.null_reference!r}")
+        if self.reference_attention not in REFERENCE_ATTENTION_MODES:
+            raise ValueError(
+                f"reference_attention must be one of {REFERENCE_ATTENTION_MODES}, got {self.reference_attention!r}"
+            )
+
+    @property
+    def image(self) -> float:
+        """The image (reference) scale in effect."""
+        return self.scale if self.image_scale is None else self.image_scale
+
+    @property
+    def drops_references(self) -> bool:
+        """Reference-free branches leave the reference slots out of their sets (``null_reference="drop"``)."""
+        return self.null_reference == "drop"
+
+    @property
+    def isolates_references(self) -> bool:
+        """References attend among themselves only (``reference_attention="isolated"``)."""
+        return self.reference_attention == "isolated"
+
+    def branches(self) -> tuple[Branch, ...]:
+        """The branches to evaluate; only the full branch when every scale in use is 1 (no guidance)."""
+        strategy = STRATEGIES[self.strategy]
+        scales = (self.scale, self.image) if strategy.two_scales else (self.scale,)
+        return (FULL,) if all(s == 1.0 for s in scales) else strategy.branches
+
+    def combine(self, eps: dict[Branch, torch.Tensor]) -> torch.Tensor:
+        """The guided prediction from the branch predictions (eq. 3 / eq. 4 / text-only CFG)."""
+        if set(eps) == {FULL}:
+            return eps[FULL]
+        return STRATEGIES[self.strategy].mix(eps, self.scale, self.image)
+
+    def settings(self) -> dict[str, Any]:
+        """The settings as saved with each generated PNG (the pipeline's argument names)."""
+        return {
+            "guidance": self.strategy,
+            "guidance_scale": self.scale,
+            "image_guidance_scale": self.image_scale,
+            "null_reference": self.null_reference,
+            "reference_attention": self.reference_attention,
+        }
+
+    @classmethod
+    def of(cls, **kwargs: Any) -> Guidance:
+        """From the pipeline's argument names (:meth:`settings`' keys); None leaves a field at its default."""
+        names = {"guidance": "strategy", "guidance_scale": "scale", "image_guidance_scale": "image_scale"}
+        fields = {names.get(k, k): v for k, v in kwargs.items() if v is not None}
+        return cls(**fields)
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """The CLI options of the settings (``--guidance``, ``--guidance-scale``, ``--image-guidance-scale``,
+        ``--null-reference``, ``--reference-attention``), with the defaults and choices of this type."""
+        d = Guidance()
+        parser.add_argument("--guidance", choices=list(STRATEGIES), default=d.strategy, help="guidance strategy")
+        parser.add_argument(
+            "--guidance-scale", type=float, default=d.scale, help="eq. 3 lambda; the text scale of eq. 4"
+        )
+        parser.add_argument(
+            "--image-guidance-scale",
+            type=float,
+            default=None,
+            help="the reference scale of eq. 4 (text_first/image_first; default: the text scale)",
+        )
+        parser.add_argument(
+            "--null-reference",
+            choices=list(NULL_REFERENCE_MODES),
+            default=d.null_reference,
+            help="reference-free branches: drop the reference slots or keep them masked",
+        )
+        parser.add_argument(
+            "--reference-attention",
+            choices=list(REFERENCE_ATTENTION_MODES),
+            default=d.reference_attention,
+            help="isolated: references attend among themselves only, computed once per step",
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Guidance:
+        """The settings given by :meth:`add_arguments`' options."""
+        return cls.of(
+            guidance=args.guidance,
+            guidance_scale=args.guidance_scale,
+            image_guidance_scale=args.image_guidance_scale,
+            null_reference=args.null_reference,
+            reference_attention=args.reference_attention,
+        )
+
+
+DEFAULT = Guidance()

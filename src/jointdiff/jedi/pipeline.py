@@ -10,9 +10,10 @@ from __future__ import annotations
 import inspect
 import json
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import PIL.Image
@@ -26,15 +27,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from jointdiff.common.paths import is_hub_id
 from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
-from jointdiff.jedi.guidance import (
-    DEFAULT_NULL_REFERENCE,
-    DEFAULT_SCALE,
-    DEFAULT_STRATEGY,
-    ONE_SCALE,
-    check_null_reference,
-    check_reference_attention,
-    check_scales,
-)
+from jointdiff.jedi.guidance import DEFAULT, Guidance
 from jointdiff.jedi.model import LAYOUT_KEY, JointUNet
 from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
 
@@ -54,6 +47,7 @@ class JointDiffusionPipeline(DiffusionPipeline):
     """JeDi (sec. 3.3): personalised text-to-image generation by joint-image inpainting."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
+    _callback_tensor_inputs: ClassVar[list[str]] = ["latents", "set_latents", "reference_noise"]
 
     def __init__(
         self,
@@ -106,59 +100,21 @@ class JointDiffusionPipeline(DiffusionPipeline):
             kwargs["generator"] = generator
         return kwargs
 
-    @torch.no_grad()
-    def __call__(
+    def check_inputs(
         self,
-        prompt: str | list[str] | list[list[str]],
-        reference_images: PIL.Image.Image | list[PIL.Image.Image] | None = None,
-        reference_prompts: str | list[str] | None = None,
-        num_inference_steps: int = 50,
-        guidance_scale: float = DEFAULT_SCALE,
-        image_guidance_scale: float | None = None,
-        guidance: str = DEFAULT_STRATEGY,
-        null_reference: str = DEFAULT_NULL_REFERENCE,
-        reference_attention: str = "joint",
-        negative_prompt: str | None = None,
-        height: int | None = None,
-        width: int | None = None,
-        num_images_per_prompt: int = 1,
-        eta: float = 0.0,
-        generator: torch.Generator | list[torch.Generator] | None = None,
-        latents: torch.Tensor | None = None,
-        output_type: str = "pil",
-        return_dict: bool = True,
-        callback_on_step_end: Any = None,
-    ) -> JointDiffusionPipelineOutput | tuple:
-        """Generate K = ``len(prompt)`` coupled images of the references' subject (JeDi sec. 3.3).
-
-        Args:
-            prompt: one prompt per target image; all targets of a set share one subject. A list of
-                B lists of K prompts generates B independent sets in one batch (same references).
-            reference_images: the n given images of the subject (none: joint text-to-image).
-            reference_prompts: captions of the references (one, or one per reference; default "").
-            num_inference_steps: denoising steps of the scheduler.
-            guidance_scale: lambda of eq. 3; the text scale of eq. 4 and of text-only guidance.
-            image_guidance_scale: the reference scale of eq. 4 (default: ``guidance_scale``).
-            guidance: ``joint`` (eq. 3), ``text_first`` / ``image_first`` (eq. 4), ``text_only``.
-            null_reference: how branches without references see the reference slots:
-                ``drop`` (excluded from coupling) or ``mask`` (mask 1, zero reference channels).
-            reference_attention: ``joint`` (references coupled with the targets, as trained) or
-                ``isolated`` (references attend among themselves only; computed once per step for
-                every branch, the targets still attend to them).
-            negative_prompt: the null text of the targets (default "").
-            height, width: output size in pixels (default: the U-Net's sample size).
-            num_images_per_prompt: independent sets generated in one batch (per-set prompt lists: 1).
-            eta: DDIM eta.
-            generator: a ``torch.Generator`` for reproducible results, or one per set (a list): each
-                set's noise then depends on its own generator only, as if generated alone.
-            latents: initial target latents ``(num_images_per_prompt, K, C, h, w)``.
-            output_type: ``pil``, ``np``, ``pt`` or ``latent``.
-            callback_on_step_end: ``f(pipe, i, t, {"set_latents", "reference_noise"})`` each step.
-
-        Returns:
-            :class:`JointDiffusionPipelineOutput` with ``num_images_per_prompt * K`` images.
-        """
-        # 1. Check inputs
+        prompt: Any,
+        reference_images: Any,
+        reference_prompts: Any,
+        num_inference_steps: Any,
+        num_images_per_prompt: int,
+        height: int,
+        width: int,
+        generator: Any,
+        output_type: str,
+        callback_on_step_end_tensor_inputs: list[str],
+    ) -> tuple[list[list[str]], list[PIL.Image.Image], list[str]]:
+        """Every input check of a call, before any work: (the sets' prompts, the references, one caption
+        per reference). A list of prompts is one coupled set; a list of B such lists is B sets."""
         prompts = _as_list(prompt)
         per_set = bool(prompts) and all(isinstance(p, (list, tuple)) for p in prompts)  # B lists of K prompts
         sets = [list(p) for p in prompts] if per_set else [prompts]
@@ -183,13 +139,6 @@ class JointDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps}")
         if num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
-        if image_guidance_scale is None:
-            image_guidance_scale = guidance_scale
-        elif guidance in ONE_SCALE and image_guidance_scale != guidance_scale:
-            raise ValueError(f"{guidance} guidance has one scale; image_guidance_scale is for text_first/image_first")
-        check_scales(guidance, guidance_scale, image_guidance_scale)
-        check_null_reference(null_reference)
-        check_reference_attention(reference_attention)
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type must be pil, np, pt or latent, got {output_type!r}")
         b = num_images_per_prompt * len(sets)
@@ -198,94 +147,177 @@ class JointDiffusionPipeline(DiffusionPipeline):
                 raise ValueError(f"generator must be a torch.Generator or a list of {b} (one per set)")
         elif generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError("generator must be a torch.Generator")
-        height = height or self.unet.config.sample_size * self.vae_scale_factor
-        width = width or self.unet.config.sample_size * self.vae_scale_factor
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise ValueError(f"height and width must be divisible by {self.vae_scale_factor}, got {height}x{width}")
-        device = self._execution_device
+        unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
+        if unknown:
+            raise ValueError(
+                f"callback_on_step_end_tensor_inputs: {sorted(unknown)} not in {self._callback_tensor_inputs}"
+            )
+        return sets, refs, ref_prompts
 
-        # 2. Encode text: per-slot captions (references first, then targets) and the null text
-        text = self.encode_text([p for ps in sets for p in ref_prompts + ps], device)  # (S*N, T, D)
+    def encode_prompt(
+        self,
+        sets: list[list[str]],
+        reference_prompts: list[str],
+        negative_prompt: str | None,
+        num_images_per_prompt: int,
+        device: torch.device,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-slot text embeddings of the B sets (references' captions first, then the targets' prompts),
+        ``(B, N, T, D)``, and the null text of each slot, ``(B, N, T, D)`` ("" for references, the negative
+        prompt for targets)."""
+        n, k = len(reference_prompts), len(sets[0])
+        text = self.encode_text([p for ps in sets for p in reference_prompts + ps], device)  # (S*N, T, D)
         text = text.unflatten(0, (len(sets), n + k)).repeat_interleave(num_images_per_prompt, 0)  # (B, N, T, D)
         null = self.encode_text([""] * n + [negative_prompt or ""] * k, device)  # (N, T, D)
+        return text, null.expand(text.shape[0], -1, -1, -1)
 
-        # 3. Encode references
-        c = self.joint_unet.layout.latent_channels
-        h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
-        if n:
-            ref_latents = self.encode_references(refs, height, width, device)  # (n, C, h, w)
+    def prepare_references(
+        self, images: list[PIL.Image.Image], batch: int, height: int, width: int, device: torch.device
+    ) -> torch.Tensor:
+        """Clean reference latents of each of ``batch`` sets, ``(B, n, C, h, w)`` (``n`` may be 0)."""
+        if images:
+            latents = self.encode_references(images, height, width, device)  # (n, C, h, w)
         else:
-            ref_latents = torch.zeros(0, c, h, w, device=device, dtype=self.unet.dtype)
-        cond = SetConditioning(
-            text=text,
-            null_text=null.expand(b, -1, -1, -1),  # (N, T, D) -> (B, N, T, D)
-            references=ref_latents.expand(b, -1, -1, -1, -1),  # (n, C, h, w) -> (B, n, C, h, w)
-        )
+            c = self.joint_unet.layout.latent_channels
+            h, w = height // self.vae_scale_factor, width // self.vae_scale_factor
+            latents = torch.zeros(0, c, h, w, device=device, dtype=self.unet.dtype)
+        return latents.expand(batch, -1, -1, -1, -1)
 
-        # 4. Prepare timesteps
-        self.scheduler.set_timesteps(num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
-
-        # 5. Prepare latent variables
-        shape = (b, k, c, h, w)
+    def prepare_latents(
+        self,
+        shape: tuple[int, ...],
+        generator: torch.Generator | list[torch.Generator] | None,
+        device: torch.device,
+        latents: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Initial target latents ``(B, K, C, h, w)`` scaled by the scheduler's ``init_noise_sigma``: drawn
+        from ``generator`` (one per set when a list: each set's noise then depends on its own generator)
+        or the given ``latents``."""
         if latents is None:
             if isinstance(generator, list):  # each set from its own generator
                 latents = randn_tensor(shape, generator=generator, device=device, dtype=self.unet.dtype)
             else:
-                latents = randn_tensor((b * k, c, h, w), generator=generator, device=device, dtype=self.unet.dtype)
-            latents = latents.reshape(shape) * self.scheduler.init_noise_sigma  # (B*K, ...) -> (B, K, ...)
+                flat = (shape[0] * shape[1], *shape[2:])
+                latents = randn_tensor(flat, generator=generator, device=device, dtype=self.unet.dtype)
+            latents = latents.reshape(shape)  # (B*K, ...) -> (B, K, ...)
         elif tuple(latents.shape) != shape:
             raise ValueError(f"latents must have shape {shape} (sets, K targets, C, h, w), got {tuple(latents.shape)}")
-        else:
-            latents = latents.to(device, self.unet.dtype) * self.scheduler.init_noise_sigma
+        return latents.to(device, self.unet.dtype) * self.scheduler.init_noise_sigma
 
-        # 6. Guided denoiser over all branches in one U-Net batch
-        denoise = GuidedSetDenoiser(
-            self.joint_unet,
-            cond,
-            guidance,
-            guidance_scale,
-            image_guidance_scale,
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str] | list[list[str]],
+        reference_images: PIL.Image.Image | list[PIL.Image.Image] | None = None,
+        reference_prompts: str | list[str] | None = None,
+        num_inference_steps: int = 50,
+        guidance_scale: float = DEFAULT.scale,
+        image_guidance_scale: float | None = DEFAULT.image_scale,
+        guidance: str = DEFAULT.strategy,
+        null_reference: str = DEFAULT.null_reference,
+        reference_attention: str = DEFAULT.reference_attention,
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_images_per_prompt: int = 1,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+        callback_on_step_end: Callable[..., dict[str, torch.Tensor] | None] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
+    ) -> JointDiffusionPipelineOutput | tuple:
+        """Generate K = ``len(prompt)`` coupled images of the references' subject (JeDi sec. 3.3).
+
+        Args:
+            prompt: one prompt per target image; all targets of a set share one subject. A list of
+                B lists of K prompts generates B independent sets in one batch (same references).
+            reference_images: the n given images of the subject (none: joint text-to-image).
+            reference_prompts: captions of the references (one, or one per reference; default "").
+            num_inference_steps: denoising steps of the scheduler.
+            guidance_scale, image_guidance_scale, guidance, null_reference, reference_attention: the
+                guidance settings, :class:`jointdiff.jedi.guidance.Guidance` (checked there): lambda of
+                eq. 3 (the text scale of eq. 4), the reference scale of eq. 4, the strategy, the reference
+                slots of reference-free branches, how the references attend.
+            negative_prompt: the null text of the targets (default "").
+            height, width: output size in pixels (default: the U-Net's sample size).
+            num_images_per_prompt: independent sets generated in one batch (per-set prompt lists: 1).
+            eta: DDIM eta.
+            generator: a ``torch.Generator`` for reproducible results, or one per set (a list): each
+                set's noise then depends on its own generator only, as if generated alone.
+            latents: initial target latents ``(num_images_per_prompt, K, C, h, w)``.
+            output_type: ``pil``, ``np``, ``pt`` or ``latent``.
+            callback_on_step_end: diffusers' contract: ``f(pipe, i, t, tensors) -> dict`` after each step,
+                ``tensors`` holding ``callback_on_step_end_tensor_inputs`` (default ``["latents"]``: the
+                targets ``(B, K, C, h, w)``; also ``set_latents``, the set the U-Net saw, and
+                ``reference_noise``); a ``latents`` entry of the returned dict replaces the targets.
+
+        Returns:
+            :class:`JointDiffusionPipelineOutput` with ``num_images_per_prompt * K`` images.
+        """
+        height = height or self.unet.config.sample_size * self.vae_scale_factor
+        width = width or self.unet.config.sample_size * self.vae_scale_factor
+        tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
+        sets, refs, ref_prompts = self.check_inputs(
+            prompt,
+            reference_images,
+            reference_prompts,
+            num_inference_steps,
+            num_images_per_prompt,
+            height,
+            width,
+            generator,
+            output_type,
+            tensor_inputs,
+        )
+        settings = Guidance.of(
+            guidance=guidance,
+            guidance_scale=guidance_scale,
+            image_guidance_scale=image_guidance_scale,
             null_reference=null_reference,
             reference_attention=reference_attention,
         )
-
-        # 7. Denoising loop with the replacement trick
+        device, b, k = self._execution_device, num_images_per_prompt * len(sets), len(sets[0])
+        text, null = self.encode_prompt(sets, ref_prompts, negative_prompt, num_images_per_prompt, device)
+        references = self.prepare_references(refs, b, height, width, device)  # (B, n, C, h, w)
+        cond = SetConditioning(text=text, null_text=null, references=references)
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        latents = self.prepare_latents((b, k, *references.shape[2:]), generator, device, latents)
+        denoise = GuidedSetDenoiser(self.joint_unet, cond, settings)  # every branch in one U-Net batch
         callback = None
         if callback_on_step_end is not None:
 
-            def callback(i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> None:
-                callback_on_step_end(self, i, t, tensors)
+            def callback(i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+                return callback_on_step_end(self, i, t, {name: tensors[name] for name in tensor_inputs})
 
-        with self.progress_bar(total=len(timesteps)) as bar:
-
-            def progress(steps: list[torch.Tensor]) -> Any:
-                for s in steps:
-                    yield s
-                    bar.update()
-
-            latents = replacement_sample(
+        with self.progress_bar(total=num_inference_steps) as bar:
+            latents = replacement_sample(  # the replacement trick, sec. 3.3
                 denoise,
                 self.scheduler,
-                timesteps,
+                self.scheduler.timesteps,
                 latents,
-                cond.references,
+                references,
                 generator=generator,
                 # The scheduler draws per image (B*K): each image from its set's generator.
                 extra_step_kwargs=self._extra_step_kwargs(
                     [g for g in generator for _ in range(k)] if isinstance(generator, list) else generator, eta
                 ),
                 callback=callback,
-                progress=progress,
+                progress=lambda steps: _counted(steps, bar),
             )
-
-        # 8. Decode
         latents = latents.flatten(0, 1)  # (B, K, C, h, w) -> (B*K, C, h, w)
-        if output_type == "latent":
-            images: Any = latents
-        else:
+        images: Any = latents
+        if output_type != "latent":
             images = self.image_processor.postprocess(decode_latents(self.vae, latents), output_type=output_type)
         self.maybe_free_model_hooks()
-        if not return_dict:
-            return (images,)
-        return JointDiffusionPipelineOutput(images=images)
+        return JointDiffusionPipelineOutput(images=images) if return_dict else (images,)
+
+
+def _counted(steps: list[torch.Tensor], bar: Any) -> Iterator[torch.Tensor]:
+    """The timesteps, ticking the progress bar after each."""
+    for s in steps:
+        yield s
+        bar.update()

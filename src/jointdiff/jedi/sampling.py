@@ -16,16 +16,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
-from jointdiff.jedi.guidance import (
-    DEFAULT_NULL_REFERENCE,
-    DEFAULT_SCALE,
-    DEFAULT_STRATEGY,
-    Branch,
-    branches_for,
-    check_null_reference,
-    check_reference_attention,
-    combine,
-)
+from jointdiff.jedi.guidance import DEFAULT, Branch, Guidance
 from jointdiff.jedi.model import JointUNet, SetBatch
 
 
@@ -47,40 +38,28 @@ class SetConditioning:
 class GuidedSetDenoiser:
     """eps for the targets of B sets: all guidance branches batched into one U-Net call (eq. 3/4).
 
-    ``null_reference`` chooses how branches without references see the reference slots:
+    ``guidance.null_reference`` chooses how branches without references see the reference slots:
     ``"drop"`` leaves them out (the targets form a set of their own, truly reference-free: those
     branches compute the K target slots only, as sets of size K in the same U-Net call as the
     branches with references, see :meth:`JointUNet.forward_groups`), ``"mask"`` keeps them as
     noisy slots with mask 1 and zero reference channels.
 
-    ``reference_attention="isolated"``: reference slots attend only among themselves and take their
+    With ``guidance.isolates_references``, reference slots attend only among themselves and take their
     own captions in every branch (they are the image condition), so they are computed once per step
     for all branches with references, which compute only their K target slots.
     """
 
-    def __init__(
-        self,
-        model: JointUNet,
-        cond: SetConditioning,
-        strategy: str = DEFAULT_STRATEGY,
-        text_scale: float = DEFAULT_SCALE,
-        image_scale: float = DEFAULT_SCALE,
-        null_reference: str = DEFAULT_NULL_REFERENCE,
-        reference_attention: str = "joint",
-    ) -> None:
-        check_null_reference(null_reference)
-        check_reference_attention(reference_attention)
-        self.model, self.cond = model, cond
-        self.strategy, self.text_scale, self.image_scale = strategy, text_scale, image_scale
-        self.branches = branches_for(strategy, text_scale, image_scale)
+    def __init__(self, model: JointUNet, cond: SetConditioning, guidance: Guidance = DEFAULT) -> None:
+        self.model, self.cond, self.guidance = model, cond, guidance
+        self.branches = guidance.branches()
         b, n = cond.references.shape[:2]
         big_n = cond.text.shape[1]
         device = cond.text.device
         self.n = n
         # Three kinds of branch: on the whole set (n + K slots); reference-free on the K targets ("drop");
         # with isolated references, on the K targets beside the shared references.
-        dropped = n > 0 and null_reference == "drop"
-        isolated = n > 0 and reference_attention == "isolated"
+        dropped = n > 0 and guidance.drops_references
+        isolated = n > 0 and guidance.isolates_references
         self.seeing = [br for br in self.branches if br.references and isolated]
         self.targets_only = [br for br in self.branches if not br.references and dropped]
         self.whole = [br for br in self.branches if br not in self.seeing and br not in self.targets_only]
@@ -138,10 +117,10 @@ class GuidedSetDenoiser:
                 head = ref_eps if brs is self.seeing else torch.zeros_like(ref_eps)
                 eps = torch.cat([head.repeat(len(brs), 1, 1, 1, 1), eps], dim=1)
             parts.update(zip(brs, eps.chunk(len(brs)), strict=True))
-        return combine(parts, self.strategy, self.text_scale, self.image_scale)
+        return self.guidance.combine(parts)
 
 
-StepCallback = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], None]
+StepCallback = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], "dict[str, torch.Tensor] | None"]
 StepHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -167,7 +146,9 @@ def replacement_sample(
         references: clean reference latents, ``(B, n, C, h, w)``; ``n`` may be 0.
         generator: randomness for the references' forward diffusion (and stochastic schedulers).
         extra_step_kwargs: passed to ``scheduler.step`` (e.g. ``eta``, ``generator``).
-        callback: ``callback(i, t, {"set_latents", "reference_noise"})`` after the replacement.
+        callback: ``callback(i, t, {"latents", "set_latents", "reference_noise"})`` after each step (diffusers'
+            ``callback_on_step_end`` contract): the targets after the step, the set the model saw (the references
+            replaced) and the references' noise; a ``latents`` entry of the dict it returns replaces the targets.
         progress: wraps the timestep iterable (e.g. a progress bar).
         step_hook: ``step_hook(i, t, latents) -> latents`` may edit the target latents ``(B, K, C, h, w)``
             before each step's prediction (DreamBlend's cross-attention guidance takes a gradient step here).
@@ -192,12 +173,13 @@ def replacement_sample(
         else:
             noise = known = references
         x = torch.cat([known.to(latents.dtype), latents], dim=1)  # (B, n + K, C, h, w)
-        if callback is not None:
-            callback(i, t, {"set_latents": x, "reference_noise": noise})
         x_in = scheduler.scale_model_input(x.flatten(0, 1), t).unflatten(0, (b, n + k))
         eps = denoise(x_in, t)[:, n:]  # keep the targets' prediction only
         out = scheduler.step(
             eps.flatten(0, 1), t, latents.flatten(0, 1), **(extra_step_kwargs or {}), return_dict=False
         )
         latents = out[0].unflatten(0, (b, k))  # (B*K, ...) -> (B, K, ...)
+        if callback is not None:
+            returned = callback(i, t, {"latents": latents, "set_latents": x, "reference_noise": noise})
+            latents = (returned or {}).get("latents", latents)
     return latents
