@@ -61,13 +61,7 @@ class MethodOptions:
 
     def guidance_settings(self) -> Guidance:
         """The guidance fields as the one settings type."""
-        return Guidance.of(
-            guidance=self.guidance,
-            guidance_scale=self.guidance_scale,
-            image_guidance_scale=self.image_guidance_scale,
-            null_reference=self.null_reference,
-            reference_attention=self.reference_attention,
-        )
+        return Guidance.from_args(self)
 
     resolution: int | None = None  # generated image side; None = the model's default
     reference_caption: str = "a photo of a {}"  # caption of each reference image, "{}" = class word

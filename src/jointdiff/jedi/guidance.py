@@ -212,15 +212,11 @@ class Guidance:
         )
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace) -> Guidance:
-        """The settings given by :meth:`add_arguments`' options."""
-        return cls.of(
-            guidance=args.guidance,
-            guidance_scale=args.guidance_scale,
-            image_guidance_scale=args.image_guidance_scale,
-            null_reference=args.null_reference,
-            reference_attention=args.reference_attention,
-        )
+    def from_args(cls, args: argparse.Namespace | Any) -> Guidance:
+        """The settings given by :meth:`add_arguments`' options, or held by any object under the pipeline's
+        argument names (``guidance``, ``guidance_scale``, ...: ``MethodOptions``)."""
+        return cls.of(**{name: getattr(args, name) for name in DEFAULT_NAMES})
 
 
 DEFAULT = Guidance()
+DEFAULT_NAMES = tuple(DEFAULT.settings())  # the pipeline's argument names of the settings
