@@ -108,8 +108,8 @@ def launch(
     """Run ``jointdiff COMMAND`` (commands joined by ``--then``) in ``processes`` CPU processes under
     ``accelerate launch`` with the recorder.
 
-    The rendezvous is static on 127.0.0.1 (accelerate's default, a c10d "standalone" one, waits about a
-    minute on machines without a resolvable network). Returns the ``subprocess.CompletedProcess``.
+    The rendezvous is on 127.0.0.1 at a free port (tests running at once do not meet on accelerate's default
+    29500). Returns the ``subprocess.CompletedProcess``.
     """
     import subprocess
 
