@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -185,13 +186,16 @@ class ThumbnailEncoder(HandMadeEncoder):
         return torch.from_numpy((x - x.mean()).ravel())  # (n, n, 3) -> (3 n n,)
 
 
-def write_cache_entries(directory: str, worker: int, rounds: int) -> None:
+def write_cache_entries(directory: str, worker: int, rounds: int, start: Any = None) -> None:
     """One concurrent writer of the evaluation caches in ``directory``: ``rounds`` times, a feature of its own into
-    the feature file of subject "subject" and an image of its own over ``same.png`` (a process's target)."""
+    the feature file of subject "subject" and an image of its own over ``same.png`` (a process's target).
+    ``start``: a ``multiprocessing`` barrier the writers pass together, so their writes overlap."""
     import torch
 
     from jointdiff.evaluation.cache import FeatureCache, save_image
 
+    if start is not None:
+        start.wait()
     for i in range(rounds):
         cache = FeatureCache(Path(directory), "subject", {"clip": "tiny"})
         cache.put(f"w{worker}/{i}", torch.full((4,), float(i)))
