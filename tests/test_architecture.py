@@ -24,9 +24,10 @@ LAYERS = (
     ("data", "jedi"),
     ("evaluation", "miniature"),
     ("training",),
-    ("dreamblend", "testing"),
+    ("dreamblend",),
     ("app",),
     ("cli",),
+    ("testing",),  # scaffolding may drive the command line (testing/probe.py runs it under accelerate launch)
     (PACKAGE, "__main__"),  # the package's own __init__ (public names of jedi) and `python -m jointdiff`
 )
 

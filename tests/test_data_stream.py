@@ -127,3 +127,29 @@ def test_stream_resumes_exactly_with_workers(data):
         assert torch.equal(a["pixel_values"], b["pixel_values"]) and torch.equal(a["slot_mask"], b["slot_mask"])
     with pytest.raises(ValueError, match=r"same data\.num_workers"):
         next(iter(SetBatchStream(srcs, spec, seed=5, resume=resume)))
+
+
+@pytest.mark.parametrize("batching", ["bucket", "pad"])
+def test_two_ranks_draw_what_one_rank_draws_with_twice_the_batch(data, batching):
+    """Per step, ranks 0 and 1 of two with batches of 2 hold the sets one rank holds with batches of 4: the same
+    sets, the same subsets of their images and the same per-set seeds (one indexed source, no loader workers)."""
+    srcs = [WeightedSource(open_source("paper", str(data / "paper")))]
+
+    def steps(batch_size, rank, world, count=5):
+        it = iter(SetBatchStream(srcs, BatchSpec(batch_size, 4, (2, 4), batching), seed=3, rank=rank, world_size=world))
+        return [next(it) for _ in range(count)]
+
+    def sets(batch):
+        real = batch["slot_mask"]
+        return [
+            (k, s, batch["pixel_values"][i][real[i]].numpy().tobytes())
+            for i, (k, s) in enumerate(zip(batch["keys"], batch["seeds"].tolist(), strict=True))
+        ]
+
+    one = steps(4, 0, 1)
+    two = list(zip(steps(2, 0, 2), steps(2, 1, 2), strict=True))
+    for a, (b0, b1) in zip(one, two, strict=True):
+        assert sorted(sets(a)) == sorted(sets(b0) + sets(b1))
+    assert len({k for a in one[:3] for k in a["keys"]}) == 6  # 12 draws over 2 epochs of 6 sets: each set twice
+    seeds = [s for a in one for s in a["seeds"].tolist()]
+    assert len(set(seeds)) == len(seeds)  # a set gets a new seed in each epoch

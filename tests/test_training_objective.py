@@ -153,3 +153,26 @@ def test_foreground_weight_and_min_snr_gamma_by_hand():
     assert torch.equal(plain.loss, ignored.loss)
     with pytest.raises(ValueError, match="snr_gamma"):
         JediObjective(snr_gamma=-1.0)
+
+
+def test_per_set_generators_make_a_sets_draws_its_own():
+    """With one generator per set, a set's draws and loss terms do not depend on the other sets of the batch nor
+    on its padding: what makes two processes with batches of b train as one with 2b."""
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    x0, text, null, pred = setup(b=3, n=4)
+    slot_mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]], dtype=torch.bool)
+    objective = JediObjective(text_dropout=0.5, reference_dropout=0.5)
+
+    def gens(seeds):
+        return [torch.Generator().manual_seed(s) for s in seeds]
+
+    whole = objective(Recorder(pred), sched, x0, text, null, slot_mask=slot_mask, generator=gens([10, 11, 12]))
+    draws = objective.draw_per_set(slot_mask, x0, 1000, gens([10, 11, 12]))
+    alone = objective.draw_per_set(slot_mask[1:2, :2], x0[1:2, :2], 1000, gens([11]))  # set 1, unpadded, alone
+    assert torch.equal(draws.noise[1, :2], alone.noise[0]) and bool((draws.noise[1, 2:] == 0).all())
+    assert torch.equal(draws.known[1, :2], alone.known[0]) and not bool(draws.known[1, 2:].any())
+    for name in ("timesteps", "text_dropped", "reference_dropped"):
+        assert getattr(draws, name)[1] == getattr(alone, name)[0], name
+    assert torch.equal(whole.timesteps, draws.timesteps)  # __call__ with a list draws per set
+    with pytest.raises(ValueError, match="2 generators for 3 sets"):
+        objective.draw_per_set(slot_mask, x0, 1000, gens([1, 2]))

@@ -22,10 +22,29 @@ def _names(text: str) -> tuple[str, ...]:
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from jointdiff.common.config import from_args
     from jointdiff.training.dreambooth import DreamBoothConfig, finetune
 
-    cfg = from_args(DreamBoothConfig, {**vars(args), "prior_preservation": not args.no_prior})
+    options = {**vars(args), "prior_preservation": not args.no_prior}
+    if args.subjects:  # many subjects: ROOT/<name> each, split over the processes of a launch
+        from jointdiff.training.subjects import finetune_subjects, read_subjects
+
+        if args.images or args.class_word:
+            raise ValueError("--subjects FILE names each subject's images and class word; drop --images/--class-word")
+        subjects = read_subjects(args.subjects)
+
+        def configure(s):  # a subject's config: its images, class word and run directory, the shared options
+            values = {**options, "images": s.images, "class_word": s.class_word, "out": str(Path(args.out, s.name))}
+            return from_args(DreamBoothConfig, values)
+
+        for run in finetune_subjects(subjects, configure, device=args.device):
+            print(f"run written to {run}")
+        return 0
+    if not (args.images and args.class_word):
+        raise ValueError("give --images and --class-word (one subject), or --subjects FILE (many)")
+    cfg = from_args(DreamBoothConfig, options)
     run = finetune(cfg, device=args.device)
     print(f"run written to {run}; checkpoints at steps {list(cfg.checkpoints)}")
     return 0
@@ -91,9 +110,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``finetune`` and ``blend`` subcommands."""
     p = sub.add_parser("finetune", help="DreamBooth fine-tuning with checkpoints on a schedule (for DreamBlend)")
     p.add_argument("--base", required=True, help="SD-layout or jointdiff model directory (or Hub id)")
-    p.add_argument("--images", required=True, help="folder with the subject's images")
-    p.add_argument("--class-word", dest="class_word", required=True, help="class of the subject, e.g. dog, toy")
-    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--images", help="folder with the subject's images")
+    p.add_argument("--class-word", dest="class_word", help="class of the subject, e.g. dog, toy")
+    p.add_argument(
+        "--subjects",
+        metavar="FILE",
+        help="many subjects, one a line: NAME | CLASS WORD | IMAGES; runs in OUT/NAME, split over the processes "
+        "of accelerate launch (one subject per process at a time)",
+    )
+    p.add_argument("--out", required=True, help="run directory (with --subjects: the root of the runs)")
     p.add_argument("--identifier", default=None, help="rare token for the subject (default sks)")
     p.add_argument("--steps", type=int, default=None, help="training steps (default 1000)")
     p.add_argument("--checkpoints", type=_steps, default=None, help="steps to save (default 5,25,50,100,250,500,1000)")
@@ -126,6 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     p.add_argument("--no-prior", action="store_true", help="disable prior preservation")
     p.add_argument("--num-class-images", dest="num_class_images", type=int, default=None, help="default 100")
+    p.add_argument("--class-sampling-steps", dest="class_sampling_steps", type=int, default=None, help="default 50")
     p.add_argument(
         "--class-data-dir",
         dest="class_data_dir",

@@ -1,4 +1,8 @@
-"""``jointdiff evaluate``: the DreamBooth benchmark protocol from the command line (JeDi sec. 4)."""
+"""``jointdiff evaluate``: the DreamBooth benchmark protocol from the command line (JeDi sec. 4).
+
+Under ``accelerate launch --num_processes N`` generation and scoring are split over the N processes
+(:mod:`jointdiff.evaluation.run`); the results are those of one process.
+"""
 
 from __future__ import annotations
 
@@ -103,13 +107,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from jointdiff.common.config import from_args
+    from jointdiff.common.processes import process_state
     from jointdiff.evaluation.protocol import EvalConfig, MethodOptions
     from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, METHODS, SEGMENTERS, resolve
     from jointdiff.evaluation.report import load_results, write_report
     from jointdiff.evaluation.run import evaluate
     from jointdiff.evaluation.scoring import Scorer
 
+    processes = process_state(cpu=args.device == "cpu")  # one process unless launched with several
     if args.compare:
+        if not processes.is_main_process:
+            return 0
         out = args.out or Path("runs/eval/compare")
         paths = write_report([load_results(p) for p in args.compare], out, paper=not args.no_paper)
         print("wrote " + ", ".join(map(str, paths)))
@@ -144,7 +152,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         method_settings=_settings(options),
         overwrite=args.overwrite,
         paper=not args.no_paper,
+        processes=processes,
     )
+    if not processes.is_main_process:
+        return 0
     o, g = results["overall"], results["generation"]
     scores = ", ".join(f"{k} {v:.4f}" for k, v in o.items() if v is not None)
     print(

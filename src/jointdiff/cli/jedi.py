@@ -1,9 +1,16 @@
 """``jointdiff convert`` and ``jointdiff generate``: the JeDi model from a text-to-image model, and personalised
-generation from reference images (sec. 3.3)."""
+generation from reference images (sec. 3.3).
+
+``generate --prompt-sets FILE`` makes one set per line of FILE (its targets separated by ``|``) into
+``OUT/<line>/``, line i with seed ``--seed + i``; under ``accelerate launch --num_processes N`` the lines are
+split over the N processes (accelerate's ``split_between_processes``) and the files are those of one process.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from jointdiff.common.config import DTYPES
 from jointdiff.jedi.guidance import Guidance
@@ -29,17 +36,32 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def prompt_sets(args: argparse.Namespace) -> list[list[str]]:
+    """The sets to make: the ``--prompt`` targets, or one set a line of ``--prompt-sets`` (targets split on ``|``;
+    blank lines and ``#`` comments skipped)."""
+    if bool(args.prompt) == bool(args.prompt_sets):
+        raise ValueError("give --prompt (the targets of one set) or --prompt-sets FILE (one set a line), not both")
+    if args.prompt:
+        return [args.prompt]
+    path = Path(args.prompt_sets)
+    if not path.is_file():
+        raise ValueError(f"--prompt-sets: no such file: {path}")
+    lines = [line.strip() for line in path.read_text().splitlines()]
+    sets = [[p.strip() for p in line.split("|") if p.strip()] for line in lines if line and not line.startswith("#")]
+    if not sets or not all(sets):
+        raise ValueError(f"--prompt-sets {path}: needs one set a line, its target prompts separated by |")
+    return sets
+
+
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    import torch
-
-    from jointdiff.common.images import load_image, save_grid, save_png, slug
+    from jointdiff.common.images import load_image
     from jointdiff.common.paths import default_device, shipped_model
+    from jointdiff.common.processes import process_state
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
     from jointdiff.jedi.schedulers import make_scheduler
 
     # Fail on bad input before loading the model.
+    sets = prompt_sets(args)
     if args.steps < 1:
         raise ValueError(f"--steps must be a positive integer, got {args.steps}")
     if args.num_sets < 1:
@@ -53,10 +75,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     model = args.model or shipped_model()
     if model is None:
         raise ValueError("no model given and this install ships none yet; pass --model DIR (a jointdiff model)")
+    device = args.device or default_device()
+    processes = process_state(cpu=str(device) == "cpu")  # one process unless launched with several
     pipe = JointDiffusionPipeline.from_pretrained(str(model), use_safetensors=not args.allow_pickle)
     if args.scheduler:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
-    pipe.to(args.device or default_device())
+    pipe.to(device)
     settings = {
         "model": str(model),
         "references": [str(p) for p in args.ref],
@@ -68,25 +92,41 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "size": [args.height, args.width],
     }
+    out = Path(args.out)
+    jobs = [(args.seed + i, s, out if args.prompt else out / f"{i:04d}") for i, s in enumerate(sets)]
+    with processes.split_between_processes(jobs) as mine:
+        for seed, prompts, folder in mine:
+            _generate_set(pipe, args, refs, prompts, seed, folder, {**settings, "seed": seed})
+    processes.wait_for_everyone()
+    return 0
+
+
+def _generate_set(
+    pipe: Any, args: argparse.Namespace, refs: list[Any], prompts: list[str], seed: int, out: Path, settings: dict
+) -> None:
+    """One call of the pipeline: ``--num-sets`` sets of the references and ``prompts``; PNGs and ``grid.png`` in ``out``."""
+    import torch
+
+    from jointdiff.common.images import save_grid, save_png, slug
+
     images = pipe(
-        args.prompt,
+        prompts,
         reference_images=refs or None,
         reference_prompts=args.ref_prompt or None,
         num_inference_steps=args.steps,
-        **guidance.settings(),
+        **Guidance.from_args(args).settings(),
         negative_prompt=args.negative_prompt,
         height=args.height,
         width=args.width,
         num_images_per_prompt=args.num_sets,
-        generator=torch.Generator().manual_seed(args.seed),
+        generator=torch.Generator().manual_seed(seed),
     ).images
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    k = len(args.prompt)
+    k = len(prompts)
     rows = []
     for s in range(args.num_sets):
         row = [(im, f"reference {i + 1}") for i, im in enumerate(refs)]
-        for j, prompt in enumerate(args.prompt):
+        for j, prompt in enumerate(prompts):
             image = images[s * k + j]
             print(
                 save_png(
@@ -96,7 +136,6 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             row.append((image, prompt))
         rows.append(row)
     print(save_grid(rows, out / "grid.png"))
-    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -114,13 +153,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="jointdiff model directory or Hub id (default: the shipped miniature)")
     p.add_argument("--ref", action="append", default=[], metavar="IMG", help="reference image; repeat for several")
     p.add_argument("--ref-prompt", action="append", default=[], metavar="TEXT", help="caption of the references")
-    p.add_argument("--prompt", action="append", required=True, metavar="TEXT", help="one per target; repeat")
+    p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="one per target; repeat")
+    p.add_argument(
+        "--prompt-sets",
+        metavar="FILE",
+        help="many sets: one a line, its targets separated by |; line i -> OUT/<i>/ with seed --seed + i "
+        "(split over processes under accelerate launch)",
+    )
     p.add_argument("--out", required=True, help="output directory for PNGs and grid.png")
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
     Guidance.add_arguments(p)
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="swap the model's scheduler")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the set (of line i: seed + i)")
     p.add_argument("--num-sets", type=int, default=1, help="independent sets (images per prompt)")
     p.add_argument("--height", type=int, default=None)
     p.add_argument("--width", type=int, default=None)

@@ -77,6 +77,11 @@ class SetReader(ABC):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a position from :meth:`state_dict`."""
 
+    def identity(self) -> tuple[int, ...] | None:
+        """What the set last returned is, the same whichever part reads it: ``(epoch, item)``. The trainer keys the
+        set's random draws by it, so they do not depend on the number of processes. None: no such identity."""
+        return None
+
 
 class IndexedReader(SetReader):
     """Cursor over a list of set files: seeded permutation per epoch, strided by part."""
@@ -87,6 +92,7 @@ class IndexedReader(SetReader):
         self.items, self.read, self.seed, self.part, self.shuffle = items, read, seed, part, shuffle
         self.epoch, self.index = 0, 0
         self._order: list[int] | None = None
+        self._last: tuple[int, int] | None = None
 
     def _epoch_order(self) -> list[int]:
         if self._order is None:
@@ -101,9 +107,13 @@ class IndexedReader(SetReader):
         if self.index >= len(order):
             self.epoch, self.index, self._order = self.epoch + 1, 0, None
             order = self._epoch_order()
-        path = self.items[order[self.index]]
+        item = order[self.index]
+        self._last = (self.epoch, item)
         self.index += 1
-        return self.read(path)
+        return self.read(self.items[item])
+
+    def identity(self) -> tuple[int, ...] | None:
+        return self._last
 
     def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index}
@@ -175,6 +185,8 @@ class ShardReader(SetReader):
         self.error_reported = False
         self._order: list[int] | None = None
         self._samples: list[tuple[str, Any]] | None = None
+        self._ids: list[int] = []  # each loaded sample's index in its shard (before splitting and shuffling)
+        self._last: tuple[int, int, int] | None = None
         self._shard_total = 0
         self._error: BadSetError | None = None
 
@@ -189,12 +201,13 @@ class ShardReader(SetReader):
         shard = self._shard_order()[self.shard_pos]
         samples, self._error = self.load(self.shards[shard])
         self._shard_total = len(samples)
+        ids = list(range(len(samples)))
         if self.sample_split and not self.everything:
-            samples = [x for i, x in enumerate(samples) if (self.base + i) % self.part.count == self.part.index]
+            ids = [i for i in ids if (self.base + i) % self.part.count == self.part.index]
         if self.shuffle:
-            order = _epoch_permutation(len(samples), self.seed, self.epoch, salt=shard + 1)
-            samples = [samples[i] for i in order]
-        self._samples = samples
+            order = _epoch_permutation(len(ids), self.seed, self.epoch, salt=shard + 1)
+            ids = [ids[i] for i in order]
+        self._samples, self._ids = [samples[i] for i in ids], ids
 
     def _advance_shard(self) -> None:
         self.base += self._shard_total
@@ -217,9 +230,13 @@ class ShardReader(SetReader):
                 raise self._error
             if self.sample_pos < len(self._samples):
                 key, sample = self._samples[self.sample_pos]
+                self._last = (self.epoch, self._shard_order()[self.shard_pos], self._ids[self.sample_pos])
                 self.sample_pos += 1
                 return self.decode(key, sample)
             self._advance_shard()
+
+    def identity(self) -> tuple[int, ...] | None:
+        return self._last
 
     def state_dict(self) -> dict[str, Any]:
         return {

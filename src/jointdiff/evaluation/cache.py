@@ -3,6 +3,10 @@
 Images are written atomically (temporary file, then rename); an unreadable cached image is deleted
 and reported as missing so the protocol regenerates it. Features are keyed by the SHA-1 of the image
 file (or of the pixels for in-memory images), so a regenerated image never reuses stale features.
+
+Both are safe with concurrent writers (processes of one run, or runs sharing ``--out``): every writer
+has its own temporary file, and a feature file is updated under a lock by merging into what is on disk
+(no writer's features are lost, no reader sees half a file).
 """
 
 from __future__ import annotations
@@ -71,32 +75,49 @@ class FeatureCache:
     def __init__(self, directory: Path, subject: str, identity: Mapping[str, str]) -> None:
         self.path = Path(directory) / f"{subject}.safetensors"
         self.identity = json.dumps(dict(identity), sort_keys=True)
-        self.tensors: dict[str, torch.Tensor] = {}
-        self.dirty = False
-        if self.path.is_file():
-            try:
-                from safetensors import safe_open
+        self.tensors: dict[str, torch.Tensor] = self._read()
+        self.added: set[str] = set()
 
-                with safe_open(str(self.path), framework="pt") as f:
-                    same = (f.metadata() or {}).get("identity") == self.identity
-                if same:
-                    self.tensors = load_file(str(self.path))
-            except (OSError, ValueError, RuntimeError):  # a corrupt cache file is recomputed
-                self.tensors = {}
+    @property
+    def dirty(self) -> bool:
+        return bool(self.added)
+
+    def _read(self) -> dict[str, torch.Tensor]:
+        """The features on disk for this identity (none for another identity or a corrupt file)."""
+        if not self.path.is_file():
+            return {}
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(self.path), framework="pt") as f:
+                same = (f.metadata() or {}).get("identity") == self.identity
+            return load_file(str(self.path)) if same else {}
+        except (OSError, ValueError, RuntimeError):  # a corrupt cache file is recomputed
+            return {}
 
     def get(self, key: str) -> torch.Tensor | None:
         return self.tensors.get(key)
 
     def put(self, key: str, value: torch.Tensor) -> None:
         self.tensors[key] = value.detach().float().cpu().contiguous()
-        self.dirty = True
+        self.added.add(key)
 
     def save(self) -> None:
-        """Write the file atomically if anything was added."""
-        if not self.dirty:
+        """Merge what was added into the file on disk, under a lock, and replace it atomically (if anything was)."""
+        if not self.added:
             return
+        from filelock import FileLock
+
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        save_file(self.tensors, str(tmp), metadata={"identity": self.identity})
-        os.replace(tmp, self.path)
-        self.dirty = False
+        with FileLock(str(self.path) + ".lock"):
+            merged = self._read() | {k: self.tensors[k] for k in self.added}  # another writer's features kept
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
+            os.close(fd)
+            try:
+                save_file(merged, tmp, metadata={"identity": self.identity})
+                os.replace(tmp, self.path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        self.tensors = merged | self.tensors
+        self.added = set()

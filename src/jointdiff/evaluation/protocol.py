@@ -152,39 +152,79 @@ def generate_images(
     subjects: Sequence[Subject],
     config: EvalConfig,
     images_dir: Path,
+    processes: Any = None,
 ) -> tuple[list[Sample], dict[str, int]]:
     """Generate every missing image (resumable: valid cached files are kept, corrupt ones redone).
 
-    The stats count generated and cached images and give the wall seconds per generated image over
-    every invocation that generated into ``images_dir`` (kept in ``images_dir/timing.json``)."""
+    With ``processes`` (accelerate's ``PartialState`` of several), the (subject, input choice) jobs are split
+    between them (``split_between_processes``); an image's seed depends only on its subject, inputs and sample,
+    so the images are the ones one process makes. Every process returns every sample and the summed stats.
+    The stats count generated and cached images and give the wall seconds per generated image over every
+    invocation that generated into ``images_dir`` (kept in ``images_dir/timing.json``, by the main process)."""
+    main = processes is None or processes.is_main_process
     samples: list[Sample] = []
-    stats: dict[str, Any] = {"generated": 0, "cached": 0}
+    stats: dict[str, Any] = {"generated": 0, "cached": 0, "seconds": 0.0}
     timing_file = images_dir / "timing.json"
     timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {"seconds": 0.0, "images": 0}
     jobs = [(s, c) for s in subjects for c in input_choices(len(s.images), s.name, config)]
-    for subject, choice in tqdm(jobs, desc=f"generate ({method.name})", unit="input", leave=False):
+    with _split(processes, jobs) as mine:
+        for subject, choice in tqdm(
+            mine, desc=f"generate ({method.name})", unit="input", leave=False, disable=not main
+        ):
+            _generate_job(method, benchmark, subject, choice, config, images_dir, stats)
+    if processes is not None and processes.num_processes > 1:
+        from accelerate.utils import gather_object
+
+        parts = gather_object([stats])  # every process's counts, on every process
+        stats = {k: sum(p[k] for p in parts) for k in stats}
+    if stats["generated"] and main:
+        timing = {"seconds": timing["seconds"] + stats["seconds"], "images": timing["images"] + stats["generated"]}
+        timing_file.write_text(json.dumps(timing))
+    for subject, choice in jobs:
         templates = benchmark.prompt_templates(subject)[: config.max_prompts]
-        prompts = [t.format(subject_phrase(method, subject)) for t in templates]
-        references = [subject.images[i] for i in choice]
         for j in range(config.images_per_prompt):
             paths = [image_path(images_dir, subject.name, choice, k, j) for k in range(len(templates))]
-            missing = [k for k, p in enumerate(paths) if load_cached_image(p) is None]
-            stats["cached"] += len(paths) - len(missing)
-            if missing:
-                seed = generation_seed(config.seed, subject.name, choice, j)
-                t0 = time.perf_counter()
-                images = method.generate(subject, references, [prompts[k] for k in missing], seed)
-                timing["seconds"] += time.perf_counter() - t0
-                timing["images"] += len(missing)
-                if len(images) != len(missing):
-                    raise ValueError(f"method {method.name!r} returned {len(images)} images for {len(missing)} prompts")
-                for k, image in zip(missing, images, strict=True):
-                    save_image(image, paths[k])
-                timing_file.write_text(json.dumps(timing))
-                stats["generated"] += len(missing)
             samples += [Sample(subject.name, k, templates[k], choice, str(j), paths[k]) for k in range(len(templates))]
+    stats.pop("seconds")
     stats["seconds_per_image"] = timing["seconds"] / timing["images"] if timing["images"] else None
     return samples, stats
+
+
+def _split(processes: Any, items: list[Any]) -> Any:
+    """This process's share of ``items`` (a context manager): all of them in one process."""
+    from contextlib import nullcontext
+
+    return nullcontext(items) if processes is None else processes.split_between_processes(items)
+
+
+def _generate_job(
+    method: Method,
+    benchmark: Benchmark,
+    subject: Subject,
+    choice: tuple[int, ...],
+    config: EvalConfig,
+    images_dir: Path,
+    stats: dict[str, Any],
+) -> None:
+    """The missing images of one subject and input choice; counts into ``stats``."""
+    templates = benchmark.prompt_templates(subject)[: config.max_prompts]
+    prompts = [t.format(subject_phrase(method, subject)) for t in templates]
+    references = [subject.images[i] for i in choice]
+    for j in range(config.images_per_prompt):
+        paths = [image_path(images_dir, subject.name, choice, k, j) for k in range(len(templates))]
+        missing = [k for k, p in enumerate(paths) if load_cached_image(p) is None]
+        stats["cached"] += len(paths) - len(missing)
+        if not missing:
+            continue
+        seed = generation_seed(config.seed, subject.name, choice, j)
+        t0 = time.perf_counter()
+        images = method.generate(subject, references, [prompts[k] for k in missing], seed)
+        stats["seconds"] += time.perf_counter() - t0
+        if len(images) != len(missing):
+            raise ValueError(f"method {method.name!r} returned {len(images)} images for {len(missing)} prompts")
+        for k, image in zip(missing, images, strict=True):
+            save_image(image, paths[k])
+        stats["generated"] += len(missing)
 
 
 _NAME = re.compile(r"^p?(\d+)(?:[_\-.](.*))?$")

@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -155,17 +156,45 @@ def score_samples(
     scorer: Scorer,
     feature_dir: Path,
     against: str = "unseen",
+    processes: Any = None,
 ) -> tuple[list[dict], dict[str, float | None]]:
     """Per-image scores (rows with CLIP-T, CLIP-I, MCLIP-I, DINO, MDINO, PartID, and Diversity per group) and the
     "real images" reference row (mean similarity over distinct pairs of real images, averaged over subjects).
     ``against`` names the real images each generated image is compared with (:data:`PROTOCOLS`,
-    :func:`gallery_indices`)."""
+    :func:`gallery_indices`). With ``processes`` (accelerate's ``PartialState`` of several) the subjects are split
+    between them (each subject's features, and its cache file, stay in one process) and every process returns
+    all rows, in subject order: what one process returns."""
+    if processes is None or processes.num_processes == 1:
+        rows, real_rows = score_subjects(samples, benchmark, subjects, scorer, feature_dir, against)
+    else:
+        from accelerate.utils import gather_object
+
+        with processes.split_between_processes(list(subjects)) as mine:
+            part = score_subjects(samples, benchmark, mine, scorer, feature_dir, against, progress=False)
+        parts = gather_object([part])  # in rank order: the subjects' order
+        rows = [r for p in parts for r in p[0]]
+        real_rows = [r for p in parts for r in p[1]]
+    real_summary = aggregate(real_rows, list(IMAGE_METRICS.values()))["overall"] if real_rows else {}
+    return rows, real_summary
+
+
+def score_subjects(
+    samples: Sequence[Sample],
+    benchmark: Benchmark,
+    subjects: Sequence[Subject],
+    scorer: Scorer,
+    feature_dir: Path,
+    against: str = "unseen",
+    progress: bool = True,
+) -> tuple[list[dict], list[dict]]:
+    """The per-image rows of ``subjects`` (those ``samples`` have) and one real-images row per subject."""
     rows: list[dict] = []
     real_rows: list[dict] = []
     by_subject: dict[str, list[Sample]] = defaultdict(list)
     for s in samples:
         by_subject[s.subject].append(s)
-    for subject in tqdm([s for s in subjects if s.name in by_subject], desc="score", unit="subject", leave=False):
+    chosen = [s for s in subjects if s.name in by_subject]
+    for subject in tqdm(chosen, desc="score", unit="subject", leave=False, disable=not progress):
         cache = FeatureCache(feature_dir, subject.name, scorer.identity())
         n_images, n_gallery = len(subject.images), len(subject.gallery)
         real_masks = (subject.masks + subject.gallery_masks) if subject.masks is not None else None
@@ -209,5 +238,4 @@ def score_samples(
             {"subject": subject.name, "template": ""}
             | {m: (self_similarity(real[k]) if real[k] is not None else None) for k, m in IMAGE_METRICS.items()}
         )
-    real_summary = aggregate(real_rows, list(IMAGE_METRICS.values()))["overall"] if real_rows else {}
-    return rows, real_summary
+    return rows, real_rows

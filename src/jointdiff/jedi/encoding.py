@@ -34,13 +34,20 @@ def latent_factors(vae: Any) -> tuple[float, float]:
 
 
 def encode_latents(
-    vae: Any, pixels: torch.Tensor, generator: torch.Generator | None = None, dtype: torch.dtype | None = None
+    vae: Any,
+    pixels: torch.Tensor,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Latents ``(B, C, h, w)`` of images in [-1, 1] ``(B, 3, H, W)`` (on the VAE's device): the posterior's
-    mode, or a sample drawn with ``generator`` when one is given; scaled and shifted in ``dtype`` (default:
-    the VAE's)."""
+    mode, or a sample ``mean + std * eps`` with ``eps`` drawn by ``generator`` or given as ``noise`` (standard
+    normal, shaped like the latents); scaled and shifted in ``dtype`` (default: the VAE's)."""
     dist = vae.encode(pixels.to(dtype=vae.dtype)).latent_dist
-    z = dist.mode() if generator is None else dist.sample(generator=generator)
+    if noise is not None:
+        z = dist.mean + dist.std * noise.to(dist.mean)
+    else:
+        z = dist.mode() if generator is None else dist.sample(generator=generator)
     scaling, shift = latent_factors(vae)
     return (z.to(dtype or z.dtype) - shift) * scaling
 

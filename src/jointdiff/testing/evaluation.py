@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -183,3 +184,20 @@ class ThumbnailEncoder(HandMadeEncoder):
     def feature(self, image: PIL.Image.Image) -> torch.Tensor:
         x = np.asarray(image.convert("RGB").resize((self.n, self.n), PIL.Image.Resampling.BOX), dtype=np.float32)
         return torch.from_numpy((x - x.mean()).ravel())  # (n, n, 3) -> (3 n n,)
+
+
+def write_cache_entries(directory: str, worker: int, rounds: int, start: Any = None) -> None:
+    """One concurrent writer of the evaluation caches in ``directory``: ``rounds`` times, a feature of its own into
+    the feature file of subject "subject" and an image of its own over ``same.png`` (a process's target).
+    ``start``: a ``multiprocessing`` barrier the writers pass together, so their writes overlap."""
+    import torch
+
+    from jointdiff.evaluation.cache import FeatureCache, save_image
+
+    if start is not None:
+        start.wait()
+    for i in range(rounds):
+        cache = FeatureCache(Path(directory), "subject", {"clip": "tiny"})
+        cache.put(f"w{worker}/{i}", torch.full((4,), float(i)))
+        cache.save()
+        save_image(PIL.Image.new("RGB", (8, 8), (worker * 100, i, 0)), Path(directory) / "same.png")

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -83,3 +86,99 @@ class FakeChatServer:
     def close(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+@dataclass(frozen=True)
+class RayCluster:
+    """A running cluster: the address to join and the process id of its ``ray start`` process."""
+
+    address: str
+    head_pid: int
+
+
+@contextmanager
+def ray_cluster(cpus: int = 4, timeout: float = 240) -> Iterator[RayCluster]:
+    """A Ray cluster of this machine started with ``ray start --head`` (a temp dir of its own, no token auth: a
+    driver that imported ray before a token was set would not present it), connected to as the driver. On exit the driver disconnects and every process the cluster started is
+    ended by its id (``ray stop`` would end every Ray process of the machine). The temp dir is short:
+    Ray's unix sockets live under it, and their paths must fit in 107 bytes."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    import ray
+
+    from jointdiff.testing.probe import free_port
+
+    port = free_port()
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp" if os.path.isdir("/tmp") else None)
+    auth = {"RAY_AUTH_MODE": "disabled"}  # for the head and the drivers this process starts (not ~/.ray's token)
+    saved = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
+    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
+    args = [ray_cli, "start", "--head", "--block", "--port", str(port), "--num-cpus", str(cpus)]
+    args += ["--include-dashboard=false", "--disable-usage-stats", "--temp-dir", temp]
+    env = dict(os.environ, RAY_worker_niceness="0")  # workers as nice as this process (Ray adds 15 by default)
+    log = open(os.path.join(temp, "ray-start.log"), "w")  # noqa: SIM115 (open for the cluster's life)
+    head = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if head.poll() is not None:
+                tail = Path(temp, "ray-start.log").read_text()[-2000:]
+                raise RuntimeError(f"ray start exited with status {head.returncode}:\n{tail}")
+            try:
+                ray.init(address=f"127.0.0.1:{port}", log_to_driver=False, configure_logging=False)
+                break
+            except Exception:  # the head is still starting
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(2)
+        yield RayCluster(f"127.0.0.1:{port}", head.pid)
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        _end(head.pid)
+        head.wait(timeout=30)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _end(pid: int) -> None:
+    """End process ``pid`` and every process it started (by their ids): SIGTERM, then SIGKILL after 30 s."""
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for p in procs:
+        with suppress(psutil.NoSuchProcess):
+            p.terminate()
+    _, alive = psutil.wait_procs(procs, timeout=30)
+    for p in alive:
+        with suppress(psutil.NoSuchProcess):
+            p.kill()
+
+
+def busy_actor_processes(head_pid: int, actor: str = "MapWorker") -> list[int]:
+    """PIDs of the cluster's actor processes of class ``actor`` that are running a method now (Ray sets the
+    process title ``ray::<class>.<method>`` while one runs and ``ray::<class>`` when idle)."""
+    import psutil
+
+    busy = []
+    for p in psutil.Process(head_pid).children(recursive=True):
+        try:
+            title = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if title.startswith("ray::") and actor in title and "." in title.split(")")[-1] and "__init__" not in title:
+            busy.append(p.pid)
+    return busy

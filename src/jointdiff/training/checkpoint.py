@@ -66,6 +66,11 @@ def save_checkpoint(
     return final
 
 
+def checkpoint_processes(path: str | Path) -> int:
+    """How many processes wrote a checkpoint (one ``trainer_state_{rank}.pt`` each)."""
+    return len(list(Path(path).glob("trainer_state_*.pt")))
+
+
 def load_trainer_state(path: str | Path, process_index: int) -> dict[str, Any]:
     """This process's trainer state of a checkpoint; ValueError if the world size changed."""
     file = Path(path, f"trainer_state_{process_index}.pt")

@@ -163,6 +163,11 @@ class Batches:
 
     def __init__(self, config: Config, sources: list[WeightedSource], rank: int, world: int, state: dict | None):
         d = config.data
+        if state is not None and int(state["num_workers"]) != max(d.num_workers, 1):
+            raise ValueError(
+                f"data.num_workers: the checkpoint was written with {state['num_workers']} loader workers per process "
+                f"and the config has {d.num_workers}; exact resume needs the same (set data.num_workers back)"
+            )
         spec = BatchSpec(
             d.batch_size, d.resolution, (d.set_size[0], d.set_size[1]), d.batching, d.short_caption_probability
         )

@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,7 +89,7 @@ def read_images(folder: str | Path) -> list[PIL.Image.Image]:
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"image folder not found: {folder}")
-    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith("."))
     if not paths:
         raise ValueError(f"no input images in {folder} (need at least one {'/'.join(IMAGE_SUFFIXES)} file)")
     images = []
@@ -147,7 +148,9 @@ def class_images(model: TextToImage, cfg: DreamBoothConfig, folder: Path, batch_
 
     Image ``i`` starts from noise drawn by its own generator (seed ``cfg.seed * 100003 + i``), so the
     missing images are sampled ``batch_size`` at a time and each is the one a batch of one would give
-    (up to floating-point batch effects), whatever was cached before."""
+    (up to floating-point batch effects), whatever was cached before. Runs sharing ``folder`` may write it at
+    once: each image goes through a temporary file of its writer's own, and two writers of one image write
+    the same image."""
     folder.mkdir(parents=True, exist_ok=True)
     prompt = _prompt(cfg.class_prompt, cfg)
     missing = [i for i in range(cfg.num_class_images) if not (folder / f"{i:05d}.png").exists()]
@@ -157,8 +160,10 @@ def class_images(model: TextToImage, cfg: DreamBoothConfig, folder: Path, batch_
             noise = initial_noise(model, [cfg.seed * 100003 + i for i in chunk])  # DDIM: init_noise_sigma is 1
             latents = sample(model, [prompt] * len(chunk), None, cfg.class_sampling_steps, latents=noise)
             for i, image in zip(chunk, model.decode(latents), strict=True):
-                image.save(folder / f".{i:05d}.tmp.png")
-                os.replace(folder / f".{i:05d}.tmp.png", folder / f"{i:05d}.png")
+                fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{i:05d}.", suffix=".tmp")
+                with os.fdopen(fd, "wb") as f:
+                    image.save(f, format="PNG")
+                os.replace(tmp, folder / f"{i:05d}.png")
             bar.update(len(chunk))
     return read_images(folder)
 
@@ -289,7 +294,17 @@ def _as_json(cfg: DreamBoothConfig) -> dict[str, Any]:
 
 
 def finetune(cfg: DreamBoothConfig, device: str | torch.device = "cpu") -> Path:
-    """Run DreamBooth; returns the run directory. Resumes from the latest checkpoint in ``state/``."""
+    """Run DreamBooth; returns the run directory. Resumes from the latest checkpoint in ``state/``.
+
+    One subject in one process: under a launch of several, each process trains subjects of its own
+    (:func:`jointdiff.training.subjects.finetune_subjects`)."""
+    from jointdiff.common.processes import launched_processes
+
+    if launched_processes() > 1:
+        raise ValueError(
+            "finetune trains one subject in one process; under accelerate launch give --subjects FILE "
+            "(the subjects split over the processes, one run each)"
+        )
     out = Path(cfg.out)
     run_file = out / "run.json"
     config = _as_json(cfg)

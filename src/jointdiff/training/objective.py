@@ -3,11 +3,14 @@
 ``L = E_{x0, eps, t, M} || eps - eps_theta(x_t, x0 * (1 - M), M) ||^2`` over image sets: one
 timestep per set, mask bits Bernoulli per image with at least one image to generate, and
 (for classifier-free text and image guidance) the prompts and the references of a set
-dropped independently.
+dropped independently. The draws come from one generator for the batch, or from one generator
+per set (the trainer's: a set's draws then depend on the set alone, not on the batch or the
+process it lands in).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -50,12 +53,60 @@ def draw_known(slot_mask: torch.Tensor, p: float, generator: torch.Generator | N
 
 
 @dataclass
+class Draws:
+    """The random draws of one loss evaluation."""
+
+    known: torch.Tensor  # (B, N) bool: mask bits before reference dropout
+    reference_dropped: torch.Tensor  # (B,) bool
+    text_dropped: torch.Tensor  # (B,) bool
+    timesteps: torch.Tensor  # (B,) long
+    noise: torch.Tensor  # like the latents (zero in padded slots when drawn per set)
+
+
+@dataclass
 class JediObjective(ObjectiveConfig):
     """JeDi eq. 2: epsilon-MSE on image sets with random references, and independent condition dropout.
 
     A callable holding its hyper-parameters: the fields of the ``[objective]`` table
     (:class:`jointdiff.training.config.ObjectiveConfig`, checked there).
     """
+
+    def draw(
+        self, real: torch.Tensor, latents: torch.Tensor, steps: int, generator: torch.Generator | None = None
+    ) -> Draws:
+        """The batch's draws from one generator: mask bits, reference and text dropout, timesteps, noise."""
+        b, device = real.shape[0], latents.device
+        known = draw_known(real, self.reference_probability, generator)  # (B, N)
+        ref_drop = torch.rand(b, generator=generator, device=device) < self.reference_dropout  # (B,)
+        text_drop = torch.rand(b, generator=generator, device=device) < self.text_dropout  # (B,)
+        t = torch.randint(0, steps, (b,), generator=generator, device=device)  # (B,)
+        noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+        return Draws(known, ref_drop, text_drop, t, noise)
+
+    def draw_per_set(
+        self, real: torch.Tensor, latents: torch.Tensor, steps: int, generators: Sequence[torch.Generator]
+    ) -> Draws:
+        """The same draws with set ``i``'s from ``generators[i]`` over its real slots only, so they do not depend
+        on the other sets of the batch (nor on its padding)."""
+        b, device = real.shape[0], latents.device
+        if len(generators) != b:
+            raise ValueError(f"{len(generators)} generators for {b} sets")
+        known = torch.zeros_like(real)
+        noise = torch.zeros_like(latents)
+        ref_drop = torch.zeros(b, dtype=torch.bool, device=device)
+        text_drop = torch.zeros(b, dtype=torch.bool, device=device)
+        t = torch.zeros(b, dtype=torch.long, device=device)
+        for i, g in enumerate(generators):
+            k = int(real[i].sum())
+            if k == 0:
+                raise ValueError("a set has no real slots (slot_mask row all False)")
+            known[i, real[i]] = random_known(1, k, self.reference_probability, generator=g, device=device)[0]
+            ref_drop[i] = torch.rand(1, generator=g, device=device)[0] < self.reference_dropout
+            text_drop[i] = torch.rand(1, generator=g, device=device)[0] < self.text_dropout
+            t[i] = torch.randint(0, steps, (1,), generator=g, device=device)[0]
+            shape = (k, *latents.shape[2:])  # (k, C, H, W): the real slots of set i
+            noise[i, real[i]] = torch.randn(shape, generator=g, device=device, dtype=latents.dtype)
+        return Draws(known, ref_drop, text_drop, t, noise)
 
     def __call__(
         self,
@@ -65,7 +116,7 @@ class JediObjective(ObjectiveConfig):
         text: torch.Tensor,
         null_text: torch.Tensor,
         slot_mask: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         foreground: torch.Tensor | None = None,
     ) -> ObjectiveOutput:
         """Loss of ``model`` (a :class:`jointdiff.jedi.model.JointUNet`) on clean latents ``(B, N, C, H, W)``.
@@ -75,7 +126,8 @@ class JediObjective(ObjectiveConfig):
             text: prompt embeddings ``(B, N, T, D)``.
             null_text: the empty prompt's embedding ``(T, D)`` (or broadcastable to ``text``).
             slot_mask: bool ``(B, N)``, real slots of padded batches (default: all real).
-            generator: source of every random draw (on the latents' device).
+            generator: source of every random draw (on the latents' device): one for the batch, or a sequence
+                with one per set (:meth:`draw_per_set`).
             foreground: subject coverage ``(B, N, H, W)`` in [0, 1] at latent resolution; with
                 ``foreground_weight`` w, each slot's loss is the mean of the squared error weighted
                 by ``1 + w * foreground`` (normalised by the weights' sum, so w rescales nothing else).
@@ -84,17 +136,17 @@ class JediObjective(ObjectiveConfig):
         device = latents.device
         real = torch.ones(b, n, dtype=torch.bool, device=device) if slot_mask is None else slot_mask.to(device)
 
-        # 1. Conditions: mask bits, then reference and text dropout (independent, per set).
-        known = draw_known(real, self.reference_probability, generator)  # (B, N)
-        ref_drop = torch.rand(b, generator=generator, device=device) < self.reference_dropout  # (B,)
-        known = known & ~ref_drop[:, None]
-        text_drop = torch.rand(b, generator=generator, device=device) < self.text_dropout  # (B,)
-        text = torch.where(text_drop[:, None, None, None], null_text.to(text.dtype).expand_as(text), text)
-
-        # 2. Forward diffusion at one timestep per set, t ~ U{0, ..., T-1}.
+        # 1. Draws: mask bits, reference and text dropout (independent, per set), t ~ U{0, ..., T-1}, noise.
         config = noise_scheduler.config  # type: ignore[attr-defined]
-        t = torch.randint(0, config.num_train_timesteps, (b,), generator=generator, device=device)  # (B,)
-        noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
+        if generator is None or isinstance(generator, torch.Generator):
+            d = self.draw(real, latents, config.num_train_timesteps, generator)
+        else:
+            d = self.draw_per_set(real, latents, config.num_train_timesteps, generator)
+        ref_drop, text_drop, t, noise = d.reference_dropped, d.text_dropped, d.timesteps, d.noise
+
+        # 2. Conditions: references dropped, prompts dropped; forward diffusion at one timestep per set.
+        known = d.known & ~ref_drop[:, None]
+        text = torch.where(text_drop[:, None, None, None], null_text.to(text.dtype).expand_as(text), text)
         t_flat = t.repeat_interleave(n)  # (B,) -> (B*N,)
         noisy = noise_scheduler.add_noise(pack_sets(latents), pack_sets(noise), t_flat)  # type: ignore[attr-defined]
         noisy = unpack_sets(noisy, n)  # (B*N, C, H, W) -> (B, N, C, H, W)

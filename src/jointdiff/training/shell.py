@@ -15,6 +15,11 @@ state from :meth:`Shell.restore` and calls :meth:`Shell.fit` with a :class:`Task
 run directory: ``checkpoints/step-XXXXXXXX/`` (:mod:`jointdiff.training.checkpoint`: atomic,
 accelerate's state plus ``trainer_state_{rank}.pt`` with the step, the CPU seconds of every part of
 the run and the task's own state), ``logs/metrics.jsonl`` (and TensorBoard) and the progress bar.
+
+In several processes (``accelerate launch --num_processes N``, docs/scale.md) every process runs the loop
+on its own micro-batches and accelerate averages the gradients; the main process alone writes the logs,
+the progress bar and the model files of a checkpoint (each process adds its own RNG and trainer state).
+A run resumes only with the number of processes that wrote its checkpoint.
 """
 
 from __future__ import annotations
@@ -30,7 +35,8 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from jointdiff.training.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from jointdiff.common.processes import check_launch, use_cpu
+from jointdiff.training.checkpoint import checkpoint_processes, latest_checkpoint, load_trainer_state, save_checkpoint
 from jointdiff.training.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -93,8 +99,9 @@ class Shell:
             gradient_accumulation_steps=run.gradient_accumulation_steps,
             log_with=log_with,
             project_config=ProjectConfiguration(project_dir=str(self.out), logging_dir=str(self.out / "logs")),
-            cpu=cpu,
+            cpu=use_cpu(cpu),  # several processes on a machine without GPUs: gloo on the CPU
         )
+        check_launch(self.accelerator.num_processes)
         self.trackers = bool(log_with)
         self.main = self.accelerator.is_main_process
         if run.tensorboard and log_with is None and self.main:
@@ -142,6 +149,13 @@ class Shell:
             if self.main:
                 self.out.mkdir(parents=True, exist_ok=True)
             return None
+        saved, now = checkpoint_processes(self.resume_from), self.accelerator.num_processes
+        if saved != now:
+            raise ValueError(
+                f"{self.resume_from} was written by {saved} process{'es' if saved > 1 else ''} and this run has {now}: "
+                f"resume it with {saved} (accelerate launch --num_processes {saved}), as exact resume needs the same "
+                "number, or start a new output_dir from its weights (jointdiff miniature export --run RUN --out DIR)"
+            )
         self.accelerator.load_state(str(self.resume_from))
         state = load_trainer_state(self.resume_from, self.accelerator.process_index)
         self.step = int(state["step"])

@@ -52,6 +52,7 @@ class ToyWorldReader(SetReader):
         self.source, self.seed, self.part = source, seed, part
         self.made, self.drawn = 0, 0  # sets rendered so far by this part; draws served
         self._buffer: dict[int, LatentSet] = {}  # slot (made-index % buffer) -> set
+        self._last: tuple[int, ...] | None = None
 
     def _index(self, k: int) -> int:
         """Subject index of this part's ``k``-th set."""
@@ -76,6 +77,7 @@ class ToyWorldReader(SetReader):
         b = self.source.buffer
         if b == 0:  # streaming: a new subject per draw
             self._make(range(self.made, self.made + 1))
+            self._last = (self._index(self.made),)
             self.made += 1
             self.drawn += 1
             return self._buffer.pop(0)
@@ -85,6 +87,7 @@ class ToyWorldReader(SetReader):
         if self.made < target:
             self._make(range(max(self.made, target - b), target))
             self.made = target
+        self._last = None  # a replay: no identity shared across part counts
         rng = np.random.default_rng([self.seed, self.part.index, self.part.count, self.drawn])
         slot = int(rng.integers(b))
         self.drawn += 1
@@ -92,6 +95,10 @@ class ToyWorldReader(SetReader):
         if found is None:
             raise BadSetError(f"toyworld buffer slot {slot} is empty")  # cannot happen: the buffer is full
         return found
+
+    def identity(self) -> tuple[int, ...] | None:
+        """Streaming: the subject's index (the same whichever part renders it); replays from the buffer: None."""
+        return self._last
 
     def state_dict(self) -> dict[str, Any]:
         return {"made": self.made, "drawn": self.drawn}

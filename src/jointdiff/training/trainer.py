@@ -5,7 +5,9 @@ attention), the weight averages, AdamW and the LR schedule, then runs :class:`Je
 :class:`jointdiff.training.shell.Shell` (mixed precision, gradient accumulation, atomic checkpoints
 with exact resume, TensorBoard and JSONL logs, a tqdm bar). Monitors and sample grids run on the EMA
 weights; the output directory ends as a :class:`jointdiff.JointDiffusionPipeline` directory.
-Multi-GPU: ``accelerate launch -m jointdiff.cli train --config FILE`` (each rank reads its own shards).
+Several processes: ``accelerate launch --num_processes N -m jointdiff.cli train --config FILE`` (docs/scale.md):
+each reads its own parts of the data, and a set's random draws are keyed by the set, so two processes with
+batches of b train as one with batches of 2b.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 
 from jointdiff.common.config import torch_dtype
+from jointdiff.common.seeding import keyed_generator
 from jointdiff.data.stream import WeightedSource, skipped_total
 from jointdiff.jedi.encoding import encode_latents, encode_prompts
 from jointdiff.jedi.sets import pack_sets, unpack_sets
@@ -188,21 +191,17 @@ def build_optimizer(config: Config, shell: Shell, trainables: list[torch.nn.Modu
 
 
 class JediTask(Task):
-    """JeDi eq. 2 on this rank's micro-batches: encode text and images, draw masks, noise and dropout, the loss."""
+    """JeDi eq. 2 on this rank's micro-batches: encode text and images, draw masks, noise and dropout, the loss.
 
-    def __init__(
-        self,
-        config: Config,
-        shell: Shell,
-        model: Model,
-        ema: Averages | None,
-        batches: Batches,
-        generator: torch.Generator,
-    ) -> None:
+    Every draw of a set (its VAE posterior sample, mask bits, dropout, timestep, noise) comes from a generator
+    keyed by the seed the data gives the set, so it does not depend on the process or the batch it lands in.
+    """
+
+    def __init__(self, config: Config, shell: Shell, model: Model, ema: Averages | None, batches: Batches) -> None:
         from diffusers import DDPMScheduler
 
         self.config, self.shell, self.model, self.ema = config, shell, model, ema
-        self.batches, self.generator = batches, generator
+        self.batches = batches
         self.device = shell.device
         self.noise_scheduler = DDPMScheduler.from_config(model.components["scheduler"].config)
         self.objective = JediObjective(**asdict(config.objective))
@@ -219,18 +218,33 @@ class JediTask(Task):
         text = encode_prompts(tokenizer, self.model.text_model, flat, self.device)  # (B*N, T, D)
         return unpack_sets(text, len(captions[0]))  # (B*N, T, D) -> (B, N, T, D)
 
-    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
-        """Latents ``(B, N, C, h, w)`` of images ``(B, N, 3, H, W)``, sampled from the VAE posterior."""
+    def generators(self, seeds: torch.Tensor, purpose: str) -> list[torch.Generator]:
+        """One generator per set of a batch, keyed by the set's seed and what it draws for."""
+        return [keyed_generator(s, purpose, device=self.device) for s in seeds.tolist()]
+
+    def encode_images(self, pixels: torch.Tensor, real: torch.Tensor, seeds: torch.Tensor) -> torch.Tensor:
+        """Latents ``(B, N, C, h, w)`` of images ``(B, N, 3, H, W)``, sampled from the VAE posterior with each set's
+        standard-normal draw from its own generator (zero in padded slots)."""
         vae = self.model.components["vae"]
+        b, n, _, h, w = pixels.shape
+        down = 2 ** (len(vae.config.block_out_channels) - 1)
+        eps = torch.zeros(b, n, vae.config.latent_channels, h // down, w // down, device=self.device)
+        for i, g in enumerate(self.generators(seeds, "posterior")):
+            k = int(real[i].sum())
+            eps[i, real[i]] = torch.randn((k, *eps.shape[2:]), generator=g, device=self.device)  # (k, C, h, w)
         with torch.set_grad_enabled(self.config.model.train_vae):
-            z = encode_latents(vae, pack_sets(pixels.to(self.device)), self.generator, torch.float32)
-        return unpack_sets(z, pixels.shape[1])  # (B*N, C, h, w) -> (B, N, C, h, w)
+            z = encode_latents(vae, pack_sets(pixels.to(self.device)), dtype=torch.float32, noise=pack_sets(eps))
+        return unpack_sets(z, n)  # (B*N, C, h, w) -> (B, N, C, h, w)
 
     def loss(self) -> tuple[torch.Tensor, int]:
         batch = self.batches.next()
         slot_mask = batch["slot_mask"].to(self.device)
+        seeds = batch["seeds"]
         # Cached latents need no image decode and no VAE forward.
-        latents = batch["latents"].to(self.device) if "latents" in batch else self.encode_images(batch["pixel_values"])
+        if "latents" in batch:
+            latents = batch["latents"].to(self.device)
+        else:
+            latents = self.encode_images(batch["pixel_values"], slot_mask, seeds)
         text = self.encode_text(batch["captions"])
         null = self.null_text if self.null_text is not None else self.encode_text([[""]])[0, 0]
         res = self.objective(
@@ -240,13 +254,13 @@ class JediTask(Task):
             text.float(),
             null.float(),
             slot_mask=None if bool(slot_mask.all()) else slot_mask,
-            generator=self.generator,
+            generator=self.generators(seeds, "objective"),
             foreground=batch["foreground"].to(self.device) if "foreground" in batch else None,
         )
         return res.loss, int(slot_mask.sum())
 
     def state_dict(self) -> dict[str, Any]:
-        return {"data": self.batches.state(), "generator": self.generator.get_state()}
+        return {"data": self.batches.state()}
 
     def after_step(self, step: int) -> None:
         if self.ema is not None:
@@ -339,12 +353,10 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
     if config.model.train_text_encoder:
         model.text_model = model.trainables[1]
 
-    # 3. Resume: accelerate's state (weights, optimizer, LR, EMA, RNGs), then ours (data position, generator).
+    # 3. Resume: accelerate's state (weights, optimizer, LR, EMA, RNGs), then ours (the data position).
     acc = shell.accelerator
-    generator = torch.Generator(device=shell.device).manual_seed(t.seed * 1_000_003 + acc.process_index)
     state = shell.restore()
     if state is not None:
-        generator.set_state(state["generator"])
         _warn_config_changes(config, shell.out)
     elif shell.main:
         (shell.out / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
@@ -352,7 +364,7 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
 
     # 4. This rank's part of every source, mixed by weight; the loop.
     batches = Batches(config, sources, acc.process_index, acc.num_processes, state["data"] if state else None)
-    task = JediTask(config, shell, model, ema, batches, generator)
+    task = JediTask(config, shell, model, ema, batches)
     fit = shell.fit(
         task, model.trainables, optimizer, lr_scheduler, config.optim.max_grad_norm, desc="train", on_step=on_step
     )
