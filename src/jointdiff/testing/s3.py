@@ -169,8 +169,10 @@ def _end(pid: int) -> None:
 
 
 def busy_actor_processes(head_pid: int, actor: str = "MapWorker") -> list[int]:
-    """PIDs of the cluster's actor processes of class ``actor`` that are running a method now (Ray sets the
-    process title ``ray::<class>.<method>`` while one runs and ``ray::<class>`` when idle)."""
+    """PIDs of the cluster's actor processes of class ``actor`` that are running a shard now: Ray sets the
+    process title ``ray::<class>.<method>`` while a method runs and ``ray::<class>`` when idle, and Ray Data's
+    map worker runs a block in ``submit``. Only those: killing one in ``get_location`` or its readiness call
+    fails the whole pool instead of retrying a task ("cancelled before it started running")."""
     import psutil
 
     busy = []
@@ -179,6 +181,6 @@ def busy_actor_processes(head_pid: int, actor: str = "MapWorker") -> list[int]:
             title = " ".join(p.cmdline())
         except psutil.Error:
             continue
-        if title.startswith("ray::") and actor in title and "." in title.split(")")[-1] and "__init__" not in title:
+        if title.startswith("ray::") and actor in title and title.split(")")[-1].startswith(".submit"):
             busy.append(p.pid)
     return busy
