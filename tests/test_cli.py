@@ -8,7 +8,8 @@ from diffusers import DiffusionPipeline
 
 from jointdiff.cli import main
 from jointdiff.common.tiny import save_tiny_base
-from jointdiff.jedi.model import JointUNet, convert_unet, joint_layout
+from jointdiff.jedi.layouts import joint_layout
+from jointdiff.jedi.model import JointUNet, convert_unet
 from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
 
@@ -63,7 +64,7 @@ def test_convert_rejects_missing_paths_and_non_models(tmp_path, capsys):
         json.dumps({"_class_name": "Thing", "vae": ["diffusers", "AutoencoderKL"]})
     )
     rc = main(["convert", "--base", str(tmp_path), "--out", str(tmp_path / "o")])
-    _one_line_error(capsys, rc, "not a Stable-Diffusion-layout text-to-image model", "unet")
+    _one_line_error(capsys, rc, "not a Stable-Diffusion-layout model", "unet")
 
 
 def test_convert_refuses_a_non_empty_output(base_dir, tmp_path, capsys):

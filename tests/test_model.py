@@ -5,7 +5,8 @@ import torch
 from conftest import randn, text
 
 from jointdiff.jedi.attention import remove_joint_attention
-from jointdiff.jedi.model import LAYOUT_KEY, JointLayout, JointUNet, SetBatch, convert_unet, joint_layout
+from jointdiff.jedi.layouts import LAYOUT_KEY, JointLayout, joint_layout
+from jointdiff.jedi.model import JointUNet, SetBatch, convert_unet
 
 
 def test_convert_widens_conv_in_with_zero_weights_and_records_layout(unet):

@@ -18,12 +18,13 @@ _ATTENTION = {
     "remove_joint_attention",
 }
 _GUIDANCE = {"cfg", "joint_guidance", "two_stage_guidance"}
-_MODEL = {"JointLayout", "JointUNet", "convert_unet", "joint_layout"}
+_LAYOUTS = {"JointLayout", "joint_layout"}
+_MODEL = {"JointUNet", "convert_unet"}
 _PIPELINE = {"JointDiffusionPipeline", "JointDiffusionPipelineOutput"}
 _SAMPLING = {"GuidedSetDenoiser", "SetConditioning", "replacement_sample"}
 _SETS = {"mask_channel", "masked_reference", "pack_sets", "random_known", "unpack_sets"}
 
-__all__ = sorted(_ATTENTION | _GUIDANCE | _MODEL | _PIPELINE | _SAMPLING | _SETS)
+__all__ = sorted(_ATTENTION | _GUIDANCE | _LAYOUTS | _MODEL | _PIPELINE | _SAMPLING | _SETS)
 
 
 def __getattr__(name: str) -> Any:
@@ -31,6 +32,8 @@ def __getattr__(name: str) -> Any:
         from jointdiff.jedi import attention as module
     elif name in _GUIDANCE:
         from jointdiff.jedi import guidance as module
+    elif name in _LAYOUTS:
+        from jointdiff.jedi import layouts as module
     elif name in _MODEL:
         from jointdiff.jedi import model as module
     elif name in _PIPELINE:

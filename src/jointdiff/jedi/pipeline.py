@@ -28,7 +28,8 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from jointdiff.common.paths import is_hub_id
 from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
 from jointdiff.jedi.guidance import DEFAULT, Guidance
-from jointdiff.jedi.model import LAYOUT_KEY, JointUNet
+from jointdiff.jedi.layouts import LAYOUT_KEY
+from jointdiff.jedi.model import JointUNet
 from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
 
 
