@@ -117,7 +117,7 @@ def test_joint_unet_rejects_bad_inputs(components):
         model(x, 1, emb, known=torch.ones(2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="timestep must be"):
         model(x, torch.ones(3), emb)
-    with pytest.raises(ValueError, match="not converted"):
+    with pytest.raises(ValueError, match="not reference-conditioned"):
         JointUNet(plain)
 
 

@@ -18,7 +18,7 @@ _ATTENTION = {
     "remove_joint_attention",
 }
 _GUIDANCE = {"cfg", "joint_guidance", "two_stage_guidance"}
-_LAYOUTS = {"JointLayout", "joint_layout"}
+_LAYOUTS = {"InpaintingLayout", "JointLayout", "detect_layout", "joint_layout"}
 _MODEL = {"JointUNet", "convert_unet"}
 _PIPELINE = {"JointDiffusionPipeline", "JointDiffusionPipelineOutput"}
 _SAMPLING = {"GuidedSetDenoiser", "SetConditioning", "replacement_sample"}

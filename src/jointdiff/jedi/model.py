@@ -6,6 +6,10 @@ and its self-attention is coupled across the images of a set (:mod:`jointdiff.je
 :func:`convert_unet` widens ``conv_in`` with zero-initialised weights for the new channels, so
 the converted model reproduces the original exactly, and records the layout in the model config
 under ``_jointdiff`` (saved and loaded by diffusers' ``save_pretrained`` / ``from_pretrained``).
+
+A stock diffusers inpainting U-Net already takes that condition in its own channel order
+(:mod:`jointdiff.jedi.layouts`): :class:`JointUNet` adapts the order at the input and couples its
+self-attention the same way, without conversion or training.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import torch
 from torch import nn
 
 from jointdiff.jedi.attention import SharedReferences, install_joint_attention
-from jointdiff.jedi.layouts import LAYOUT_KEY, JointLayout, joint_layout
+from jointdiff.jedi.layouts import LAYOUT_KEY, JointLayout, detect_layout, joint_layout
 from jointdiff.jedi.sets import mask_channel, masked_reference, pack_sets, unpack_sets
 
 
@@ -38,7 +42,8 @@ def convert_unet(unet: nn.Module) -> nn.Module:
     if c != int(config.get("out_channels", c)) or conv.in_channels != c:
         raise ValueError(
             f"not a plain text-to-image U-Net: in_channels={c}, out_channels={config.get('out_channels')} "
-            "(inpainting or other conditioned U-Nets are not supported as a base)"
+            "(a stock inpainting U-Net needs no conversion: `jointdiff generate --model` reads it as it is; "
+            "other conditioned U-Nets are not supported as a base)"
         )
     layout = JointLayout(latent_channels=c)
     new = nn.Conv2d(
@@ -86,6 +91,7 @@ class SetBatch:
     slot_mask: torch.Tensor | None = None  # (B, N) bool
     added_cond_kwargs: dict[str, torch.Tensor] | None = None  # values (B, N, ...)
     sees_references: bool = False  # with forward_groups(references=...): also attend to the references
+    empty: torch.Tensor | None = None  # (C, H, W): an unknown slot's masked-image latent (None: the layout's zeros)
 
 
 class _Packed(NamedTuple):
@@ -100,21 +106,22 @@ class _Packed(NamedTuple):
 
 
 class JointUNet(nn.Module):
-    """eps_theta(x_t, x_hat, M) of JeDi eq. 2 on image sets: a thin adapter over a converted U-Net.
+    """eps_theta(x_t, x_hat, M) of JeDi eq. 2 on image sets: a thin adapter over a converted U-Net or a stock
+    inpainting U-Net (``layout``: ``auto``, ``jedi`` or ``inpainting``, :func:`jointdiff.jedi.layouts.detect_layout`).
 
     Takes set-shaped tensors ``(B, N, ...)``; the set size is their second axis. Builds the
-    input channels, packs the sets into the U-Net batch and passes ``set_size`` / ``slot_mask``
-    to the coupled attention processors, which it installs on construction.
+    input channels in the U-Net's order, packs the sets into the U-Net batch and passes ``set_size`` /
+    ``slot_mask`` to the coupled attention processors, which it installs on construction.
     """
 
-    def __init__(self, unet: nn.Module) -> None:
+    def __init__(self, unet: nn.Module, layout: str = "auto") -> None:
         super().__init__()
-        layout = joint_layout(unet)
-        if layout is None:
-            raise ValueError("the U-Net is not converted to the jointdiff layout (run `jointdiff convert`)")
+        config = getattr(unet, "config", None)
+        if config is None:
+            raise ValueError(f"expected a diffusers UNet2DConditionModel, got {type(unet).__name__}")
+        self.layout = detect_layout(config, layout, source="the U-Net")
         install_joint_attention(unet)
         self.unet = unet
-        self.layout = layout
 
     def forward(
         self,
@@ -126,6 +133,7 @@ class JointUNet(nn.Module):
         slot_mask: torch.Tensor | None = None,
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
+        empty: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict noise for every image of every set.
 
@@ -138,12 +146,18 @@ class JointUNet(nn.Module):
             slot_mask: bool ``(B, N)``, slots taking part in coupled attention (default all).
             added_cond_kwargs: extra U-Net conditioning (SDXL), each value set-shaped ``(B, N, ...)``.
             cross_attention_kwargs: passed through to the attention processors.
+            empty: an unknown slot's masked-image latent, ``(C, H, W)``: required by a stock inpainting
+                U-Net (the latent of a fully masked image); None for a JeDi U-Net (zeros).
 
         Returns:
             Predicted noise, ``(B, N, C, H, W)``.
         """
         return self.forward_groups(
-            [SetBatch(sample, timestep, encoder_hidden_states, reference, known, slot_mask, added_cond_kwargs)],
+            [
+                SetBatch(
+                    sample, timestep, encoder_hidden_states, reference, known, slot_mask, added_cond_kwargs, empty=empty
+                )
+            ],
             cross_attention_kwargs,
         )[0]
 
@@ -222,10 +236,10 @@ class JointUNet(nn.Module):
             )
 
         known = known.to(sample.device)
-        x = torch.cat(
-            [mask_channel(known, h, w, sample.dtype), sample, masked_reference(reference.to(sample.dtype), known)],
-            dim=2,
-        )  # (B, N, 1 + 2C, H, W)
+        masked = self._masked(reference.to(sample.dtype), known, g.empty)  # (B, N, C, H, W)
+        blocks = {"mask": mask_channel(known, h, w, sample.dtype), "noisy": sample, "reference": masked}
+        blocks["masked_image"] = masked  # the stock inpainting name of the same block
+        x = torch.cat([blocks[name] for name in self.layout.channels], dim=2)  # (B, N, 1 + 2C, H, W), the U-Net's order
         return _Packed(
             x=pack_sets(x),  # (B, N, 1+2C, H, W) -> (B*N, 1+2C, H, W)
             t=_flat_timesteps(g.timestep, b, n, sample.device),
@@ -234,3 +248,19 @@ class JointUNet(nn.Module):
             b=b,
             n=n,
         )
+
+    def _masked(self, reference: torch.Tensor, known: torch.Tensor, empty: torch.Tensor | None) -> torch.Tensor:
+        """The masked-image channels ``(B, N, C, H, W)``: the clean latent where known; elsewhere zero (JeDi's
+        ``x0 (1 - M)``) or ``empty``, the latent of a fully masked image that a stock inpainting U-Net expects."""
+        if empty is None:
+            if self.layout.needs_empty:
+                raise ValueError(
+                    "a stock inpainting U-Net needs `empty`, the latent of a fully masked image "
+                    "(JointDiffusionPipeline.empty_latent)"
+                )
+            return masked_reference(reference, known)
+        if tuple(empty.shape) != tuple(reference.shape[2:]):
+            raise ValueError(
+                f"empty must be one latent of shape {tuple(reference.shape[2:])}, got {tuple(empty.shape)}"
+            )
+        return torch.where(known[:, :, None, None, None], reference, empty.to(reference))

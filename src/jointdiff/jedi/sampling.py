@@ -28,11 +28,14 @@ class SetConditioning:
         text: per-slot text embeddings with the prompts/captions, ``(B, N, T, D)``.
         null_text: per-slot embeddings of the null (negative) prompt, ``(B, N, T, D)``.
         references: clean reference latents, ``(B, n, C, h, w)`` (``n`` may be 0).
+        empty: what an unknown slot's masked-image channels hold, ``(C, h, w)``: the latent of a fully
+            masked image for a stock inpainting U-Net; None for a JeDi U-Net (zeros).
     """
 
     text: torch.Tensor
     null_text: torch.Tensor
     references: torch.Tensor
+    empty: torch.Tensor | None = None
 
 
 class GuidedSetDenoiser:
@@ -91,24 +94,25 @@ class GuidedSetDenoiser:
         Reference slots hold a value the replacement trick discards (with ``drop``, reference-free
         branches contribute zeros there: those slots are not in their sets).
         """
-        n = self.n
+        n, empty = self.n, self.cond.empty
         groups, branches = [], []
         if self.whole:  # (nb*B, N, ...): every branch that sees the whole set
+            reference = self.reference.to(x.dtype)
             groups.append(
-                SetBatch(x.repeat(len(self.whole), 1, 1, 1, 1), t, self.text, self.reference.to(x.dtype), self.known)
+                SetBatch(x.repeat(len(self.whole), 1, 1, 1, 1), t, self.text, reference, self.known, empty=empty)
             )
             branches.append(self.whole)
         if self.targets_only:  # (nt*B, K, ...): reference-free branches, the targets as a set of their own
             targets = x[:, n:].repeat(len(self.targets_only), 1, 1, 1, 1)
-            groups.append(SetBatch(targets, t, self.target_text))  # nothing known, no reference channels
+            groups.append(SetBatch(targets, t, self.target_text, empty=empty))  # nothing known
             branches.append(self.targets_only)
         references = None
         if self.seeing:  # (ns*B, K, ...) targets attending to the shared references
             targets = x[:, n:].repeat(len(self.seeing), 1, 1, 1, 1)
-            groups.append(SetBatch(targets, t, self.seeing_text, sees_references=True))
+            groups.append(SetBatch(targets, t, self.seeing_text, sees_references=True, empty=empty))
             branches.append(self.seeing)
             refs = self.cond.references.to(x.dtype)
-            references = SetBatch(x[:, :n], t, self.cond.text[:, :n], refs, self.ref_known)
+            references = SetBatch(x[:, :n], t, self.cond.text[:, :n], refs, self.ref_known, empty=empty)
         outs = self.model.forward_groups(groups, references=references)  # one U-Net call
         ref_eps = outs.pop(0) if references is not None else torch.zeros_like(x[:, :n])  # (B, n, ...)
         parts: dict[Branch, torch.Tensor] = {}
