@@ -1,9 +1,10 @@
 """A stock diffusers inpainting model as a joint U-Net without conversion (issue 32): the layout detection,
-the channel adapter, parity with diffusers' StableDiffusionInpaintPipeline and the replacement trick with
-references. Tiny random models built from the real classes."""
+the channel adapter, parity with diffusers' StableDiffusionInpaintPipeline, the replacement trick with
+references and the training-free options on it. Tiny random models built from the real classes."""
 
 import copy
 import json
+import math
 
 import PIL.Image
 import pytest
@@ -155,6 +156,27 @@ def test_references_stay_fixed_and_change_the_targets(pipe):
         ["a toy", "a toy in snow"], reference_images=[_image(6)], generator=torch.Generator().manual_seed(1), **kw
     ).images
     assert abs(with_ref - without).max() > 1e-3 and abs(with_ref - other).max() > 1e-4
+
+
+def test_training_free_options_on_the_stock_model(pipe):
+    """No coupled step is generation without references and without coupling; beta = -inf cuts the references
+    off (the targets stay coupled with each other); the options change the targets where they couple."""
+    prompts, kw = ["a toy", "a toy in snow"], {"num_inference_steps": 3, "output_type": "np", "guidance_scale": 3.0}
+
+    def run(refs=None, **options):
+        return pipe(prompts, reference_images=refs, generator=torch.Generator().manual_seed(2), **kw, **options).images
+
+    alone, coupled = run(), run([_image(5)])
+    assert abs(run([_image(5)], coupled_steps=0.0) - run(coupled_steps=0.0)).max() < 1e-5
+    assert abs(run([_image(5)], reference_bias=-math.inf) - alone).max() < 1e-5
+    assert (run([_image(5)], reference_bias=0.0) == coupled).all()  # the defaults change nothing
+    # Otherwise the same code path, bit for bit: any difference is the option's (1 of 3 steps coupled).
+    for options in ({"reference_bias": 2.0}, {"coupled_layers": ["up"]}, {"coupled_steps": 0.34}):
+        assert abs(run([_image(5)], **options) - coupled).max() > 1e-5, options
+    with pytest.raises(ValueError, match=r"'down\.5' matches no self-attention"):
+        run([_image(5)], coupled_layers="down,down.5")
+    with pytest.raises(ValueError, match="unknown coupled layer"):
+        run([_image(5)], coupled_layers=["left"])
 
 
 def test_from_pretrained_recognises_forces_and_keeps_the_layout(inpainting_dir, tmp_path):

@@ -20,7 +20,8 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from jointdiff.jedi.attention import SharedReferences, install_joint_attention
+from jointdiff.jedi.attention import SharedReferences, coupled_blocks, install_joint_attention
+from jointdiff.jedi.coupling import PARTS, Coupling, selects
 from jointdiff.jedi.layouts import LAYOUT_KEY, JointLayout, detect_layout, joint_layout
 from jointdiff.jedi.sets import mask_channel, masked_reference, pack_sets, unpack_sets
 
@@ -95,7 +96,7 @@ class SetBatch:
 
 
 class _Packed(NamedTuple):
-    """One group's U-Net input, packed: ``(B*N, 1+2C, H, W)``, ``(B*N,)``, ``(B*N, T, D)``, extras."""
+    """One group's U-Net input, packed: ``(B*N, 1+2C, H, W)``, ``(B*N,)``, ``(B*N, T, D)``, extras, ``(B*N,)``."""
 
     x: torch.Tensor
     t: torch.Tensor
@@ -103,6 +104,7 @@ class _Packed(NamedTuple):
     added: dict[str, torch.Tensor]
     b: int
     n: int
+    known: torch.Tensor  # the reference flag of every image
 
 
 class JointUNet(nn.Module):
@@ -122,6 +124,19 @@ class JointUNet(nn.Module):
         self.layout = detect_layout(config, layout, source="the U-Net")
         install_joint_attention(unet)
         self.unet = unet
+        self.blocks = coupled_blocks(unet)  # the blocks with coupled self-attention, for the layer selection
+
+    def check_coupling(self, coupling: Coupling) -> None:
+        """Every coupled layer named must match a block with self-attention of this U-Net (one-line error); the
+        default, every part, names no block in particular (a U-Net without mid-block attention is fine)."""
+        if coupling.layers == PARTS:
+            return
+        for selector in coupling.layers:
+            if not any(selects(selector, block) for block in self.blocks):
+                raise ValueError(
+                    f"coupled layer {selector!r} matches no self-attention of this U-Net "
+                    f"(its blocks with self-attention: {', '.join(self.blocks)})"
+                )
 
     def forward(
         self,
@@ -166,6 +181,7 @@ class JointUNet(nn.Module):
         groups: list[SetBatch],
         cross_attention_kwargs: dict[str, Any] | None = None,
         references: SetBatch | None = None,
+        coupling: Coupling | None = None,
     ) -> list[torch.Tensor]:
         """:meth:`forward` for several batches of sets, of different set sizes, in one U-Net call.
 
@@ -178,6 +194,9 @@ class JointUNet(nn.Module):
         the batch, attending only among themselves; every group with ``sees_references`` (blocks of
         B sets, e.g. one block per guidance branch) attends to them as well, the b-th set of a block
         to reference set b. Their noise is returned first.
+
+        ``coupling``: the training-free options of the coupled attention (:class:`jointdiff.jedi.coupling.Coupling`;
+        None: JeDi's coupling); the reference bias applies to the slots marked ``known``.
         """
         if not groups:
             raise ValueError("forward_groups needs at least one group of sets")
@@ -199,6 +218,9 @@ class JointUNet(nn.Module):
             raise ValueError("a group sees references but no references were given")
         if any(set(p.added) != set(packed[0].added) for p in packed):
             raise ValueError("every group must carry the same added_cond_kwargs")
+        if coupling is not None:
+            self.check_coupling(coupling)
+            kwargs.update(coupling=coupling, reference_slots=torch.cat([p.known for p in packed]))  # (images,)
         eps = self.unet(
             torch.cat([p.x for p in packed]),  # every group's (B_g*N_g, 1+2C, H, W)
             torch.cat([p.t for p in packed]),
@@ -247,6 +269,7 @@ class JointUNet(nn.Module):
             added={k: pack_sets(v) for k, v in (g.added_cond_kwargs or {}).items()},
             b=b,
             n=n,
+            known=known.reshape(b * n),  # (B, N) -> (B*N,)
         )
 
     def _masked(self, reference: torch.Tensor, known: torch.Tensor, empty: torch.Tensor | None) -> torch.Tensor:

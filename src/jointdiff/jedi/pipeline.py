@@ -25,6 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from jointdiff.common.paths import is_hub_id
+from jointdiff.jedi.coupling import DEFAULT_COUPLING, Coupling
 from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
 from jointdiff.jedi.guidance import DEFAULT, Guidance
 from jointdiff.jedi.layouts import detect_layout
@@ -247,6 +248,9 @@ class JointDiffusionPipeline(DiffusionPipeline):
         guidance: str = DEFAULT.strategy,
         null_reference: str = DEFAULT.null_reference,
         reference_attention: str = DEFAULT.reference_attention,
+        reference_bias: float = DEFAULT_COUPLING.reference_bias,
+        coupled_layers: tuple[str, ...] | list[str] | str | None = None,
+        coupled_steps: float = DEFAULT_COUPLING.steps,
         negative_prompt: str | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -271,6 +275,10 @@ class JointDiffusionPipeline(DiffusionPipeline):
                 guidance settings, :class:`jointdiff.jedi.guidance.Guidance` (checked there): lambda of
                 eq. 3 (the text scale of eq. 4), the reference scale of eq. 4, the strategy, the reference
                 slots of reference-free branches, how the references attend.
+            reference_bias, coupled_layers, coupled_steps: the training-free options of the coupled attention,
+                :class:`jointdiff.jedi.coupling.Coupling` (checked there): beta added to the targets' logits on
+                reference keys, the coupled U-Net blocks (default: every block), the early fraction of the steps
+                that couple. The defaults are JeDi's coupled attention.
             negative_prompt: the null text of the targets (default "").
             height, width: output size in pixels (default: the U-Net's sample size).
             num_images_per_prompt: independent sets generated in one batch (per-set prompt lists: 1).
@@ -309,6 +317,10 @@ class JointDiffusionPipeline(DiffusionPipeline):
             null_reference=null_reference,
             reference_attention=reference_attention,
         )
+        coupling = Coupling.of(
+            reference_bias=reference_bias, coupled_layers=coupled_layers, coupled_steps=coupled_steps
+        )
+        self.joint_unet.check_coupling(coupling)
         device, b, k = self._execution_device, num_images_per_prompt * len(sets), len(sets[0])
         text, null = self.encode_prompt(sets, ref_prompts, negative_prompt, num_images_per_prompt, device)
         references = self.prepare_references(refs, b, height, width, device)  # (B, n, C, h, w)
@@ -316,7 +328,8 @@ class JointDiffusionPipeline(DiffusionPipeline):
         cond = SetConditioning(text=text, null_text=null, references=references, empty=empty)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         latents = self.prepare_latents((b, k, *references.shape[2:]), generator, device, latents)
-        denoise = GuidedSetDenoiser(self.joint_unet, cond, settings)  # every branch in one U-Net batch
+        # every branch in one U-Net batch; coupling in the early steps only where coupled_steps < 1
+        denoise = GuidedSetDenoiser(self.joint_unet, cond, settings, coupling, self.scheduler.timesteps)
         callback = None
         if callback_on_step_end is not None:
 

@@ -9,6 +9,7 @@ backward update.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from jointdiff.jedi.coupling import Coupling
 from jointdiff.jedi.guidance import DEFAULT, Branch, Guidance
 from jointdiff.jedi.model import JointUNet, SetBatch
 
@@ -50,10 +52,27 @@ class GuidedSetDenoiser:
     With ``guidance.isolates_references``, reference slots attend only among themselves and take their
     own captions in every branch (they are the image condition), so they are computed once per step
     for all branches with references, which compute only their K target slots.
+
+    ``coupling`` (:class:`jointdiff.jedi.coupling.Coupling`, None: JeDi's) holds the training-free options; with
+    ``coupling.steps < 1`` the steps with ``t`` below the last coupled one of ``timesteps`` attend per image.
     """
 
-    def __init__(self, model: JointUNet, cond: SetConditioning, guidance: Guidance = DEFAULT) -> None:
-        self.model, self.cond, self.guidance = model, cond, guidance
+    def __init__(
+        self,
+        model: JointUNet,
+        cond: SetConditioning,
+        guidance: Guidance = DEFAULT,
+        coupling: Coupling | None = None,
+        timesteps: Iterable[torch.Tensor] | None = None,
+    ) -> None:
+        self.model, self.cond, self.guidance, self.coupling = model, cond, guidance, coupling
+        self.last_coupled: float | None = None  # the smallest timestep that couples (None: every one)
+        if coupling is not None and coupling.steps < 1:
+            if timesteps is None:
+                raise ValueError("coupling in the early steps only needs the sampler's timesteps")
+            steps = [float(t) for t in timesteps]
+            m = coupling.coupled_steps(len(steps))
+            self.last_coupled = steps[m - 1] if m else math.inf  # timesteps decrease: t >= it couples
         self.branches = guidance.branches()
         b, n = cond.references.shape[:2]
         big_n = cond.text.shape[1]
@@ -88,6 +107,12 @@ class GuidedSetDenoiser:
         """Per-slot text of a branch, ``(B, N, T, D)``: the prompts, or the null text without text."""
         return self.cond.text if branch.text else self.cond.null_text
 
+    def coupling_at(self, t: torch.Tensor | float) -> Coupling | None:
+        """The coupling options in effect at timestep ``t``: uncoupled after the early fraction of the steps."""
+        if self.coupling is None or self.last_coupled is None or float(t) >= self.last_coupled:
+            return self.coupling
+        return self.coupling.uncoupled()
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Guided eps for the sets ``x`` (model input, ``(B, N, C, h, w)``).
 
@@ -113,7 +138,8 @@ class GuidedSetDenoiser:
             branches.append(self.seeing)
             refs = self.cond.references.to(x.dtype)
             references = SetBatch(x[:, :n], t, self.cond.text[:, :n], refs, self.ref_known, empty=empty)
-        outs = self.model.forward_groups(groups, references=references)  # one U-Net call
+        coupling = self.coupling_at(t)
+        outs = self.model.forward_groups(groups, references=references, coupling=coupling)  # one U-Net call
         ref_eps = outs.pop(0) if references is not None else torch.zeros_like(x[:, :n])  # (B, n, ...)
         parts: dict[Branch, torch.Tensor] = {}
         for eps, brs in zip(outs, branches, strict=True):
