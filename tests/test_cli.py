@@ -7,8 +7,9 @@ from conftest import randn, text
 from diffusers import DiffusionPipeline
 
 from jointdiff.cli import main
-from jointdiff.common.tiny import save_tiny_base
-from jointdiff.jedi.model import JointUNet, convert_unet, joint_layout
+from jointdiff.common.tiny import save_tiny_base, save_tiny_inpainting
+from jointdiff.jedi.layouts import joint_layout
+from jointdiff.jedi.model import JointUNet, convert_unet
 from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
 
@@ -63,7 +64,7 @@ def test_convert_rejects_missing_paths_and_non_models(tmp_path, capsys):
         json.dumps({"_class_name": "Thing", "vae": ["diffusers", "AutoencoderKL"]})
     )
     rc = main(["convert", "--base", str(tmp_path), "--out", str(tmp_path / "o")])
-    _one_line_error(capsys, rc, "not a Stable-Diffusion-layout text-to-image model", "unet")
+    _one_line_error(capsys, rc, "not a Stable-Diffusion-layout model", "unet")
 
 
 def test_convert_refuses_a_non_empty_output(base_dir, tmp_path, capsys):
@@ -150,3 +151,42 @@ def test_generate_rejects_bad_input_in_one_line(joint_dir, tmp_path, capsys, ext
 def test_generate_refuses_a_model_that_is_not_reference_conditioned(base_dir, tmp_path, capsys):
     rc = main(["generate", "--model", str(base_dir), "--prompt", "x", "--out", str(tmp_path / "o")])
     _one_line_error(capsys, rc, "not reference-conditioned")
+
+
+@pytest.fixture(scope="module")
+def inpainting_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inpainting")
+    save_tiny_inpainting(path, seed=0)
+    return path
+
+
+def test_generate_reads_a_stock_inpainting_model_with_the_training_free_options(inpainting_dir, tmp_path):
+    from PIL import Image
+
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(ref)
+    args = ["generate", "--model", str(inpainting_dir), "--ref", str(ref), "--prompt", "a toy", "--steps", "2"]
+    args += ["--reference-bias", "1.5", "--coupled-layers", "down,up.1", "--coupled-steps", "0.5"]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0
+    with Image.open(sorted((tmp_path / "out").glob("00-*.png"))[0]) as im:
+        settings = json.loads(im.text["jointdiff"])
+        assert im.size == (16, 16)
+    assert settings["layout"] == "inpainting" and settings["reference_bias"] == 1.5
+    assert settings["coupled_layers"] == ["down", "up.1"] and settings["coupled_steps"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("model", "extra", "needle"),
+    [
+        ("joint_dir", ["--layout", "inpainting"], "not a stock inpainting model"),
+        ("base_dir", ["--layout", "inpainting"], "not reference-conditioned"),
+        ("inpainting_dir", ["--coupled-layers", "side"], "unknown coupled layer 'side'"),
+        ("inpainting_dir", ["--coupled-layers", "down.7"], "'down.7' matches no self-attention"),
+        ("inpainting_dir", ["--coupled-steps", "2"], "fraction in [0, 1]"),
+        ("inpainting_dir", ["--reference-bias=inf"], "finite or -inf"),
+    ],
+)
+def test_generate_layout_and_coupling_errors_are_one_line(request, tmp_path, capsys, model, extra, needle):
+    path = request.getfixturevalue(model)
+    rc = main(["generate", "--model", str(path), "--prompt", "x", "--out", str(tmp_path / "o"), *extra])
+    _one_line_error(capsys, rc, needle)

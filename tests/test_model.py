@@ -5,7 +5,8 @@ import torch
 from conftest import randn, text
 
 from jointdiff.jedi.attention import remove_joint_attention
-from jointdiff.jedi.model import LAYOUT_KEY, JointLayout, JointUNet, SetBatch, convert_unet, joint_layout
+from jointdiff.jedi.layouts import LAYOUT_KEY, JointLayout, joint_layout
+from jointdiff.jedi.model import JointUNet, SetBatch, convert_unet
 
 
 def test_convert_widens_conv_in_with_zero_weights_and_records_layout(unet):
@@ -116,7 +117,7 @@ def test_joint_unet_rejects_bad_inputs(components):
         model(x, 1, emb, known=torch.ones(2, 2, dtype=torch.bool))
     with pytest.raises(ValueError, match="timestep must be"):
         model(x, torch.ones(3), emb)
-    with pytest.raises(ValueError, match="not converted"):
+    with pytest.raises(ValueError, match="not reference-conditioned"):
         JointUNet(plain)
 
 

@@ -18,19 +18,25 @@ _ATTENTION = {
     "remove_joint_attention",
 }
 _GUIDANCE = {"cfg", "joint_guidance", "two_stage_guidance"}
-_MODEL = {"JointLayout", "JointUNet", "convert_unet", "joint_layout"}
+_COUPLING = {"Coupling"}
+_LAYOUTS = {"InpaintingLayout", "JointLayout", "detect_layout", "joint_layout"}
+_MODEL = {"JointUNet", "convert_unet"}
 _PIPELINE = {"JointDiffusionPipeline", "JointDiffusionPipelineOutput"}
 _SAMPLING = {"GuidedSetDenoiser", "SetConditioning", "replacement_sample"}
 _SETS = {"mask_channel", "masked_reference", "pack_sets", "random_known", "unpack_sets"}
 
-__all__ = sorted(_ATTENTION | _GUIDANCE | _MODEL | _PIPELINE | _SAMPLING | _SETS)
+__all__ = sorted(_ATTENTION | _COUPLING | _GUIDANCE | _LAYOUTS | _MODEL | _PIPELINE | _SAMPLING | _SETS)
 
 
 def __getattr__(name: str) -> Any:
     if name in _ATTENTION:
         from jointdiff.jedi import attention as module
+    elif name in _COUPLING:
+        from jointdiff.jedi import coupling as module
     elif name in _GUIDANCE:
         from jointdiff.jedi import guidance as module
+    elif name in _LAYOUTS:
+        from jointdiff.jedi import layouts as module
     elif name in _MODEL:
         from jointdiff.jedi import model as module
     elif name in _PIPELINE:

@@ -1,5 +1,7 @@
 """``jointdiff convert`` and ``jointdiff generate``: the JeDi model from a text-to-image model, and personalised
-generation from reference images (sec. 3.3).
+generation from reference images (sec. 3.3), with a JeDi model or, without training, a stock inpainting model
+(``--layout``, recognised from the U-Net config; the training-free options ``--reference-bias``,
+``--coupled-layers``, ``--coupled-steps``).
 
 ``generate --prompt-sets FILE`` makes one set per line of FILE (its targets separated by ``|``) into
 ``OUT/<line>/``, line i with seed ``--seed + i``; under ``accelerate launch --num_processes N`` the lines are
@@ -13,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from jointdiff.common.config import DTYPES
+from jointdiff.jedi.coupling import Coupling
 from jointdiff.jedi.guidance import Guidance
+from jointdiff.jedi.layouts import LAYOUTS
 from jointdiff.jedi.schedulers import SCHEDULERS
 
 
@@ -67,6 +71,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.num_sets < 1:
         raise ValueError(f"--num-sets must be >= 1, got {args.num_sets}")
     guidance = Guidance.from_args(args)  # checked here, before the model loads
+    coupling = Coupling.from_args(args)
     refs = [load_image(p) for p in args.ref]
     if args.ref_prompt and len(args.ref_prompt) not in (1, len(args.ref)):
         raise ValueError(
@@ -77,16 +82,18 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("no model given and this install ships none yet; pass --model DIR (a jointdiff model)")
     device = args.device or default_device()
     processes = process_state(cpu=str(device) == "cpu")  # one process unless launched with several
-    pipe = JointDiffusionPipeline.from_pretrained(str(model), use_safetensors=not args.allow_pickle)
+    pipe = JointDiffusionPipeline.from_pretrained(str(model), layout=args.layout, use_safetensors=not args.allow_pickle)
     if args.scheduler:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     pipe.to(device)
     settings = {
         "model": str(model),
+        "layout": pipe.joint_unet.layout.kind,
         "references": [str(p) for p in args.ref],
         "reference_prompts": args.ref_prompt,
         "steps": args.steps,
         **guidance.settings(),
+        **coupling.settings(),
         "negative_prompt": args.negative_prompt,
         "scheduler": type(pipe.scheduler).__name__,
         "seed": args.seed,
@@ -115,6 +122,7 @@ def _generate_set(
         reference_prompts=args.ref_prompt or None,
         num_inference_steps=args.steps,
         **Guidance.from_args(args).settings(),
+        **Coupling.from_args(args).settings(),
         negative_prompt=args.negative_prompt,
         height=args.height,
         width=args.width,
@@ -150,7 +158,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_cmd_convert)
 
     p = sub.add_parser("generate", help="personalised generation from reference images (JeDi)")
-    p.add_argument("--model", default=None, help="jointdiff model directory or Hub id (default: the shipped miniature)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="jointdiff model, or a stock diffusers inpainting model used without training: directory or Hub id "
+        "(default: the shipped miniature)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=None,
+        help="the U-Net's input layout (default: the saved one, else auto: a jointdiff model, or a 9-channel "
+        "stock inpainting U-Net); jedi reads an unrecorded 9-channel U-Net in JeDi's channel order",
+    )
     p.add_argument("--ref", action="append", default=[], metavar="IMG", help="reference image; repeat for several")
     p.add_argument("--ref-prompt", action="append", default=[], metavar="TEXT", help="caption of the references")
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="one per target; repeat")
@@ -163,6 +183,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="output directory for PNGs and grid.png")
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
     Guidance.add_arguments(p)
+    Coupling.add_arguments(p)
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="swap the model's scheduler")
     p.add_argument("--seed", type=int, default=0, help="seed of the set (of line i: seed + i)")

@@ -1,7 +1,8 @@
 """Tiny randomly initialised Stable-Diffusion-layout components, built from the real classes, and the
 character tokenizer they use.
 
-No pretrained weights can be downloaded here, so every real-model path is exercised on these:
+No pretrained weights can be downloaded here, so every real-model path is exercised on these (a stock
+inpainting model too: the same networks with a 9-channel U-Net, :func:`tiny_components` ``inpainting=True``):
 ``jointdiff selftest``, ``jointdiff s3 tiny``, the docs examples and the tests build them in well
 under a second; ``model.init.tokenizer = "char:N"`` trains a model from scratch with
 :func:`char_tokenizer`.
@@ -13,7 +14,13 @@ import string
 from pathlib import Path
 from typing import Any
 
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    StableDiffusionInpaintPipeline,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from jointdiff.common.seeding import seeded
@@ -30,11 +37,12 @@ def char_tokenizer(max_length: int = 32) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=max_length)
 
 
-def tiny_components(seed: int = 0) -> dict[str, Any]:
-    """unet, vae, text_encoder, tokenizer, scheduler of a tiny SD 1.x-shaped model (random weights)."""
+def tiny_components(seed: int = 0, inpainting: bool = False) -> dict[str, Any]:
+    """unet, vae, text_encoder, tokenizer, scheduler of a tiny SD 1.x-shaped model (random weights); with
+    ``inpainting`` the U-Net takes a stock inpainting model's 9 channels (noisy 4 | mask 1 | masked image 4)."""
     tokenizer = char_tokenizer()
     with seeded(seed):
-        unet, vae, text_encoder = _tiny_models(tokenizer)
+        unet, vae, text_encoder = _tiny_models(tokenizer, in_channels=9 if inpainting else 4)
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
@@ -47,11 +55,13 @@ def tiny_components(seed: int = 0) -> dict[str, Any]:
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "tokenizer": tokenizer, "scheduler": scheduler}
 
 
-def _tiny_models(tokenizer: CLIPTokenizer) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel]:
+def _tiny_models(
+    tokenizer: CLIPTokenizer, in_channels: int = 4
+) -> tuple[UNet2DConditionModel, AutoencoderKL, CLIPTextModel]:
     """The three networks, drawn in this order from torch's global generator."""
     unet = UNet2DConditionModel(
         sample_size=8,
-        in_channels=4,
+        in_channels=in_channels,
         out_channels=4,
         block_out_channels=(8, 16),
         layers_per_block=1,
@@ -95,4 +105,15 @@ def save_tiny_base(path: str | Path, seed: int = 0, safe_serialization: bool = T
         **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
     pipe.save_pretrained(str(path), safe_serialization=safe_serialization)
+    return components
+
+
+def save_tiny_inpainting(path: str | Path, seed: int = 0) -> dict[str, Any]:
+    """Save a tiny StableDiffusionInpaintPipeline directory (a stock inpainting model, the layout
+    ``jointdiff generate --model`` reads without conversion)."""
+    components = tiny_components(seed, inpainting=True)
+    pipe = StableDiffusionInpaintPipeline(
+        **components, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+    pipe.save_pretrained(str(path), safe_serialization=True)
     return components

@@ -7,7 +7,9 @@ cross-attention module (``attn2``) gets a :class:`PerImageAttnProcessor`, which 
 set arguments and runs its inner processor unchanged, so each image keeps its own prompt.
 
 The set size and an optional slot mask travel with each forward call through the U-Net's
-``cross_attention_kwargs`` (``{"set_size": N, "slot_mask": mask}``), never through global state.
+``cross_attention_kwargs`` (``{"set_size": N, "slot_mask": mask}``), never through global state; so do
+the training-free options (``coupling``, :class:`jointdiff.jedi.coupling.Coupling`: a bias on the
+reference keys, the coupled blocks) with the reference flag of every image (``reference_slots``).
 ``set_size`` may also give the size of every set of the batch (a tuple): sets of different sizes
 then share one U-Net call (convolutions batched over all images; attention per run of equal sizes).
 
@@ -26,7 +28,9 @@ from typing import Any
 import torch
 from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
-SET_KWARGS = ("set_size", "slot_mask", "shared_references")
+from jointdiff.jedi.coupling import PARTS, Coupling, block_id
+
+SET_KWARGS = ("set_size", "slot_mask", "shared_references", "coupling", "reference_slots")
 
 
 @dataclass(frozen=True)
@@ -91,10 +95,25 @@ class CoupledAttnProcessor:
     jointly among themselves only, and every excluded slot attends to itself alone, exactly as
     an uncoupled image. That is what guidance branches without references and padded sets of
     different sizes need.
+
+    The training-free options (``coupling``): where ``coupling.couples(block)`` is false every image
+    attends per image; a ``coupling.reference_bias`` beta != 0 adds beta to the target queries' logits
+    on the keys of the images flagged in ``reference_slots`` (bool, ``(B*N,)``).
     """
 
-    def __init__(self, inner: Any | None = None) -> None:
+    def __init__(self, inner: Any | None = None, block: str | None = None) -> None:
         self.inner = inner if inner is not None else AttnProcessor2_0()
+        self.block = block  # the U-Net block (coupling.block_id), for layer selection
+
+    def _couples(self, coupling: Coupling | None) -> bool:
+        """Whether this processor couples under ``coupling`` (None: JeDi's default, every block)."""
+        if coupling is None:
+            return True
+        if self.block is None and coupling.layers not in ((), PARTS):
+            raise ValueError(
+                "a CoupledAttnProcessor without its block name cannot select layers (install_joint_attention)"
+            )
+        return coupling.couples(self.block) if self.block is not None else bool(coupling.layers)
 
     def __call__(
         self,
@@ -106,25 +125,38 @@ class CoupledAttnProcessor:
         set_size: int | tuple[int, ...] | None = None,
         slot_mask: torch.Tensor | None = None,
         shared_references: SharedReferences | None = None,
+        coupling: Coupling | None = None,
+        reference_slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if encoder_hidden_states is not None:
             raise ValueError("CoupledAttnProcessor is for self-attention (attn1) only")
         if hidden_states.ndim != 3:
             raise ValueError(f"coupled attention expects (B*N, L, C) tokens, got {tuple(hidden_states.shape)}")
+        bn, length, channels = hidden_states.shape
+        if reference_slots is not None and (reference_slots.dtype != torch.bool or reference_slots.shape != (bn,)):
+            raise ValueError(
+                f"reference_slots must be a bool tensor of shape ({bn},), got {tuple(reference_slots.shape)}"
+            )
+        if not self._couples(coupling):  # a block left uncoupled: every image on its own
+            return self.inner(attn, hidden_states, attention_mask=attention_mask, temb=temb)
+        flags = reference_slots if coupling is not None and coupling.reference_bias != 0 else None
         if shared_references is not None:
             if attention_mask is not None or slot_mask is not None:
                 raise ValueError("shared references take no attention_mask or slot_mask")
-            return self._with_shared_references(attn, hidden_states, temb, set_size, shared_references)
-        bn, length, channels = hidden_states.shape
+            return self._with_shared_references(attn, hidden_states, temb, set_size, shared_references, coupling, flags)
         if isinstance(set_size, tuple):  # sets of several sizes: each run of equal sizes on its own
             _check_set_sizes(bn, set_size, slot_mask)
             runs = _runs(set_size)
             if len(runs) > 1:
                 if attention_mask is not None:
                     raise ValueError("a token attention_mask is not supported with per-set sizes")
-                parts = hidden_states.split([size * count for size, count in runs])  # (size*count, L, C) each
+                lengths = [size * count for size, count in runs]
+                parts = zip(hidden_states.split(lengths), _split(flags, lengths), runs, strict=True)
                 return torch.cat(
-                    [self(attn, x, temb=temb, set_size=size) for x, (size, _) in zip(parts, runs, strict=True)]
+                    [
+                        self(attn, x, temb=temb, set_size=s, coupling=coupling, reference_slots=f)
+                        for x, f, (s, _) in parts
+                    ]
                 )
             set_size = runs[0][0]
         n = _check_set_args(bn, set_size, slot_mask)
@@ -135,8 +167,9 @@ class CoupledAttnProcessor:
 
         b = bn // n
         joint = hidden_states.reshape(b, n * length, channels)  # (B*N, L, C) -> (B, N*L, C)
+        refs = flags.reshape(b, n) if flags is not None else None  # (B*N,) -> (B, N)
         if slot_mask is None or bool(slot_mask.all()):
-            out = self.inner(attn, joint, temb=temb)
+            out = self._attend(attn, joint, None, refs, coupling, temb)
             return out.reshape(bn, length, channels)  # (B, N*L, C) -> (B*N, L, C)
 
         # Included slots attend to included slots only: an additive key mask over N*L tokens.
@@ -145,13 +178,48 @@ class CoupledAttnProcessor:
         bias = torch.zeros(b, n, dtype=hidden_states.dtype, device=hidden_states.device)
         bias = bias.masked_fill(~keys.to(bias.device), torch.finfo(hidden_states.dtype).min)
         bias = bias.repeat_interleave(length, dim=1).unsqueeze(1)  # (B, N) -> (B, 1, N*L)
-        out = self.inner(attn, joint, attention_mask=bias, temb=temb)
+        out = self._attend(attn, joint, bias, refs, coupling, temb)
         out = out.reshape(bn, length, channels)  # (B, N*L, C) -> (B*N, L, C)
 
         # Excluded slots: ordinary per-image self-attention.
         excluded = (~slot_mask).reshape(bn).nonzero().squeeze(1).to(hidden_states.device)  # (E,)
         single = self.inner(attn, hidden_states.index_select(0, excluded), temb=temb)  # (E, L, C)
         return out.index_copy(0, excluded, single.to(out.dtype))
+
+    def _attend(
+        self,
+        attn: Attention,
+        joint: torch.Tensor,
+        key_bias: torch.Tensor | None,
+        refs: torch.Tensor | None,
+        coupling: Coupling | None,
+        temb: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Attention over the tokens of each set, ``joint`` ``(B, N*L, C)``, with an additive key bias shared
+        by every query (``(B, 1, N*L)``, the slot mask) and, with ``refs`` (``(B, N)`` bool), the reference
+        bias beta on the target queries' logits of reference keys. Sets are queried in groups of equal
+        reference slots: reference queries plainly, target queries with beta, over the same keys."""
+        if refs is None or coupling is None:
+            return self.inner(attn, joint, attention_mask=key_bias, temb=temb)
+        b, nl, _ = joint.shape
+        n = refs.shape[1]
+        length = nl // n
+        key_refs = refs.repeat_interleave(length, dim=1).unsqueeze(1)  # (B, N) -> (B, 1, N*L)
+        base = key_bias if key_bias is not None else torch.zeros(b, 1, nl, dtype=joint.dtype, device=joint.device)
+        shifted = base + torch.where(key_refs, coupling.reference_bias, 0.0).to(base.dtype)  # (B, 1, N*L)
+        out = torch.empty_like(joint).unflatten(1, (n, length))  # (B, N*L, C) -> (B, N, L, C)
+        for pattern in torch.unique(refs, dim=0):  # the sets with these reference slots, queried together
+            sets = (refs == pattern).all(dim=1).nonzero().squeeze(1)  # (S,)
+            keys = joint.index_select(0, sets)  # (S, N*L, C)
+            for slots, bias in ((pattern, key_bias), (~pattern, shifted)):  # reference queries, target queries
+                if not bool(slots.any()):
+                    continue
+                which = slots.nonzero().squeeze(1)  # (R,)
+                queries = keys.unflatten(1, (n, length))[:, which].flatten(1, 2)  # (S, N, L, C) -> (S, R*L, C)
+                mask = bias.index_select(0, sets) if bias is not None else None  # (S, 1, N*L)
+                o = self.inner(attn, queries, encoder_hidden_states=keys, attention_mask=mask, temb=temb)
+                out[sets[:, None], which[None, :]] = o.unflatten(1, (len(which), length)).to(out.dtype)  # (S, R, L, C)
+        return out.flatten(1, 2)  # (B, N, L, C) -> (B, N*L, C)
 
     def _with_shared_references(
         self,
@@ -160,6 +228,8 @@ class CoupledAttnProcessor:
         temb: torch.Tensor | None,
         set_size: int | tuple[int, ...] | None,
         refs: SharedReferences,
+        coupling: Coupling | None,
+        flags: torch.Tensor | None,
     ) -> torch.Tensor:
         """Reference sets among themselves; each later set's queries over its references' and its own tokens."""
         _, length, channels = hidden_states.shape
@@ -174,6 +244,7 @@ class CoupledAttnProcessor:
                 f"shared references: {len(refs.sees)} flags for the sets after them, set sizes {set_size!r}"
             )
         _check_set_sizes(rest.shape[0], set_size, None)
+        flags = flags[head:] if flags is not None else None  # the images after the references
         outs = [self(attn, ref_tokens, temb=temb, set_size=refs.size)]  # (sets*n, L, C): references alone
         context = ref_tokens.reshape(refs.sets, refs.size * length, channels)  # (sets, n*L, C)
         start = offset = 0  # the run's first set (after the references) and its first image
@@ -181,12 +252,17 @@ class CoupledAttnProcessor:
             count = len(list(run))
             x = rest[offset : offset + size * count]  # (count*size, L, C)
             if not sees:
-                outs.append(self(attn, x, temb=temb, set_size=size))
+                f = flags[offset : offset + size * count] if flags is not None else None
+                outs.append(self(attn, x, temb=temb, set_size=size, coupling=coupling, reference_slots=f))
             else:
                 own = x.reshape(count, size * length, channels)  # (count, K*L, C)
                 which = torch.arange(start, start + count, device=x.device) % refs.sets
                 keys = torch.cat([context.index_select(0, which), own], dim=1)  # (count, (n+K)*L, C)
-                out = self.inner(attn, own, encoder_hidden_states=keys, temb=temb)
+                mask = None  # the reference bias on the references' keys (these queries are all targets)
+                if coupling is not None and coupling.reference_bias != 0:
+                    on_refs = torch.arange(keys.shape[1], device=x.device) < refs.size * length  # ((n+K)*L,)
+                    mask = torch.where(on_refs, coupling.reference_bias, 0.0).to(x.dtype).expand(count, 1, -1)
+                out = self.inner(attn, own, encoder_hidden_states=keys, attention_mask=mask, temb=temb)
                 outs.append(out.reshape(count * size, length, channels))
             start, offset = start + count, offset + size * count
         return torch.cat(outs)
@@ -208,6 +284,8 @@ class PerImageAttnProcessor:
         set_size: int | tuple[int, ...] | None = None,
         slot_mask: torch.Tensor | None = None,
         shared_references: SharedReferences | None = None,
+        coupling: Coupling | None = None,
+        reference_slots: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.inner(
             attn,
@@ -216,6 +294,11 @@ class PerImageAttnProcessor:
             attention_mask=attention_mask,
             temb=temb,
         )
+
+
+def _split(flags: torch.Tensor | None, lengths: list[int]) -> list[torch.Tensor | None]:
+    """``flags`` split like the batch (None stays None for every part)."""
+    return list(flags.split(lengths)) if flags is not None else [None] * len(lengths)
 
 
 def _role(name: str) -> str | None:
@@ -228,7 +311,8 @@ def install_joint_attention(unet: torch.nn.Module) -> None:
     """Couple every ``attn1`` of ``unet`` across the images of a set (JeDi sec. 3.2); idempotent.
 
     The processors already on the modules become the inner per-image processors, so an
-    optimised processor installed before (fused, xformers, ...) keeps working.
+    optimised processor installed before (fused, xformers, ...) keeps working. Each coupled processor
+    knows its block (:func:`jointdiff.jedi.coupling.block_id`) for the training-free layer selection.
     """
     procs = dict(unet.attn_processors)
     modules = dict(unet.named_modules())
@@ -239,8 +323,8 @@ def install_joint_attention(unet: torch.nn.Module) -> None:
             module = modules[name.removesuffix(".processor")]
             if getattr(module, "group_norm", None) is not None or getattr(module, "spatial_norm", None) is not None:
                 raise ValueError(f"{name}: self-attention with group/spatial norm cannot be coupled per token")
-            if not isinstance(proc, CoupledAttnProcessor):
-                procs[name] = CoupledAttnProcessor(proc)
+            inner = proc.inner if isinstance(proc, CoupledAttnProcessor) else proc
+            procs[name] = CoupledAttnProcessor(inner, block=block_id(name))
             found = True
         elif role == "attn2" and not isinstance(proc, PerImageAttnProcessor):
             procs[name] = PerImageAttnProcessor(proc)
@@ -256,6 +340,12 @@ def remove_joint_attention(unet: torch.nn.Module) -> None:
         for name, proc in unet.attn_processors.items()
     }
     unet.set_attn_processor(procs)
+
+
+def coupled_blocks(unet: torch.nn.Module) -> tuple[str, ...]:
+    """The blocks (:func:`jointdiff.jedi.coupling.block_id`) whose self-attention carries a coupled processor."""
+    procs = unet.attn_processors.values()
+    return tuple(sorted({p.block for p in procs if isinstance(p, CoupledAttnProcessor) and p.block is not None}))
 
 
 def has_joint_attention(unet: torch.nn.Module) -> bool:

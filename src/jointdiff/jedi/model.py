@@ -6,58 +6,24 @@ and its self-attention is coupled across the images of a set (:mod:`jointdiff.je
 :func:`convert_unet` widens ``conv_in`` with zero-initialised weights for the new channels, so
 the converted model reproduces the original exactly, and records the layout in the model config
 under ``_jointdiff`` (saved and loaded by diffusers' ``save_pretrained`` / ``from_pretrained``).
+
+A stock diffusers inpainting U-Net already takes that condition in its own channel order
+(:mod:`jointdiff.jedi.layouts`): :class:`JointUNet` adapts the order at the input and couples its
+self-attention the same way, without conversion or training.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-from jointdiff.jedi.attention import SharedReferences, install_joint_attention
+from jointdiff.jedi.attention import SharedReferences, coupled_blocks, install_joint_attention
+from jointdiff.jedi.coupling import PARTS, Coupling, selects
+from jointdiff.jedi.layouts import LAYOUT_KEY, JointLayout, detect_layout, joint_layout
 from jointdiff.jedi.sets import mask_channel, masked_reference, pack_sets, unpack_sets
-
-LAYOUT_KEY = "_jointdiff"
-CHANNELS = ("mask", "noisy", "reference")
-
-
-@dataclass(frozen=True)
-class JointLayout:
-    """Input layout of a converted U-Net: channel blocks in order, and the latent width."""
-
-    latent_channels: int  # channels of one latent (4 for SD 1.x/2.x); noisy and reference blocks each
-    channels: tuple[str, ...] = CHANNELS  # mask (1 channel) | noisy latent | masked clean latent
-    version: int = 1  # bumped if the layout ever changes
-
-    @property
-    def in_channels(self) -> int:
-        """Channels of the U-Net input: 1 (mask) + 2 * latent channels."""
-        return 1 + 2 * self.latent_channels
-
-    def to_config(self) -> dict[str, Any]:
-        """JSON-able form stored in the U-Net config."""
-        d = asdict(self)
-        d["channels"] = list(self.channels)
-        return d
-
-    @classmethod
-    def from_config(cls, d: dict[str, Any]) -> JointLayout:
-        """Inverse of :meth:`to_config`, with a precise error for unknown layouts."""
-        layout = cls(
-            latent_channels=int(d["latent_channels"]), channels=tuple(d["channels"]), version=int(d["version"])
-        )
-        if layout.channels != CHANNELS or layout.version != 1:
-            raise ValueError(f"unsupported jointdiff layout {d}; this version reads {CHANNELS} version 1")
-        return layout
-
-
-def joint_layout(unet: nn.Module) -> JointLayout | None:
-    """The recorded layout of a converted U-Net, or None for a plain one."""
-    config = getattr(unet, "config", None)
-    d = config.get(LAYOUT_KEY) if config is not None else None
-    return JointLayout.from_config(d) if d else None
 
 
 def convert_unet(unet: nn.Module) -> nn.Module:
@@ -77,7 +43,8 @@ def convert_unet(unet: nn.Module) -> nn.Module:
     if c != int(config.get("out_channels", c)) or conv.in_channels != c:
         raise ValueError(
             f"not a plain text-to-image U-Net: in_channels={c}, out_channels={config.get('out_channels')} "
-            "(inpainting or other conditioned U-Nets are not supported as a base)"
+            "(a stock inpainting U-Net needs no conversion: `jointdiff generate --model` reads it as it is; "
+            "other conditioned U-Nets are not supported as a base)"
         )
     layout = JointLayout(latent_channels=c)
     new = nn.Conv2d(
@@ -125,10 +92,11 @@ class SetBatch:
     slot_mask: torch.Tensor | None = None  # (B, N) bool
     added_cond_kwargs: dict[str, torch.Tensor] | None = None  # values (B, N, ...)
     sees_references: bool = False  # with forward_groups(references=...): also attend to the references
+    empty: torch.Tensor | None = None  # (C, H, W): an unknown slot's masked-image latent (None: the layout's zeros)
 
 
 class _Packed(NamedTuple):
-    """One group's U-Net input, packed: ``(B*N, 1+2C, H, W)``, ``(B*N,)``, ``(B*N, T, D)``, extras."""
+    """One group's U-Net input, packed: ``(B*N, 1+2C, H, W)``, ``(B*N,)``, ``(B*N, T, D)``, extras, ``(B*N,)``."""
 
     x: torch.Tensor
     t: torch.Tensor
@@ -136,24 +104,39 @@ class _Packed(NamedTuple):
     added: dict[str, torch.Tensor]
     b: int
     n: int
+    known: torch.Tensor  # the reference flag of every image
 
 
 class JointUNet(nn.Module):
-    """eps_theta(x_t, x_hat, M) of JeDi eq. 2 on image sets: a thin adapter over a converted U-Net.
+    """eps_theta(x_t, x_hat, M) of JeDi eq. 2 on image sets: a thin adapter over a converted U-Net or a stock
+    inpainting U-Net (``layout``: ``auto``, ``jedi`` or ``inpainting``, :func:`jointdiff.jedi.layouts.detect_layout`).
 
     Takes set-shaped tensors ``(B, N, ...)``; the set size is their second axis. Builds the
-    input channels, packs the sets into the U-Net batch and passes ``set_size`` / ``slot_mask``
-    to the coupled attention processors, which it installs on construction.
+    input channels in the U-Net's order, packs the sets into the U-Net batch and passes ``set_size`` /
+    ``slot_mask`` to the coupled attention processors, which it installs on construction.
     """
 
-    def __init__(self, unet: nn.Module) -> None:
+    def __init__(self, unet: nn.Module, layout: str = "auto") -> None:
         super().__init__()
-        layout = joint_layout(unet)
-        if layout is None:
-            raise ValueError("the U-Net is not converted to the jointdiff layout (run `jointdiff convert`)")
+        config = getattr(unet, "config", None)
+        if config is None:
+            raise ValueError(f"expected a diffusers UNet2DConditionModel, got {type(unet).__name__}")
+        self.layout = detect_layout(config, layout, source="the U-Net")
         install_joint_attention(unet)
         self.unet = unet
-        self.layout = layout
+        self.blocks = coupled_blocks(unet)  # the blocks with coupled self-attention, for the layer selection
+
+    def check_coupling(self, coupling: Coupling) -> None:
+        """Every coupled layer named must match a block with self-attention of this U-Net (one-line error); the
+        default, every part, names no block in particular (a U-Net without mid-block attention is fine)."""
+        if coupling.layers == PARTS:
+            return
+        for selector in coupling.layers:
+            if not any(selects(selector, block) for block in self.blocks):
+                raise ValueError(
+                    f"coupled layer {selector!r} matches no self-attention of this U-Net "
+                    f"(its blocks with self-attention: {', '.join(self.blocks)})"
+                )
 
     def forward(
         self,
@@ -165,6 +148,7 @@ class JointUNet(nn.Module):
         slot_mask: torch.Tensor | None = None,
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
+        empty: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict noise for every image of every set.
 
@@ -177,12 +161,18 @@ class JointUNet(nn.Module):
             slot_mask: bool ``(B, N)``, slots taking part in coupled attention (default all).
             added_cond_kwargs: extra U-Net conditioning (SDXL), each value set-shaped ``(B, N, ...)``.
             cross_attention_kwargs: passed through to the attention processors.
+            empty: an unknown slot's masked-image latent, ``(C, H, W)``: required by a stock inpainting
+                U-Net (the latent of a fully masked image); None for a JeDi U-Net (zeros).
 
         Returns:
             Predicted noise, ``(B, N, C, H, W)``.
         """
         return self.forward_groups(
-            [SetBatch(sample, timestep, encoder_hidden_states, reference, known, slot_mask, added_cond_kwargs)],
+            [
+                SetBatch(
+                    sample, timestep, encoder_hidden_states, reference, known, slot_mask, added_cond_kwargs, empty=empty
+                )
+            ],
             cross_attention_kwargs,
         )[0]
 
@@ -191,6 +181,7 @@ class JointUNet(nn.Module):
         groups: list[SetBatch],
         cross_attention_kwargs: dict[str, Any] | None = None,
         references: SetBatch | None = None,
+        coupling: Coupling | None = None,
     ) -> list[torch.Tensor]:
         """:meth:`forward` for several batches of sets, of different set sizes, in one U-Net call.
 
@@ -203,6 +194,9 @@ class JointUNet(nn.Module):
         the batch, attending only among themselves; every group with ``sees_references`` (blocks of
         B sets, e.g. one block per guidance branch) attends to them as well, the b-th set of a block
         to reference set b. Their noise is returned first.
+
+        ``coupling``: the training-free options of the coupled attention (:class:`jointdiff.jedi.coupling.Coupling`;
+        None: JeDi's coupling); the reference bias applies to the slots marked ``known``.
         """
         if not groups:
             raise ValueError("forward_groups needs at least one group of sets")
@@ -224,6 +218,9 @@ class JointUNet(nn.Module):
             raise ValueError("a group sees references but no references were given")
         if any(set(p.added) != set(packed[0].added) for p in packed):
             raise ValueError("every group must carry the same added_cond_kwargs")
+        if coupling is not None:
+            self.check_coupling(coupling)
+            kwargs.update(coupling=coupling, reference_slots=torch.cat([p.known for p in packed]))  # (images,)
         eps = self.unet(
             torch.cat([p.x for p in packed]),  # every group's (B_g*N_g, 1+2C, H, W)
             torch.cat([p.t for p in packed]),
@@ -261,10 +258,10 @@ class JointUNet(nn.Module):
             )
 
         known = known.to(sample.device)
-        x = torch.cat(
-            [mask_channel(known, h, w, sample.dtype), sample, masked_reference(reference.to(sample.dtype), known)],
-            dim=2,
-        )  # (B, N, 1 + 2C, H, W)
+        masked = self._masked(reference.to(sample.dtype), known, g.empty)  # (B, N, C, H, W)
+        blocks = {"mask": mask_channel(known, h, w, sample.dtype), "noisy": sample, "reference": masked}
+        blocks["masked_image"] = masked  # the stock inpainting name of the same block
+        x = torch.cat([blocks[name] for name in self.layout.channels], dim=2)  # (B, N, 1 + 2C, H, W), the U-Net's order
         return _Packed(
             x=pack_sets(x),  # (B, N, 1+2C, H, W) -> (B*N, 1+2C, H, W)
             t=_flat_timesteps(g.timestep, b, n, sample.device),
@@ -272,4 +269,21 @@ class JointUNet(nn.Module):
             added={k: pack_sets(v) for k, v in (g.added_cond_kwargs or {}).items()},
             b=b,
             n=n,
+            known=known.reshape(b * n),  # (B, N) -> (B*N,)
         )
+
+    def _masked(self, reference: torch.Tensor, known: torch.Tensor, empty: torch.Tensor | None) -> torch.Tensor:
+        """The masked-image channels ``(B, N, C, H, W)``: the clean latent where known; elsewhere zero (JeDi's
+        ``x0 (1 - M)``) or ``empty``, the latent of a fully masked image that a stock inpainting U-Net expects."""
+        if empty is None:
+            if self.layout.needs_empty:
+                raise ValueError(
+                    "a stock inpainting U-Net needs `empty`, the latent of a fully masked image "
+                    "(JointDiffusionPipeline.empty_latent)"
+                )
+            return masked_reference(reference, known)
+        if tuple(empty.shape) != tuple(reference.shape[2:]):
+            raise ValueError(
+                f"empty must be one latent of shape {tuple(reference.shape[2:])}, got {tuple(empty.shape)}"
+            )
+        return torch.where(known[:, :, None, None, None], reference, empty.to(reference))

@@ -1,18 +1,17 @@
 """``JointDiffusionPipeline``: JeDi personalised generation as a diffusers pipeline (sec. 3.3).
 
 Components are those of Stable Diffusion 1.x/2.x (vae, text_encoder, tokenizer, unet,
-scheduler); the U-Net carries the JeDi input layout and gets coupled self-attention when the
+scheduler); the U-Net carries the JeDi input layout, or is a stock inpainting U-Net used without
+training (``layout``, :mod:`jointdiff.jedi.layouts`), and gets coupled self-attention when the
 pipeline is built. Weights load from safetensors only unless ``use_safetensors=False`` is passed.
 """
 
 from __future__ import annotations
 
 import inspect
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,9 +25,12 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from jointdiff.common.paths import is_hub_id
+from jointdiff.jedi.coupling import DEFAULT_COUPLING, Coupling
 from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
 from jointdiff.jedi.guidance import DEFAULT, Guidance
-from jointdiff.jedi.model import LAYOUT_KEY, JointUNet
+from jointdiff.jedi.layouts import detect_layout
+from jointdiff.jedi.loading import JOINT_PIPELINE, load_base_components, read_json
+from jointdiff.jedi.model import JointUNet
 from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
 
 
@@ -44,7 +46,8 @@ def _as_list(x: Any) -> list[Any]:
 
 
 class JointDiffusionPipeline(DiffusionPipeline):
-    """JeDi (sec. 3.3): personalised text-to-image generation by joint-image inpainting."""
+    """JeDi (sec. 3.3): personalised text-to-image generation by joint-image inpainting, with a JeDi model or
+    a stock inpainting model (``layout``: ``auto`` detects it from the U-Net config; ``jedi``; ``inpainting``)."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _callback_tensor_inputs: ClassVar[list[str]] = ["latents", "set_latents", "reference_noise"]
@@ -56,29 +59,46 @@ class JointDiffusionPipeline(DiffusionPipeline):
         tokenizer: CLIPTokenizer,
         unet: UNet2DConditionModel,
         scheduler: KarrasDiffusionSchedulers,
+        layout: str = "auto",
     ) -> None:
         super().__init__()
-        self.joint_unet = JointUNet(unet)  # validates the layout, installs coupled attention
+        self.joint_unet = JointUNet(unet, layout)  # detects or checks the layout, installs coupled attention
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
+        self.register_to_config(layout=self.joint_unet.layout.kind)  # saved: a forced layout reloads as forced
         self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> JointDiffusionPipeline:
-        """diffusers' loader, safetensors only unless ``use_safetensors=False``; checks the layout first."""
-        kwargs.setdefault("use_safetensors", True)
-        path = Path(pretrained_model_name_or_path)
-        if path.is_dir():
-            config = path / "unet" / "config.json"
-            if not (path / "model_index.json").is_file() or not config.is_file():
-                raise ValueError(f"{path} is not a diffusers pipeline directory (model_index.json or unet/ missing)")
-            if not json.loads(config.read_text()).get(LAYOUT_KEY):
-                raise ValueError(
-                    f"{path}: the U-Net is not reference-conditioned (not a jointdiff model); run `jointdiff convert`"
-                )
-        elif not is_hub_id(path):
-            raise ValueError(f"no such model directory: {pretrained_model_name_or_path}")
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+    def from_pretrained(
+        cls, pretrained_model_name_or_path: str | os.PathLike, layout: str | None = None, **kwargs: Any
+    ) -> JointDiffusionPipeline:
+        """A jointdiff model (diffusers' loader) or a stock SD-layout inpainting model (its five components, no
+        safety checker), told apart by the U-Net config before any weights load; safetensors only unless
+        ``use_safetensors=False``. ``layout`` forces the input layout (default: the saved one, else ``auto``)."""
+        source = os.fspath(pretrained_model_name_or_path)
+        if not os.path.isdir(source) and not is_hub_id(source):
+            raise ValueError(f"no such model directory: {source}")
+        revision = kwargs.get("revision")
+        index = read_json(source, "model_index.json", revision)
+        unet_config = read_json(source, "unet/config.json", revision)
+        if index.get("_class_name") == JOINT_PIPELINE:
+            detect_layout(unet_config, layout or index.get("layout", "auto"), source)  # fails before the weights load
+            kwargs.setdefault("use_safetensors", True)
+            if layout is not None:
+                kwargs["layout"] = layout
+            return super().from_pretrained(source, **kwargs)
+        found = detect_layout(unet_config, layout or "auto", source)  # a plain text-to-image model fails here
+        unknown = set(kwargs) - {"use_safetensors", "torch_dtype", "revision", "variant"}
+        if unknown:
+            raise ValueError(f"{source}: {', '.join(sorted(unknown))} not supported when loading a stock model")
+        components = load_base_components(
+            source,
+            allow_pickle=kwargs.get("use_safetensors", True) is False,
+            torch_dtype=kwargs.get("torch_dtype"),
+            revision=revision,
+            variant=kwargs.get("variant"),
+        )
+        return cls(**components, layout=found.kind)
 
     def encode_text(self, prompts: list[str], device: torch.device) -> torch.Tensor:
         """CLIP text embeddings ``(len(prompts), T, D)``, tokenised as Stable Diffusion does."""
@@ -173,6 +193,16 @@ class JointDiffusionPipeline(DiffusionPipeline):
         null = self.encode_text([""] * n + [negative_prompt or ""] * k, device)  # (N, T, D)
         return text, null.expand(text.shape[0], -1, -1, -1)
 
+    def empty_latent(self, height: int, width: int, device: torch.device) -> torch.Tensor | None:
+        """What an unknown slot's masked-image channels hold, ``(C, h, w)``: for a stock inpainting U-Net the latent
+        of a fully masked image (diffusers feeds ``vae.encode(image * (mask < 0.5))``, a mid-grey image where all
+        is masked; here the posterior mode, deterministic as the references' latents); None for a JeDi U-Net
+        (zeros, ``x0 (1 - M)``)."""
+        if not self.joint_unet.layout.needs_empty:
+            return None
+        grey = torch.zeros(1, 3, height, width, device=device, dtype=self.vae.dtype)  # 0 in [-1, 1]: mid-grey
+        return encode_latents(self.vae, grey)[0].to(self.unet.dtype)
+
     def prepare_references(
         self, images: list[PIL.Image.Image], batch: int, height: int, width: int, device: torch.device
     ) -> torch.Tensor:
@@ -218,6 +248,9 @@ class JointDiffusionPipeline(DiffusionPipeline):
         guidance: str = DEFAULT.strategy,
         null_reference: str = DEFAULT.null_reference,
         reference_attention: str = DEFAULT.reference_attention,
+        reference_bias: float = DEFAULT_COUPLING.reference_bias,
+        coupled_layers: tuple[str, ...] | list[str] | str | None = None,
+        coupled_steps: float = DEFAULT_COUPLING.steps,
         negative_prompt: str | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -242,6 +275,10 @@ class JointDiffusionPipeline(DiffusionPipeline):
                 guidance settings, :class:`jointdiff.jedi.guidance.Guidance` (checked there): lambda of
                 eq. 3 (the text scale of eq. 4), the reference scale of eq. 4, the strategy, the reference
                 slots of reference-free branches, how the references attend.
+            reference_bias, coupled_layers, coupled_steps: the training-free options of the coupled attention,
+                :class:`jointdiff.jedi.coupling.Coupling` (checked there): beta added to the targets' logits on
+                reference keys, the coupled U-Net blocks (default: every block), the early fraction of the steps
+                that couple. The defaults are JeDi's coupled attention.
             negative_prompt: the null text of the targets (default "").
             height, width: output size in pixels (default: the U-Net's sample size).
             num_images_per_prompt: independent sets generated in one batch (per-set prompt lists: 1).
@@ -280,13 +317,19 @@ class JointDiffusionPipeline(DiffusionPipeline):
             null_reference=null_reference,
             reference_attention=reference_attention,
         )
+        coupling = Coupling.of(
+            reference_bias=reference_bias, coupled_layers=coupled_layers, coupled_steps=coupled_steps
+        )
+        self.joint_unet.check_coupling(coupling)
         device, b, k = self._execution_device, num_images_per_prompt * len(sets), len(sets[0])
         text, null = self.encode_prompt(sets, ref_prompts, negative_prompt, num_images_per_prompt, device)
         references = self.prepare_references(refs, b, height, width, device)  # (B, n, C, h, w)
-        cond = SetConditioning(text=text, null_text=null, references=references)
+        empty = self.empty_latent(height, width, device)  # (C, h, w) for a stock inpainting U-Net, else None
+        cond = SetConditioning(text=text, null_text=null, references=references, empty=empty)
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         latents = self.prepare_latents((b, k, *references.shape[2:]), generator, device, latents)
-        denoise = GuidedSetDenoiser(self.joint_unet, cond, settings)  # every branch in one U-Net batch
+        # every branch in one U-Net batch; coupling in the early steps only where coupled_steps < 1
+        denoise = GuidedSetDenoiser(self.joint_unet, cond, settings, coupling, self.scheduler.timesteps)
         callback = None
         if callback_on_step_end is not None:
 

@@ -9,6 +9,7 @@ backward update.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 
+from jointdiff.jedi.coupling import Coupling
 from jointdiff.jedi.guidance import DEFAULT, Branch, Guidance
 from jointdiff.jedi.model import JointUNet, SetBatch
 
@@ -28,11 +30,14 @@ class SetConditioning:
         text: per-slot text embeddings with the prompts/captions, ``(B, N, T, D)``.
         null_text: per-slot embeddings of the null (negative) prompt, ``(B, N, T, D)``.
         references: clean reference latents, ``(B, n, C, h, w)`` (``n`` may be 0).
+        empty: what an unknown slot's masked-image channels hold, ``(C, h, w)``: the latent of a fully
+            masked image for a stock inpainting U-Net; None for a JeDi U-Net (zeros).
     """
 
     text: torch.Tensor
     null_text: torch.Tensor
     references: torch.Tensor
+    empty: torch.Tensor | None = None
 
 
 class GuidedSetDenoiser:
@@ -47,10 +52,27 @@ class GuidedSetDenoiser:
     With ``guidance.isolates_references``, reference slots attend only among themselves and take their
     own captions in every branch (they are the image condition), so they are computed once per step
     for all branches with references, which compute only their K target slots.
+
+    ``coupling`` (:class:`jointdiff.jedi.coupling.Coupling`, None: JeDi's) holds the training-free options; with
+    ``coupling.steps < 1`` the steps with ``t`` below the last coupled one of ``timesteps`` attend per image.
     """
 
-    def __init__(self, model: JointUNet, cond: SetConditioning, guidance: Guidance = DEFAULT) -> None:
-        self.model, self.cond, self.guidance = model, cond, guidance
+    def __init__(
+        self,
+        model: JointUNet,
+        cond: SetConditioning,
+        guidance: Guidance = DEFAULT,
+        coupling: Coupling | None = None,
+        timesteps: Iterable[torch.Tensor] | None = None,
+    ) -> None:
+        self.model, self.cond, self.guidance, self.coupling = model, cond, guidance, coupling
+        self.last_coupled: float | None = None  # the smallest timestep that couples (None: every one)
+        if coupling is not None and coupling.steps < 1:
+            if timesteps is None:
+                raise ValueError("coupling in the early steps only needs the sampler's timesteps")
+            steps = [float(t) for t in timesteps]
+            m = coupling.coupled_steps(len(steps))
+            self.last_coupled = steps[m - 1] if m else math.inf  # timesteps decrease: t >= it couples
         self.branches = guidance.branches()
         b, n = cond.references.shape[:2]
         big_n = cond.text.shape[1]
@@ -85,31 +107,39 @@ class GuidedSetDenoiser:
         """Per-slot text of a branch, ``(B, N, T, D)``: the prompts, or the null text without text."""
         return self.cond.text if branch.text else self.cond.null_text
 
+    def coupling_at(self, t: torch.Tensor | float) -> Coupling | None:
+        """The coupling options in effect at timestep ``t``: uncoupled after the early fraction of the steps."""
+        if self.coupling is None or self.last_coupled is None or float(t) >= self.last_coupled:
+            return self.coupling
+        return self.coupling.uncoupled()
+
     def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Guided eps for the sets ``x`` (model input, ``(B, N, C, h, w)``).
 
         Reference slots hold a value the replacement trick discards (with ``drop``, reference-free
         branches contribute zeros there: those slots are not in their sets).
         """
-        n = self.n
+        n, empty = self.n, self.cond.empty
         groups, branches = [], []
         if self.whole:  # (nb*B, N, ...): every branch that sees the whole set
+            reference = self.reference.to(x.dtype)
             groups.append(
-                SetBatch(x.repeat(len(self.whole), 1, 1, 1, 1), t, self.text, self.reference.to(x.dtype), self.known)
+                SetBatch(x.repeat(len(self.whole), 1, 1, 1, 1), t, self.text, reference, self.known, empty=empty)
             )
             branches.append(self.whole)
         if self.targets_only:  # (nt*B, K, ...): reference-free branches, the targets as a set of their own
             targets = x[:, n:].repeat(len(self.targets_only), 1, 1, 1, 1)
-            groups.append(SetBatch(targets, t, self.target_text))  # nothing known, no reference channels
+            groups.append(SetBatch(targets, t, self.target_text, empty=empty))  # nothing known
             branches.append(self.targets_only)
         references = None
         if self.seeing:  # (ns*B, K, ...) targets attending to the shared references
             targets = x[:, n:].repeat(len(self.seeing), 1, 1, 1, 1)
-            groups.append(SetBatch(targets, t, self.seeing_text, sees_references=True))
+            groups.append(SetBatch(targets, t, self.seeing_text, sees_references=True, empty=empty))
             branches.append(self.seeing)
             refs = self.cond.references.to(x.dtype)
-            references = SetBatch(x[:, :n], t, self.cond.text[:, :n], refs, self.ref_known)
-        outs = self.model.forward_groups(groups, references=references)  # one U-Net call
+            references = SetBatch(x[:, :n], t, self.cond.text[:, :n], refs, self.ref_known, empty=empty)
+        coupling = self.coupling_at(t)
+        outs = self.model.forward_groups(groups, references=references, coupling=coupling)  # one U-Net call
         ref_eps = outs.pop(0) if references is not None else torch.zeros_like(x[:, :n])  # (B, n, ...)
         parts: dict[Branch, torch.Tensor] = {}
         for eps, brs in zip(outs, branches, strict=True):

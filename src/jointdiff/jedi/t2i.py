@@ -21,7 +21,8 @@ from diffusers.image_processor import VaeImageProcessor
 
 from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
 from jointdiff.jedi.guidance import cfg
-from jointdiff.jedi.model import JointUNet, joint_layout
+from jointdiff.jedi.layouts import joint_layout
+from jointdiff.jedi.model import JointUNet
 from jointdiff.jedi.sampling import StepHook, replacement_sample
 
 
@@ -102,7 +103,7 @@ def load_text_to_image(
     path: str | Path, allow_pickle: bool = False, torch_dtype: torch.dtype | None = None
 ) -> TextToImage:
     """Load a plain SD-layout model or a jointdiff model from a directory (or Hub id)."""
-    from jointdiff.jedi.convert import load_base_components
+    from jointdiff.jedi.loading import load_base_components
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
     index = Path(path, "model_index.json")

@@ -1,0 +1,129 @@
+"""Training-free options of the coupled self-attention (JeDi sec. 3.2): how strongly, where and when a set is
+coupled. One settings type, :class:`Coupling`, for the pipeline, ``jointdiff generate`` and the sampler.
+
+The training-free personalisation methods built on extended self-attention (diptych prompting;
+ConsiStory, StoryDiffusion) tune what JeDi's training fixes. Each option applies to a stock inpainting
+model used without training and to the trained JeDi model alike; every default leaves JeDi's coupled
+attention exactly as it is:
+
+- ``reference_bias`` (beta): the logit of every reference key gets ``+ beta`` for the queries of target
+  images, ``a_ij = softmax_j(q_i . k_j / sqrt(d) + beta [i in a target, j in a reference])``; equivalently
+  the targets' unnormalised attention weights on reference tokens are multiplied by ``exp(beta)``.
+  Reference queries are unchanged. ``0``: JeDi's coupled attention; ``-inf``: the targets ignore the
+  references (coupled only with each other).
+- ``layers``: the U-Net blocks whose self-attention is coupled, by name: ``down``, ``mid``, ``up`` (every
+  block of that part) or one block, ``down.1``, ``up.2`` (``down_blocks.1``, ...: one resolution). The
+  self-attention of the other blocks attends per image, as in a set of one.
+- ``steps``: the fraction f of the sampling steps that couple, from the first: ``ceil(f S)`` of S steps;
+  the later steps attend per image.
+
+Pure Python (no torch), so the command line reads its options without loading the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from dataclasses import dataclass, replace
+from typing import Any
+
+PARTS = ("down", "mid", "up")  # every self-attention of an SD U-Net lives in one of these
+_SELECTOR = re.compile(r"^(?:mid|(?:down|up)(?:\.\d+)?)$")
+_BLOCK = re.compile(r"^(down|up)_blocks\.(\d+)\.|^(mid)_block\.")
+
+
+def block_id(processor_name: str) -> str:
+    """The block of an attention processor: ``down_blocks.1.attentions.0...attn1.processor`` -> ``down.1``,
+    ``mid_block...`` -> ``mid``; a processor outside those blocks -> its top-level module name."""
+    m = _BLOCK.match(processor_name)
+    if m is None:
+        return processor_name.split(".", 1)[0]
+    return m.group(3) or f"{m.group(1)}.{m.group(2)}"
+
+
+def selects(selector: str, block: str) -> bool:
+    """True when ``selector`` (``up`` or ``up.2``) names ``block`` (``up.2``) or the part it belongs to."""
+    return block == selector or block.startswith(selector + ".")
+
+
+@dataclass(frozen=True)
+class Coupling:
+    """Training-free coupling options (see the module docstring for the equations); the defaults are JeDi's
+    coupled attention, unchanged, until measurement says otherwise (issue 32)."""
+
+    reference_bias: float = 0.0  # beta added to the target queries' logits on reference keys; -inf: ignore them
+    layers: tuple[str, ...] = PARTS  # blocks whose attn1 couples: down | mid | up | down.<i> | up.<i>
+    steps: float = 1.0  # fraction of the sampling steps, from the first, that couple
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.reference_bias, (int, float)) or math.isnan(self.reference_bias):
+            raise ValueError(f"reference bias must be a number, got {self.reference_bias!r}")
+        if self.reference_bias == math.inf:
+            raise ValueError("reference bias must be finite or -inf (+inf would leave the targets only the references)")
+        if not isinstance(self.layers, tuple) or not all(isinstance(s, str) for s in self.layers):
+            raise ValueError(f"coupled layers must be a tuple of block names, got {self.layers!r}")
+        bad = [s for s in self.layers if not _SELECTOR.match(s)]
+        if bad:
+            raise ValueError(f"unknown coupled layer {bad[0]!r}; name down, mid, up or one block like down.1, up.2")
+        if not isinstance(self.steps, (int, float)) or not 0.0 <= self.steps <= 1.0:
+            raise ValueError(f"coupled steps must be a fraction in [0, 1], got {self.steps!r}")
+
+    def couples(self, block: str) -> bool:
+        """Whether the self-attention of ``block`` (:func:`block_id`) is coupled."""
+        return any(selects(s, block) for s in self.layers)
+
+    def coupled_steps(self, num_steps: int) -> int:
+        """How many of ``num_steps`` sampling steps, from the first, couple: ``ceil(f S)`` (f S rounded to
+        9 decimals first, so 0.3 x 10 is 3)."""
+        return math.ceil(round(self.steps * num_steps, 9))
+
+    def uncoupled(self) -> Coupling:
+        """The same options with no coupled block: every image attends per image (the steps after the fraction)."""
+        return replace(self, layers=())
+
+    def settings(self) -> dict[str, Any]:
+        """The options under the pipeline's argument names, as saved with each generated PNG."""
+        return {"reference_bias": self.reference_bias, "coupled_layers": list(self.layers), "coupled_steps": self.steps}
+
+    @classmethod
+    def of(cls, **kwargs: Any) -> Coupling:
+        """From the pipeline's argument names (:meth:`settings`' keys); None leaves a field at its default.
+        ``coupled_layers`` may be a list or a comma-separated string."""
+        names = {"coupled_layers": "layers", "coupled_steps": "steps"}
+        fields = {names.get(k, k): v for k, v in kwargs.items() if v is not None}
+        layers = fields.get("layers")
+        if isinstance(layers, str):
+            fields["layers"] = tuple(s.strip() for s in layers.split(","))
+        elif isinstance(layers, list):
+            fields["layers"] = tuple(layers)
+        return cls(**fields)
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """``--reference-bias``, ``--coupled-layers``, ``--coupled-steps`` with this type's defaults."""
+        d = Coupling()
+        parser.add_argument(
+            "--reference-bias",
+            type=float,
+            default=d.reference_bias,
+            help="beta added to the targets' attention logits on reference tokens (0: JeDi; write =-inf to ignore them)",
+        )
+        parser.add_argument(
+            "--coupled-layers",
+            default=",".join(d.layers),
+            help="comma-separated U-Net blocks whose self-attention couples: down, mid, up or down.1, up.2, ...",
+        )
+        parser.add_argument(
+            "--coupled-steps", type=float, default=d.steps, help="fraction of the steps, from the first, that couple"
+        )
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace | Any) -> Coupling:
+        """The options given by :meth:`add_arguments`' flags (checked here: one-line errors)."""
+        return cls.of(
+            reference_bias=args.reference_bias, coupled_layers=args.coupled_layers, coupled_steps=args.coupled_steps
+        )
+
+
+DEFAULT_COUPLING = Coupling()  # JeDi's coupled attention: every block, every step, no reference bias

@@ -1,0 +1,205 @@
+"""A stock diffusers inpainting model as a joint U-Net without conversion (issue 32): the layout detection,
+the channel adapter, parity with diffusers' StableDiffusionInpaintPipeline, the replacement trick with
+references and the training-free options on it. Tiny random models built from the real classes."""
+
+import copy
+import json
+import math
+
+import PIL.Image
+import pytest
+import torch
+from conftest import randn, text
+from diffusers import DDIMScheduler, StableDiffusionInpaintPipeline, UNet2DConditionModel
+
+from jointdiff.common.tiny import save_tiny_base, save_tiny_inpainting, tiny_components
+from jointdiff.jedi.layouts import LAYOUT_KEY, InpaintingLayout, JointLayout, detect_layout
+from jointdiff.jedi.model import JointUNet
+from jointdiff.jedi.pipeline import JointDiffusionPipeline
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def _inpainting():
+    return tiny_components(seed=0, inpainting=True)
+
+
+@pytest.fixture
+def pipe(_inpainting):
+    p = JointDiffusionPipeline(**copy.deepcopy(_inpainting))
+    p.set_progress_bar_config(disable=True)
+    return p
+
+
+@pytest.fixture(scope="module")
+def inpainting_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inpainting")
+    save_tiny_inpainting(path, seed=0)
+    return path
+
+
+def _image(seed: int) -> PIL.Image.Image:
+    g = torch.Generator().manual_seed(seed)
+    return PIL.Image.fromarray((torch.rand(16, 16, 3, generator=g) * 255).byte().numpy())
+
+
+def test_layout_detection_reads_the_unet_config():
+    recorded = {"in_channels": 9, "out_channels": 4, LAYOUT_KEY: JointLayout(4).to_config()}
+    stock = {"in_channels": 9, "out_channels": 4}
+    assert detect_layout(recorded) == detect_layout(recorded, "jedi") == JointLayout(4)
+    assert detect_layout(stock) == detect_layout(stock, "inpainting") == InpaintingLayout(4)
+    assert detect_layout(stock, "jedi") == JointLayout(4)  # forced: a JeDi U-Net whose config lost the record
+    assert detect_layout({"in_channels": 33, "out_channels": 16}) == InpaintingLayout(16)
+    assert InpaintingLayout(4).channels == ("noisy", "mask", "masked_image") and InpaintingLayout(4).in_channels == 9
+    for config, layout, needle in (
+        (recorded, "inpainting", "not a stock inpainting model"),
+        ({"in_channels": 4, "out_channels": 4}, "auto", "not reference-conditioned"),
+        ({"in_channels": 8, "out_channels": 4}, "jedi", "in_channels=8, out_channels=4"),  # instruct-pix2pix
+        (stock, "sdxl", "layout must be one of auto, jedi, inpainting"),
+        ({}, "auto", "no in_channels"),
+    ):
+        with pytest.raises(ValueError, match=needle) as e:
+            detect_layout(config, layout, source="m")
+        assert "\n" not in str(e.value)
+
+
+def test_adapter_feeds_the_stock_channel_order(_inpainting):
+    """noisy | mask (1 = paint) | masked image: the reference's latent where known, the empty latent elsewhere;
+    a set of one with nothing known is the stock U-Net on diffusers' own concatenation."""
+    unet = copy.deepcopy(_inpainting["unet"])
+    stock = copy.deepcopy(unet)
+    model = JointUNet(unet)
+    x, ref, emb, empty = randn(1, 2, 4, 8, 8), randn(1, 2, 4, 8, 8, seed=3), text(1, 2), randn(4, 8, 8, seed=5)
+    known = torch.tensor([[True, False]])
+    seen = []
+    hook = unet.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    with torch.no_grad():
+        model(x, 10, emb, ref, known, empty=empty)
+        single = model(x[:, 1:], 10, emb[:, 1:], empty=empty)[:, 0]
+        expected = stock(torch.cat([x[:, 1], torch.ones(1, 1, 8, 8), empty[None]], dim=1), 10, emb[:, 1]).sample
+    hook.remove()
+    fed = seen[0]  # (2, 9, 8, 8): the reference, then the target
+    assert torch.equal(fed[:, :4], x[0])
+    assert fed[0, 4].eq(0).all() and fed[1, 4].eq(1).all()
+    assert torch.equal(fed[0, 5:], ref[0, 0]) and torch.equal(fed[1, 5:], empty)
+    assert torch.allclose(single, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="needs `empty`"):
+        model(x, 10, emb, ref, known)
+    with pytest.raises(ValueError, match=r"empty must be one latent of shape \(4, 8, 8\)"):
+        model(x, 10, emb, ref, known, empty=empty[None])
+
+
+def test_parity_with_stable_diffusion_inpaint_pipeline_without_references(inpainting_dir):
+    """No references, the target fully masked: diffusers' pipeline given the same masked-image latent (the
+    empty latent; by default it samples the VAE posterior with the generator, we take its mode). Same
+    operations in the same order (the U-Net batch [negative; positive], the stock processors for sets of one,
+    the same scheduler updates): measured identical on CPU fp32; 1e-6 in [0, 1] pixels allows only kernel
+    reordering on another machine."""
+    sd = StableDiffusionInpaintPipeline.from_pretrained(inpainting_dir)
+    ours = JointDiffusionPipeline.from_pretrained(inpainting_dir)
+    assert ours.joint_unet.layout == InpaintingLayout(4) and isinstance(ours.scheduler, DDIMScheduler)
+    for p in (sd, ours):
+        p.set_progress_bar_config(disable=True)
+    empty = ours.empty_latent(16, 16, CPU)
+    white = PIL.Image.new("L", (16, 16), 255)  # everything to paint
+    for steps, scale in ((6, 7.5), (3, 1.0)):
+        kw = {"num_inference_steps": steps, "guidance_scale": scale, "output_type": "np", "num_images_per_prompt": 2}
+        a = sd(
+            "a red toy",
+            image=_image(1),
+            mask_image=white,
+            masked_image_latents=empty[None],
+            generator=torch.Generator().manual_seed(3),
+            **kw,
+        ).images
+        b = ours("a red toy", generator=torch.Generator().manual_seed(3), **kw).images
+        assert a.shape == b.shape == (2, 16, 16, 3)
+        assert abs(a - b).max() < 1e-6
+
+
+def test_references_stay_fixed_and_change_the_targets(pipe):
+    """The replacement trick (sec. 3.3) on the stock model: at every step the reference slot is the forward
+    diffusion of the encoded reference, with mask 0 and its clean latent as the masked image; targets get
+    mask 1 and the empty latent; the reference changes the targets."""
+    refs = [_image(5)]
+    ref_latent = pipe.encode_references(refs, 16, 16, CPU)[0]  # (C, h, w)
+    empty = pipe.empty_latent(16, 16, CPU)
+    fed, noises = [], []
+    hook = pipe.unet.register_forward_pre_hook(lambda _m, args: fed.append(args[0].clone()))
+
+    def record(_pipe, i, t, tensors):
+        noises.append((t, tensors["reference_noise"][0, 0].clone()))
+
+    kw = {"num_inference_steps": 4, "output_type": "np", "guidance_scale": 3.0}
+    gen = torch.Generator().manual_seed(1)
+    with_ref = pipe(
+        ["a toy", "a toy in snow"],
+        reference_images=refs,
+        generator=gen,
+        callback_on_step_end=record,
+        callback_on_step_end_tensor_inputs=["reference_noise"],
+        **kw,
+    ).images
+    hook.remove()
+    check = DDIMScheduler.from_config(pipe.scheduler.config)
+    check.set_timesteps(4)
+    assert len(fed) == len(noises) == 4
+    for x, (t, noise) in zip(fed, noises, strict=True):
+        # Batch: the full branch's set [reference, 2 targets], then the null branch's 2 targets (drop).
+        assert x.shape == (5, 9, 8, 8)
+        assert torch.allclose(x[0, :4], check.add_noise(ref_latent, noise, t.reshape(1)), atol=1e-6)
+        assert x[0, 4].eq(0).all() and x[1:, 4].eq(1).all()
+        assert torch.equal(x[0, 5:], ref_latent) and all(torch.equal(row, empty) for row in x[1:, 5:])
+    without = pipe(["a toy", "a toy in snow"], generator=torch.Generator().manual_seed(1), **kw).images
+    other = pipe(
+        ["a toy", "a toy in snow"], reference_images=[_image(6)], generator=torch.Generator().manual_seed(1), **kw
+    ).images
+    assert abs(with_ref - without).max() > 1e-3 and abs(with_ref - other).max() > 1e-4
+
+
+def test_training_free_options_on_the_stock_model(pipe):
+    """No coupled step is generation without references and without coupling; beta = -inf cuts the references
+    off (the targets stay coupled with each other); the options change the targets where they couple."""
+    prompts, kw = ["a toy", "a toy in snow"], {"num_inference_steps": 3, "output_type": "np", "guidance_scale": 3.0}
+
+    def run(refs=None, **options):
+        return pipe(prompts, reference_images=refs, generator=torch.Generator().manual_seed(2), **kw, **options).images
+
+    alone, coupled = run(), run([_image(5)])
+    assert abs(run([_image(5)], coupled_steps=0.0) - run(coupled_steps=0.0)).max() < 1e-5
+    assert abs(run([_image(5)], reference_bias=-math.inf) - alone).max() < 1e-5
+    assert (run([_image(5)], reference_bias=0.0) == coupled).all()  # the defaults change nothing
+    # Otherwise the same code path, bit for bit: any difference is the option's (1 of 3 steps coupled).
+    for options in ({"reference_bias": 2.0}, {"coupled_layers": ["up"]}, {"coupled_steps": 0.34}):
+        assert abs(run([_image(5)], **options) - coupled).max() > 1e-5, options
+    with pytest.raises(ValueError, match=r"'down\.5' matches no self-attention"):
+        run([_image(5)], coupled_layers="down,down.5")
+    with pytest.raises(ValueError, match="unknown coupled layer"):
+        run([_image(5)], coupled_layers=["left"])
+
+
+def test_from_pretrained_recognises_forces_and_keeps_the_layout(inpainting_dir, tmp_path):
+    loaded = JointDiffusionPipeline.from_pretrained(inpainting_dir)
+    assert loaded.config.layout == "inpainting" and loaded.joint_unet.layout.kind == "inpainting"
+    assert JointDiffusionPipeline.from_pretrained(inpainting_dir, layout="jedi").joint_unet.layout == JointLayout(4)
+    loaded.save_pretrained(tmp_path / "saved")  # a jointdiff pipeline over the unconverted stock U-Net
+    assert json.loads((tmp_path / "saved" / "model_index.json").read_text())["layout"] == "inpainting"
+    assert JointDiffusionPipeline.from_pretrained(tmp_path / "saved").joint_unet.layout.kind == "inpainting"
+    forced = JointDiffusionPipeline.from_pretrained(inpainting_dir, layout="jedi")
+    forced.save_pretrained(tmp_path / "forced")
+    assert JointDiffusionPipeline.from_pretrained(tmp_path / "forced").joint_unet.layout.kind == "jedi"  # as forced
+    with pytest.raises(ValueError, match="not supported when loading a stock model"):
+        JointDiffusionPipeline.from_pretrained(inpainting_dir, device_map="auto")
+    save_tiny_base(tmp_path / "t2i")
+    with pytest.raises(ValueError, match=r"not reference-conditioned.*jointdiff convert"):
+        JointDiffusionPipeline.from_pretrained(tmp_path / "t2i")
+
+
+def test_convert_refuses_a_stock_inpainting_unet_and_says_it_needs_none(_inpainting):
+    from jointdiff.jedi.model import convert_unet
+
+    unet = copy.deepcopy(_inpainting["unet"])
+    assert isinstance(unet, UNet2DConditionModel)
+    with pytest.raises(ValueError, match="needs no conversion"):
+        convert_unet(unet)
