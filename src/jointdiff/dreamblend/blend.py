@@ -29,7 +29,7 @@ from jointdiff.dreamblend.crossattn import (
     collapse_score,
     install_recorders,
 )
-from jointdiff.jedi.t2i import TextToImage, initial_noise, sample
+from jointdiff.jedi.t2i import TextToImage, ddim_scheduler, initial_noise, sample
 from jointdiff.training.dreambooth import list_checkpoints, load_checkpoint, run_config
 
 
@@ -58,22 +58,23 @@ def record_maps(
     install_recorders(model.unet, store, cfg.layers)
     maps: list[dict[str, torch.Tensor]] = []
 
-    def before(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if i:
-            maps.append({k: v.chunk(2)[1] for k, v in store.stop().items()})  # cond half of the CFG batch
+    def step_end(_: TextToImage, i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Keep the maps of the step's U-Net call and record the next one's."""
+        maps.append({k: v.chunk(2)[1] for k, v in store.stop().items()})  # cond half of the CFG batch
         store.start()
-        return x
+        return tensors
 
     scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
+    store.start()
     out = sample(
         model,
         prompts,
         latents=latents,
         num_inference_steps=cfg.num_inference_steps,
         guidance_scale=scale,
-        before_step=before,
+        callback_on_step_end=step_end,
     )
-    maps.append({k: v.chunk(2)[1] for k, v in store.stop().items()})
+    store.stop()  # no U-Net call after the last step
     return out, maps
 
 
@@ -102,7 +103,8 @@ def guided_sample(
     guided = round(cfg.cag_fraction * cfg.num_inference_steps)
     losses: list[list[float]] = [[] for _ in prompts]
 
-    def before(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def guide(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The latent of step ``i`` after its CAG gradient step (before the step's guided prediction)."""
         if i >= guided or cfg.cag_scale == 0:
             return x
         x = x.detach().requires_grad_(True)
@@ -121,13 +123,21 @@ def guided_sample(
             (grad,) = torch.autograd.grad(total, x)
         return (x - cfg.cag_scale * grad).detach()
 
+    scheduler = ddim_scheduler(model, cfg.num_inference_steps)
+    timesteps = scheduler.timesteps
+
+    def step_end(_: TextToImage, i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """After step ``i``, the gradient step of step ``i + 1`` (none after the last step)."""
+        return {"latents": guide(i + 1, timesteps[i + 1], tensors["latents"])} if i + 1 < len(timesteps) else {}
+
     out = sample(
         model,
         prompts,
-        latents=latents,
+        latents=guide(0, timesteps[0], latents),  # the first step's gradient step: callbacks run after a step
         num_inference_steps=cfg.num_inference_steps,
         guidance_scale=cfg.guidance_scale,
-        before_step=before,
+        scheduler=scheduler,
+        callback_on_step_end=step_end,
     )
     return out, losses
 

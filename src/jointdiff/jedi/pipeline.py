@@ -19,14 +19,13 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from jointdiff.common.paths import is_hub_id
-from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
+from jointdiff.jedi.encoding import SDParts
 from jointdiff.jedi.guidance import DEFAULT, Guidance
 from jointdiff.jedi.model import LAYOUT_KEY, JointUNet
 from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
@@ -43,7 +42,7 @@ def _as_list(x: Any) -> list[Any]:
     return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-class JointDiffusionPipeline(DiffusionPipeline):
+class JointDiffusionPipeline(DiffusionPipeline, SDParts):
     """JeDi (sec. 3.3): personalised text-to-image generation by joint-image inpainting."""
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -60,8 +59,7 @@ class JointDiffusionPipeline(DiffusionPipeline):
         super().__init__()
         self.joint_unet = JointUNet(unet)  # validates the layout, installs coupled attention
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.init_image_processing()  # vae_scale_factor, image_processor (jedi.encoding.SDParts)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, **kwargs: Any) -> JointDiffusionPipeline:
@@ -80,16 +78,11 @@ class JointDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"no such model directory: {pretrained_model_name_or_path}")
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
 
-    def encode_text(self, prompts: list[str], device: torch.device) -> torch.Tensor:
-        """CLIP text embeddings ``(len(prompts), T, D)``, tokenised as Stable Diffusion does."""
-        return encode_prompts(self.tokenizer, self.text_encoder, prompts, device).to(self.unet.dtype)
-
     def encode_references(
         self, images: list[PIL.Image.Image], height: int, width: int, device: torch.device
     ) -> torch.Tensor:
         """Clean reference latents ``(n, C, h, w)``: centre-crop to the output aspect, resize, VAE mean."""
-        pixels = self.image_processor.preprocess(fit_images(images, width, height), height=height, width=width)
-        return encode_latents(self.vae, pixels.to(device)).to(self.unet.dtype)
+        return self.encode_pixels(images, height, width, device)
 
     def _extra_step_kwargs(self, generator: torch.Generator | None, eta: float) -> dict[str, Any]:
         params = set(inspect.signature(self.scheduler.step).parameters)
@@ -311,7 +304,7 @@ class JointDiffusionPipeline(DiffusionPipeline):
         latents = latents.flatten(0, 1)  # (B, K, C, h, w) -> (B*K, C, h, w)
         images: Any = latents
         if output_type != "latent":
-            images = self.image_processor.postprocess(decode_latents(self.vae, latents), output_type=output_type)
+            images = self.decode_to_images(latents, output_type)
         self.maybe_free_model_hooks()
         return JointDiffusionPipelineOutput(images=images) if return_dict else (images,)
 
