@@ -108,6 +108,12 @@ def _cmd_blend(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``finetune`` and ``blend`` subcommands."""
+    _register_finetune(sub)
+    _register_blend(sub)
+
+
+def _register_finetune(sub: argparse._SubParsersAction) -> None:
+    """``jointdiff finetune``: the fields of ``DreamBoothConfig`` (left at None: the config's defaults)."""
     p = sub.add_parser("finetune", help="DreamBooth fine-tuning with checkpoints on a schedule (for DreamBlend)")
     p.add_argument("--base", required=True, help="SD-layout or jointdiff model directory (or Hub id)")
     p.add_argument("--images", help="folder with the subject's images")
@@ -163,6 +169,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-pickle", dest="allow_pickle", action="store_true")
     p.set_defaults(func=_cmd_finetune)
 
+
+def _register_blend(sub: argparse._SubParsersAction) -> None:
+    """``jointdiff blend``: a run, a prompt, the checkpoints (or how to choose them) and ``BlendConfig``."""
     p = sub.add_parser("blend", help="DreamBlend: underfit layout + overfit subject via cross-attention guidance")
     p.add_argument("--run", required=True, help="run directory written by `jointdiff finetune`")
     p.add_argument("--prompt", required=True, help='e.g. "a photo of sks dog on the beach"')

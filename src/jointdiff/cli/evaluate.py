@@ -32,7 +32,14 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="run directory (default: runs/eval/<method>-<benchmark>-<refs>ref)")
     p.add_argument("--label", help="row label in tables and plots (default: method and input count)")
     p.add_argument("--overwrite", action="store_true", help="reuse --out even if made with other generation settings")
-    # benchmark and protocol
+    _protocol_options(p)
+    _method_options(p)
+    _scoring_options(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _protocol_options(p: argparse.ArgumentParser) -> None:
+    """The benchmark and the protocol (``EvalConfig``): inputs per generation, how they are chosen, the seed."""
     p.add_argument("--benchmark", default="dreambooth", help="benchmark name (default dreambooth)")
     p.add_argument(
         "--data",
@@ -65,7 +72,10 @@ def register(sub: Any) -> None:
         "(default); all = all of them, the inputs included (the JeDi paper's protocol); inputs = the inputs only",
     )
     p.add_argument("--seed", type=int, default=0, help="base seed of input choices and generation")
-    # method
+
+
+def _method_options(p: argparse.ArgumentParser) -> None:
+    """How a method generates (``MethodOptions``): the model, steps, the guidance settings, batch and size."""
     p.add_argument("--model", help="jedi: jointdiff pipeline directory or Hub id")
     p.add_argument("--steps", type=int, default=50, help="denoising steps")
     Guidance.add_arguments(p)  # jedi: the guidance settings
@@ -74,7 +84,10 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--reference-caption", default="a photo of a {}", help='caption of each reference, "{}" = class word'
     )
-    # scoring
+
+
+def _scoring_options(p: argparse.ArgumentParser) -> None:
+    """The scorer's backbones and segmenter, the device and dtype, the report."""
     p.add_argument("--clip-backbone", default="clip", help="text-image backbone (CLIP-T, CLIP-I, MCLIP-I)")
     p.add_argument("--clip-model", help="its Hub id or local directory (default openai/clip-vit-base-patch32)")
     p.add_argument("--dino-backbone", default="dino", help="image backbone (DINO, MDINO, diversity)")
@@ -95,7 +108,6 @@ def register(sub: Any) -> None:
     p.add_argument("--device", default="cpu", help="torch device for generation and scoring")
     p.add_argument("--dtype", choices=list(DTYPES), help="generation weights dtype (default: as stored)")
     p.add_argument("--no-paper", action="store_true", help="leave the paper's Table 2 rows out of tables and plots")
-    p.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

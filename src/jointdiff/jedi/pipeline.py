@@ -28,7 +28,7 @@ from jointdiff.common.paths import is_hub_id
 from jointdiff.jedi.encoding import SDParts
 from jointdiff.jedi.guidance import DEFAULT, Guidance
 from jointdiff.jedi.model import LAYOUT_KEY, JointUNet
-from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
+from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, StepCallback, replacement_sample
 
 
 @dataclass
@@ -251,8 +251,11 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         Returns:
             :class:`JointDiffusionPipelineOutput` with ``num_images_per_prompt * K`` images.
         """
+        # 0. Default height and width: the U-Net's sample size
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
+
+        # 1. Check inputs: every erroneous one raises here, before any work
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         sets, refs, ref_prompts = self.check_inputs(
             prompt,
@@ -273,40 +276,72 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
             null_reference=null_reference,
             reference_attention=reference_attention,
         )
+
+        # 2. Define call parameters: B sets of n references and K targets
         device, b, k = self._execution_device, num_images_per_prompt * len(sets), len(sets[0])
+
+        # 3. Encode input prompt: per slot, the references' captions then the targets' prompts; the null text
         text, null = self.encode_prompt(sets, ref_prompts, negative_prompt, num_images_per_prompt, device)
+
+        # 4. Encode the references: the clean latents the replacement trick keeps known
         references = self.prepare_references(refs, b, height, width, device)  # (B, n, C, h, w)
-        cond = SetConditioning(text=text, null_text=null, references=references)
+
+        # 5. Prepare timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = self.prepare_latents((b, k, *references.shape[2:]), generator, device, latents)
-        denoise = GuidedSetDenoiser(self.joint_unet, cond, settings)  # every branch in one U-Net batch
-        callback = None
-        if callback_on_step_end is not None:
 
-            def callback(i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
-                return callback_on_step_end(self, i, t, {name: tensors[name] for name in tensor_inputs})
+        # 6. Prepare the targets' initial latents
+        latents = self.prepare_latents((b, k, *references.shape[2:]), generator, device, latents)  # (B, K, C, h, w)
 
+        # 7. Denoising loop: the replacement trick (sec. 3.3), every guidance branch in one U-Net batch (eq. 3/4)
+        denoise = GuidedSetDenoiser(self.joint_unet, SetConditioning(text, null, references), settings)
+        callback = self._step_end(callback_on_step_end, tensor_inputs)
+        latents = self.denoising_loop(denoise, latents, references, generator, eta, num_inference_steps, callback)
+
+        # 8. Decode the targets
+        latents = latents.flatten(0, 1)  # (B, K, C, h, w) -> (B*K, C, h, w)
+        images = latents if output_type == "latent" else self.decode_to_images(latents, output_type)
+        self.maybe_free_model_hooks()
+        return JointDiffusionPipelineOutput(images=images) if return_dict else (images,)
+
+    def _step_end(
+        self, callback_on_step_end: Callable[..., Any] | None, tensor_inputs: list[str]
+    ) -> StepCallback | None:
+        """diffusers' ``callback_on_step_end(pipe, i, t, tensors)`` as the loop's callback, given the tensors named."""
+        if callback_on_step_end is None:
+            return None
+
+        def callback(i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+            return callback_on_step_end(self, i, t, {name: tensors[name] for name in tensor_inputs})
+
+        return callback
+
+    def denoising_loop(
+        self,
+        denoise: GuidedSetDenoiser,
+        latents: torch.Tensor,
+        references: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None,
+        eta: float,
+        num_inference_steps: int,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """The replacement trick (sec. 3.3) over the scheduler's timesteps: targets ``(B, K, C, h, w)`` beside the
+        references ``(B, n, C, h, w)``, re-noised each step; returns the final targets."""
+        k = latents.shape[1]
+        # The scheduler draws per image (B*K): each image from its set's generator.
+        per_image = [g for g in generator for _ in range(k)] if isinstance(generator, list) else generator
         with self.progress_bar(total=num_inference_steps) as bar:
-            latents = replacement_sample(  # the replacement trick, sec. 3.3
+            return replacement_sample(
                 denoise,
                 self.scheduler,
                 self.scheduler.timesteps,
                 latents,
                 references,
                 generator=generator,
-                # The scheduler draws per image (B*K): each image from its set's generator.
-                extra_step_kwargs=self._extra_step_kwargs(
-                    [g for g in generator for _ in range(k)] if isinstance(generator, list) else generator, eta
-                ),
+                extra_step_kwargs=self._extra_step_kwargs(per_image, eta),
                 callback=callback,
                 progress=lambda steps: _counted(steps, bar),
             )
-        latents = latents.flatten(0, 1)  # (B, K, C, h, w) -> (B*K, C, h, w)
-        images: Any = latents
-        if output_type != "latent":
-            images = self.decode_to_images(latents, output_type)
-        self.maybe_free_model_hooks()
-        return JointDiffusionPipelineOutput(images=images) if return_dict else (images,)
 
 
 def _counted(steps: list[torch.Tensor], bar: Any) -> Iterator[torch.Tensor]:
