@@ -235,6 +235,27 @@ def test_the_pipeline_call_reads_as_numbered_steps():
     assert steps == list(range(steps[0], steps[0] + len(steps))) and len(steps) >= 6, steps
 
 
+def cli_imports(folder: Path, package: str) -> list[str]:
+    """``file:line`` of every import of ``package.cli`` (or of ``main`` from ``package``'s CLI) in ``folder``'s
+    scripts: benchmarks use the library, or run the ``jointdiff`` command as a subprocess."""
+    cli = f"{package}.cli"
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(n == cli or n.startswith(cli + ".") for n in names):
+                found.append(f"{path.relative_to(folder)}:{node.lineno}")
+    return found
+
+
+def test_benchmarks_import_nothing_from_the_command_line():
+    assert not cli_imports(SRC.parent / "benchmarks", PACKAGE)
+
+
 def test_the_checks_find_what_they_look_for(tmp_path):
     """A small package that breaks every rule once: each check reports exactly that."""
     pkg = tmp_path / "pkg"
@@ -267,6 +288,12 @@ def test_the_checks_find_what_they_look_for(tmp_path):
         f'class Gear:\n    def spin(self):\n        """Spins.\n\n        Long docs.\n        """\n{method}'
         f'def table():\n{body}def short():\n    """Docs."""\n    return 1\n'
     )
+    scripts = tmp_path / "benchmarks"
+    scripts.mkdir()
+    (scripts / "a.py").write_text("import pkg.cli.demo\nimport pkg.client\n")
+    (scripts / "b.py").write_text("def f():\n    from pkg import cli\n    from pkg.common import paths\n")
+    (scripts / "c.py").write_text('import subprocess\nsubprocess.run(["python", "-m", "pkg.cli"])\n')
+    assert cli_imports(scripts, "pkg") == ["a.py:1", "b.py:2"]
     assert function_lengths(tmp_path, "pkg")["pkg.core.gear.Gear.spin"] == 1 + 5  # the docstring is not counted
     assert long_functions(tmp_path, "pkg", 5, {"pkg.core.gear.table"}) == ["pkg.core.gear.Gear.spin (6)"]
     (pkg / "core" / "wheel.py").write_text("def turn():\n    pass\n")

@@ -150,3 +150,47 @@ def test_generate_rejects_bad_input_in_one_line(joint_dir, tmp_path, capsys, ext
 def test_generate_refuses_a_model_that_is_not_reference_conditioned(base_dir, tmp_path, capsys):
     rc = main(["generate", "--model", str(base_dir), "--prompt", "x", "--out", str(tmp_path / "o")])
     _one_line_error(capsys, rc, "not reference-conditioned")
+
+
+def test_the_parser_loads_no_torch():
+    """``jointdiff --help`` builds every command's options (from the typed configs too) without torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from jointdiff.cli import build_parser; build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'diffusers', 'transformers', 'gradio'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("command", "config", "options"),
+    [
+        ("blend", "BlendConfig", {"--steps": "num_inference_steps", "--cag-fraction": "cag_fraction"}),
+        ("evaluate", "EvalConfig", {"--num-inputs": "num_random", "--against": "against", "--max-prompts": None}),
+        ("evaluate", "MethodOptions", {"--steps": "steps", "--dtype": "dtype", "--reference-caption": None}),
+    ],
+)
+def test_options_come_from_the_typed_configs(command, config, options):
+    """A config's options carry its fields' defaults, choices and docs; left out, they build the default config."""
+    import argparse
+    import dataclasses
+
+    from jointdiff.cli import build_parser
+    from jointdiff.common.config import from_args
+    from jointdiff.dreamblend.config import BlendConfig
+    from jointdiff.evaluation.options import EvalConfig, MethodOptions
+
+    cls = {"BlendConfig": BlendConfig, "EvalConfig": EvalConfig, "MethodOptions": MethodOptions}[config]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    actions = {flag: a for a in sub._actions for flag in a.option_strings}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for flag, name in options.items():
+        name = name or flag[2:].replace("-", "_")
+        a, f = actions[flag], fields[name]
+        assert (a.dest, a.default, a.help) == (name, f.default, f.metadata["doc"])
+        assert a.choices == (list(f.metadata["choices"]) if "choices" in f.metadata else None)
+    required = {"blend": ["--run", "r", "--prompt", "p"], "evaluate": ["--method", "jedi"]}[command]
+    assert from_args(cls, sub.parse_args(required)) == cls()

@@ -15,7 +15,8 @@ import pytest
 
 from jointdiff.evaluation.benchmarks import Benchmark, Subject, load_dreambooth, parse_prompts_and_classes
 from jointdiff.evaluation.metrics import cosine_matrix
-from jointdiff.evaluation.protocol import EvalConfig, Method, MethodOptions, input_choices
+from jointdiff.evaluation.options import EvalConfig, MethodOptions
+from jointdiff.evaluation.protocol import Method, input_choices
 from jointdiff.evaluation.run import evaluate
 from jointdiff.evaluation.scoring import Scorer
 from jointdiff.testing.evaluation import HistogramDualEncoder, ThumbnailEncoder

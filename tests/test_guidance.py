@@ -82,8 +82,8 @@ def test_every_entry_point_defaults_to_the_measured_guidance():
 
     from jointdiff.app.services import JeDiService
     from jointdiff.cli import build_parser
-    from jointdiff.cli.demo import run_demo
-    from jointdiff.evaluation.protocol import MethodOptions
+    from jointdiff.evaluation.demo import run_demo
+    from jointdiff.evaluation.options import MethodOptions
     from jointdiff.jedi.guidance import DEFAULT
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
 

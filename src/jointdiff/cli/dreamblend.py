@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from jointdiff.dreamblend.config import REFERENCE_MAPS, BlendConfig
+from jointdiff.common.config import add_arguments
+from jointdiff.dreamblend.config import BlendConfig
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -198,22 +199,7 @@ def _register_blend(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="blend_out", help="output directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--steps", dest="num_inference_steps", metavar="STEPS", type=int, default=BlendConfig.num_inference_steps
-    )
-    p.add_argument("--guidance-scale", type=float, default=BlendConfig.guidance_scale)
-    p.add_argument(
-        "--cag-scale",
-        type=float,
-        default=BlendConfig.cag_scale,
-        help="step size of the attention-guidance gradient step",
-    )
-    p.add_argument(
-        "--cag-fraction", type=float, default=BlendConfig.cag_fraction, help="fraction of steps guided (from the start)"
-    )
-    p.add_argument(
-        "--collapse-weight", type=float, default=BlendConfig.collapse_weight, help="weight of the anti-collapse penalty"
-    )
-    p.add_argument("--reference-maps", choices=list(REFERENCE_MAPS), default=BlendConfig.reference_maps)
+    blend_settings = ["num_inference_steps", "guidance_scale", "cag_scale", "cag_fraction", "collapse_weight"]
+    add_arguments(p, BlendConfig, [*blend_settings, "reference_maps"], flags={"num_inference_steps": "--steps"})
     p.add_argument("--reference-image", default=None, help="with --reference-maps invert: image to invert")
     p.set_defaults(func=_cmd_blend)

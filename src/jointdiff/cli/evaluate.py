@@ -10,7 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from jointdiff.common.config import DTYPES
+from jointdiff.common.config import add_arguments
+from jointdiff.evaluation.options import EvalConfig, MethodOptions
 from jointdiff.jedi.guidance import Guidance
 
 
@@ -46,44 +47,15 @@ def _protocol_options(p: argparse.ArgumentParser) -> None:
         help="benchmark data (DreamBooth: dataset root; default $JOINTDIFF_DREAMBOOTH or ../shared/dreambooth)",
     )
     p.add_argument("--subjects", nargs="+", help="only these subjects (default: all)")
-    p.add_argument(
-        "--refs", type=int, default=1, help="input images per generation (1 finetuning-free, 3 finetuning comparison)"
-    )
-    p.add_argument(
-        "--inputs", choices=["all", "random"], help="all choices of inputs or random ones (default: all if --refs 1)"
-    )
-    p.add_argument(
-        "--num-inputs",
-        dest="num_random",
-        metavar="NUM_INPUTS",
-        type=int,
-        default=1,
-        help="random input choices per subject with --inputs random",
-    )
-    p.add_argument(
-        "--images-per-prompt", type=int, default=1, help="samples per prompt and input choice (>= 2: diversity)"
-    )
-    p.add_argument("--max-prompts", type=int, help="only the first N prompts of each subject (quick runs)")
-    p.add_argument(
-        "--against",
-        choices=["unseen", "all", "inputs"],
-        default="unseen",
-        help="real images the identity metrics compare with: unseen = every real view that was not an input "
-        "(default); all = all of them, the inputs included (the JeDi paper's protocol); inputs = the inputs only",
-    )
-    p.add_argument("--seed", type=int, default=0, help="base seed of input choices and generation")
+    protocol = ["refs", "inputs", "num_random", "images_per_prompt", "max_prompts", "against", "seed"]
+    add_arguments(p, EvalConfig, protocol, flags={"num_random": "--num-inputs"})
 
 
 def _method_options(p: argparse.ArgumentParser) -> None:
     """How a method generates (``MethodOptions``): the model, steps, the guidance settings, batch and size."""
-    p.add_argument("--model", help="jedi: jointdiff pipeline directory or Hub id")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    add_arguments(p, MethodOptions, ["model", "steps"])
     Guidance.add_arguments(p)  # jedi: the guidance settings
-    p.add_argument("--batch-size", type=int, default=1, help="jedi: prompts generated in one batch (sets side by side)")
-    p.add_argument("--resolution", type=int, help="generated image side (default: the model's)")
-    p.add_argument(
-        "--reference-caption", default="a photo of a {}", help='caption of each reference, "{}" = class word'
-    )
+    add_arguments(p, MethodOptions, ["batch_size", "resolution", "reference_caption"])
 
 
 def _scoring_options(p: argparse.ArgumentParser) -> None:
@@ -105,8 +77,7 @@ def _scoring_options(p: argparse.ArgumentParser) -> None:
         "--segmenter-model",
         help="its Hub id or directory (clipseg default CIDAS/clipseg-rd64-refined; masks: MASK_DIR)",
     )
-    p.add_argument("--device", default="cpu", help="torch device for generation and scoring")
-    p.add_argument("--dtype", choices=list(DTYPES), help="generation weights dtype (default: as stored)")
+    add_arguments(p, MethodOptions, ["device", "dtype"])
     p.add_argument("--no-paper", action="store_true", help="leave the paper's Table 2 rows out of tables and plots")
 
 
@@ -120,7 +91,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from jointdiff.common.config import from_args
     from jointdiff.common.processes import process_state
-    from jointdiff.evaluation.protocol import EvalConfig, MethodOptions
     from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, METHODS, SEGMENTERS, resolve
     from jointdiff.evaluation.report import load_results, write_report
     from jointdiff.evaluation.run import evaluate

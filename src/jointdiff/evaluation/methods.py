@@ -11,7 +11,8 @@ import torch
 
 from jointdiff.common.config import torch_dtype
 from jointdiff.evaluation.benchmarks import Subject
-from jointdiff.evaluation.protocol import MethodOptions, stable_int
+from jointdiff.evaluation.options import MethodOptions
+from jointdiff.evaluation.protocol import stable_int
 from jointdiff.jedi.guidance import DEFAULT
 
 
