@@ -44,7 +44,7 @@ def test_convert_round_trips_and_reproduces_the_base(base_dir, tmp_path, capsys)
     x, emb, known = randn(1, 3, 4, 8, 8), text(1, 3), torch.tensor([[True, False, False]])
     with torch.no_grad():
         expected = original(x[:, 0], 30, emb[:, 0]).sample
-        in_memory = JointUNet(convert_unet(original))
+        in_memory = JointUNet.with_joint_attention(convert_unet(original))
         assert torch.equal(pipe.joint_unet(x, 30, emb, x, known), in_memory(x, 30, emb, x, known))
         single = pipe.joint_unet(x[:, :1], 30, emb[:, :1])[:, 0]
     assert torch.allclose(single, expected, atol=1e-5)

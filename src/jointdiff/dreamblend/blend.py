@@ -290,7 +290,7 @@ def blend_from_run(
     underfit: int | None = None,
     overfit: int | None = None,
     seed: int = 0,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     cfg: BlendConfig | None = None,
     reference_image: PIL.Image.Image | None = None,
     clip: Any = None,
@@ -300,11 +300,18 @@ def blend_from_run(
     """DreamBlend on a ``jointdiff finetune`` run; missing steps are chosen automatically: the
     overfit one as the latest before attention collapse (:func:`choose_overfit`), the underfit one
     by prompt fidelity with the dual encoder ``clip`` (:func:`choose_underfit`; without ``clip``,
-    the earliest checkpoint)."""
+    the earliest checkpoint). The sampling steps are ``num_inference_steps`` or ``cfg``'s (default 50),
+    not two different numbers."""
     steps = list_checkpoints(run_dir)
     for name, s in (("underfit", underfit), ("overfit", overfit)):
         if s is not None and s not in steps:
             raise ValueError(f"no {name} checkpoint at step {s}; saved: {steps}")
+    if cfg is None:
+        cfg = BlendConfig() if num_inference_steps is None else BlendConfig(num_inference_steps=num_inference_steps)
+    elif num_inference_steps not in (None, cfg.num_inference_steps):
+        raise ValueError(
+            f"num_inference_steps={num_inference_steps} but cfg.num_inference_steps={cfg.num_inference_steps}: give one"
+        )
     why = []
     if overfit is None:
         collapse = checkpoint_collapse_scores(run_dir, [prompt])
@@ -329,7 +336,6 @@ def blend_from_run(
         why.append(f"underfit step {underfit}: the earliest checkpoint (no CLIP-T scorer given)")
     if underfit > overfit:
         raise ValueError(f"the underfit step ({underfit}) must not be later than the overfit step ({overfit})")
-    cfg = cfg or BlendConfig(num_inference_steps=num_inference_steps)
     rc = run_config(run_dir)
     image, ref, losses = blend(
         load_checkpoint(run_dir, underfit),

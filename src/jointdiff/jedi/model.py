@@ -143,7 +143,8 @@ class JointUNet(nn.Module):
 
     Takes set-shaped tensors ``(B, N, ...)``; the set size is their second axis. Builds the
     input channels, packs the sets into the U-Net batch and passes ``set_size`` / ``slot_mask``
-    to the coupled attention processors, which it installs on construction.
+    to the coupled attention processors (sec. 3.2). Constructing it changes nothing in the U-Net:
+    :meth:`install_attention` installs the processors, :meth:`with_joint_attention` does both.
     """
 
     def __init__(self, unet: nn.Module) -> None:
@@ -151,9 +152,20 @@ class JointUNet(nn.Module):
         layout = joint_layout(unet)
         if layout is None:
             raise ValueError("the U-Net is not converted to the jointdiff layout (run `jointdiff convert`)")
-        install_joint_attention(unet)
         self.unet = unet
         self.layout = layout
+
+    def install_attention(self) -> JointUNet:
+        """Install the joint attention processors in the U-Net (sec. 3.2: ``attn1`` coupled across each set,
+        ``attn2`` per image); returns self."""
+        install_joint_attention(self.unet)
+        return self
+
+    @classmethod
+    def with_joint_attention(cls, unet: nn.Module) -> JointUNet:
+        """The adapter over a converted ``unet`` with coupled self-attention installed: what sampling and
+        training use."""
+        return cls(unet).install_attention()
 
     def forward(
         self,

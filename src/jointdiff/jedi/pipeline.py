@@ -57,7 +57,7 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         scheduler: KarrasDiffusionSchedulers,
     ) -> None:
         super().__init__()
-        self.joint_unet = JointUNet(unet)  # validates the layout, installs coupled attention
+        self.joint_unet = JointUNet.with_joint_attention(unet)  # validates the layout, installs coupled attention
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.init_image_processing()  # vae_scale_factor, image_processor (jedi.encoding.SDParts)
 

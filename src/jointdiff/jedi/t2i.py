@@ -37,7 +37,7 @@ class TextToImage(SDParts):
     scheduler: Any
 
     def __post_init__(self) -> None:
-        self.joint = JointUNet(self.unet) if joint_layout(self.unet) is not None else None
+        self.joint = JointUNet.with_joint_attention(self.unet) if joint_layout(self.unet) is not None else None
         self.init_image_processing()
 
     @property

@@ -102,15 +102,9 @@ def write_sets(
     writer = None
     if fmt == "paper":
         todo = [i for i in indices if not (out / f"{set_key(split, i)}.png").exists()]
-    else:
-        for stale in out.glob(".shard-*.tmp"):
-            stale.unlink()
-        done = 0
-        while (out / f"shard-{done:06d}.tar").exists():
-            done += 1
-        todo = indices[done * sets_per_shard :]
+    else:  # whole shards are skipped: the finished ones hold the first sets, in order
         writer = WebDatasetWriter(out, prefix="shard", sets_per_shard=sets_per_shard)
-        writer.shards = [out / f"shard-{i:06d}.tar" for i in range(done)]  # continue the numbering
+        todo = indices[writer.resume() * sets_per_shard :]
     if masks_dir is not None:
         Path(masks_dir).mkdir(parents=True, exist_ok=True)
     jobs = [(i, split, resolution, set_size, style_p) for i in todo]
