@@ -109,7 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     benchmark = resolve(BENCHMARKS, args.benchmark, "benchmark")(args.data)
     method = options = None
     if args.method:
-        options = from_args(MethodOptions, args)
+        options = MethodOptions.from_args(args)
         method = resolve(METHODS, args.method, "method")(options)
     clip = resolve(BACKBONES, args.clip_backbone, "backbone")(args.clip_model, args.device)
     if not callable(getattr(clip, "encode_texts", None)):
@@ -131,7 +131,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         images_dir=args.images,
         subjects=args.subjects,
         label=args.label,
-        method_settings=_settings(options),
+        method_settings=options.settings() if options is not None else {},
         overwrite=args.overwrite,
         paper=not args.no_paper,
         processes=processes,
@@ -146,12 +146,3 @@ def _evaluate(args: argparse.Namespace) -> int:
     written = [out / "results.json", out / "table.md", out / "dino_vs_clipt.png"]
     print("wrote " + ", ".join(str(p) for p in written if p.is_file()))
     return 0
-
-
-def _settings(options: Any) -> dict[str, Any]:
-    """Generation settings recorded in run.json (the device is not one: it does not change images)."""
-    if options is None:
-        return {}
-    from dataclasses import asdict
-
-    return {k: v for k, v in asdict(options).items() if k != "device"}

@@ -4,10 +4,18 @@ fields and their docs; this module loads no torch, so neither does ``jointdiff -
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 from jointdiff.common.config import DTYPES, doc
-from jointdiff.jedi.guidance import DEFAULT, Guidance
+from jointdiff.common.config import from_args as config_from_args
+from jointdiff.jedi.guidance import DEFAULT, DEFAULT_NAMES, Guidance
+
+# run.json records the generation settings flat, the guidance under the pipeline's argument names in this order
+# (as when they were five fields of MethodOptions): a cached run compares, and is written, as before.
+RUN_GUIDANCE_KEYS = ("guidance_scale", "image_guidance_scale", "guidance", "null_reference", "reference_attention")
 
 
 @dataclass(frozen=True)
@@ -21,12 +29,7 @@ class MethodOptions:
         default=None, metadata=doc("generation weights dtype (default: as stored)", tuple(DTYPES))
     )
     steps: int = field(default=50, metadata=doc("denoising steps"))
-    # The guidance settings under the pipeline's names (jointdiff.jedi.guidance.Guidance, checked there).
-    guidance_scale: float = DEFAULT.scale
-    image_guidance_scale: float | None = DEFAULT.image_scale
-    guidance: str = DEFAULT.strategy
-    null_reference: str = DEFAULT.null_reference
-    reference_attention: str = DEFAULT.reference_attention
+    guidance: Guidance = DEFAULT  # eq. 3 / eq. 4: the one guidance settings type (it checks itself)
     batch_size: int = field(default=1, metadata=doc("jedi: prompts generated in one batch (sets side by side)"))
     resolution: int | None = field(default=None, metadata=doc("generated image side (default: the model's)"))
     reference_caption: str = field(
@@ -36,11 +39,26 @@ class MethodOptions:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        self.guidance_settings()  # one check of the guidance fields
+        if not isinstance(self.guidance, Guidance):
+            raise ValueError(f"guidance must be a Guidance, got {type(self.guidance).__name__}")
 
-    def guidance_settings(self) -> Guidance:
-        """The guidance fields as the one settings type."""
-        return Guidance.from_args(self)
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> MethodOptions:
+        """From ``jointdiff evaluate``'s options: the fields given (the defaults for the rest) and the guidance."""
+        values = {k: v for k, v in vars(args).items() if k not in DEFAULT_NAMES}
+        return dataclasses.replace(config_from_args(cls, values), guidance=Guidance.from_args(args))
+
+    def settings(self) -> dict[str, Any]:
+        """The generation settings a run records and compares (run.json): flat, the guidance under the pipeline's
+        argument names; the device is not one (it does not change images)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "guidance":
+                guidance = self.guidance.settings()
+                out |= {k: guidance[k] for k in RUN_GUIDANCE_KEYS}
+            elif f.name != "device":
+                out[f.name] = getattr(self, f.name)
+        return out
 
 
 @dataclass(frozen=True)
