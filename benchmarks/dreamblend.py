@@ -48,7 +48,8 @@ from jointdiff.dreamblend.blend import (
 from jointdiff.dreamblend.config import BlendConfig
 from jointdiff.evaluation.benchmarks import Subject
 from jointdiff.evaluation.front import front_gaps, pareto
-from jointdiff.evaluation.protocol import EvalConfig, MethodOptions, image_path, input_choices, stable_int
+from jointdiff.evaluation.options import EvalConfig, MethodOptions
+from jointdiff.evaluation.protocol import image_path, input_choices, stable_int
 from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, METHODS, SEGMENTERS, resolve
 from jointdiff.evaluation.report import kept_reading
 from jointdiff.evaluation.run import evaluate

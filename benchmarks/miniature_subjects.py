@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from jointdiff.cli.demo import DEMO_SCENES, DEMO_STEPS
 from jointdiff.common.images import captioned_grid
 from jointdiff.common.paths import shipped_model
 from jointdiff.data.toyworld.captions import prompt_templates
 from jointdiff.data.toyworld.subjects import make_subject, subject_seed
+from jointdiff.evaluation.demo import DEMO_SCENES, DEMO_STEPS
 from jointdiff.evaluation.toy.benchmark import PARTS, real_subject
 from jointdiff.evaluation.toy.probe import identity_measures, identity_per_image
 from jointdiff.jedi.guidance import DEFAULT

@@ -161,7 +161,7 @@ def backbone(name: str, model: str | None, device: torch.device, dtype: torch.dt
 
 def joint_of(plain: UNet2DConditionModel) -> JointUNet:
     """JeDi's joint U-Net made from a copy of ``plain`` (same weights; wider ``conv_in``, coupled attention)."""
-    return JointUNet(convert_unet(copy.deepcopy(plain))).eval()
+    return JointUNet.with_joint_attention(convert_unet(copy.deepcopy(plain))).eval()
 
 
 def set_processor(unet: torch.nn.Module, proc: Any) -> None:

@@ -123,8 +123,9 @@ def strategy_means(sweep: dict[str, dict], scales: tuple[float, ...]) -> str:
 
 
 def run_row(row: Row, args: argparse.Namespace, subjects: int, work: Path, part: str | None = None) -> dict:
-    """``jointdiff evaluate`` for one row (resumes from its cache) on ``part`` (default ``--part``); its results.json."""
-    from jointdiff.cli import main
+    """``jointdiff evaluate`` for one row (resumes from its cache) on ``part`` (default ``--part``); its results.json.
+    The command runs as a subprocess (benchmarks drive the command line as a user does, never its modules)."""
+    import subprocess
 
     out = work / row.name
     data = f"subjects={subjects},part={part or args.part}"
@@ -137,7 +138,7 @@ def run_row(row: Row, args: argparse.Namespace, subjects: int, work: Path, part:
     if row.argv[row.argv.index("--method") + 1].startswith("jedi"):  # the toy rows are renders: no model
         argv += ["--model", args.model, "--steps", str(args.steps), "--batch-size", str(args.batch_size)]
     print(f"== {row.label}", flush=True)
-    if main(argv) != 0:
+    if subprocess.run([sys.executable, "-m", "jointdiff.cli", *argv], check=False).returncode != 0:
         raise SystemExit(f"evaluate failed for row {row.label!r}")
     return json.loads((out / "results.json").read_text())
 

@@ -221,7 +221,7 @@ def miniature_data_path(args: argparse.Namespace) -> int:
     # 1. Bare: one batch in memory, the objective's forward + backward + AdamW, nothing else.
     components = load_components(config.model)
     tok, text_encoder = components["tokenizer"], components["text_encoder"]
-    joint = JointUNet(components["unet"]).train()
+    joint = JointUNet.with_joint_attention(components["unet"]).train()
     params = list(joint.parameters()) + (list(text_encoder.parameters()) if config.model.train_text_encoder else [])
     opt = torch.optim.AdamW(params, lr=config.optim.learning_rate)
     objective = JediObjective(**vars(config.objective))

@@ -29,7 +29,7 @@ def unet(components):
 
 @pytest.fixture
 def joint_unet(components):
-    """A converted tiny U-Net (plain module; coupling is installed by JointUNet)."""
+    """A converted tiny U-Net (plain module; JointUNet.with_joint_attention installs the coupling)."""
     return convert_unet(components["unet"]).eval()
 
 

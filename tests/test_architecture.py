@@ -1,6 +1,8 @@
 """The shape of the package, read from its source: no import cycle (between modules, nor between the
 folders of docs/architecture.md), production code never imports test scaffolding, no module borrows
-another's private names, and the shared leaves import nothing above them.
+another's private names, the shared leaves import nothing above them, no function is longer than
+``MAX_FUNCTION_LINES`` (declarative tables excepted, listed here and in docs/architecture.md) and the
+pipeline's ``__call__`` reads as diffusers' numbered steps.
 
 Every import counts, also one inside a function (a lazy import is still a dependency). The checks
 run on the source text, so they see what a reviewer sees; ``test_the_checks_find_what_they_look_for``
@@ -10,6 +12,7 @@ shows that each of them fails on a small package that breaks its rule.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -30,6 +33,15 @@ LAYERS = (
     ("testing",),  # scaffolding may drive the command line (testing/probe.py runs it under accelerate launch)
     (PACKAGE, "__main__"),  # the package's own __init__ (public names of jedi) and `python -m jointdiff`
 )
+# A function's length: its lines from ``def`` to its end, the docstring not counted (it documents, it does not do).
+MAX_FUNCTION_LINES = 80
+# Functions that are one declarative table (a recipe's parts as data), longer than the limit by nature; each is
+# listed in docs/architecture.md ("Long functions"). Anything else over the limit is split by concept.
+DECLARATIVE_TABLES = {
+    "jointdiff.data.toyworld.recipes.unusual.quadruped": "a recipe: a dog's or a cat's parts",
+}
+PIPELINE = SRC / PACKAGE / "jedi" / "pipeline.py"
+MAX_CALL_LINES = 60  # the pipeline's __call__ body (after its docstring): sec. 3.3 in numbered steps
 
 
 def modules(src: Path, package: str) -> dict[str, Path]:
@@ -133,6 +145,31 @@ def leaf_imports(edges: dict[str, list[tuple[str, str, int]]], leaves: str) -> l
     ]
 
 
+def function_lengths(src: Path, package: str) -> dict[str, int]:
+    """``module.Class.function`` -> its length in lines, the docstring not counted, for every function and method
+    (nested ones included) of ``package``."""
+    lengths = {}
+    for name, path in modules(src, package).items():
+
+        def visit(node: ast.AST, prefix: str) -> None:
+            for child in ast.iter_child_nodes(node):
+                if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    doc = child.body[0] if ast.get_docstring(child) is not None else None
+                    docstring = doc.end_lineno - doc.lineno + 1 if doc is not None else 0
+                    lengths[f"{prefix}.{child.name}"] = child.end_lineno - child.lineno + 1 - docstring
+                    visit(child, f"{prefix}.{child.name}")
+                elif isinstance(child, ast.ClassDef):
+                    visit(child, f"{prefix}.{child.name}")
+
+        visit(ast.parse(path.read_text(), str(path)), name)
+    return lengths
+
+
+def long_functions(src: Path, package: str, limit: int, allowed: set[str] | dict[str, str]) -> list[str]:
+    """``name (lines)`` of every function over ``limit`` lines that is not ``allowed``."""
+    return [f"{f} ({n})" for f, n in function_lengths(src, package).items() if n > limit and f not in allowed]
+
+
 @pytest.fixture(scope="module")
 def edges() -> dict[str, list[tuple[str, str, int]]]:
     return imports(SRC, PACKAGE)
@@ -168,6 +205,57 @@ def test_shared_leaves_import_nothing_above_them(edges):
     assert not leaf_imports(edges, LEAVES)
 
 
+def test_no_function_is_longer_than_the_limit_except_declarative_tables():
+    assert not long_functions(SRC, PACKAGE, MAX_FUNCTION_LINES, DECLARATIVE_TABLES), (
+        f"functions over {MAX_FUNCTION_LINES} lines: split them by concept (or, for a declarative table, list it in "
+        "DECLARATIVE_TABLES and docs/architecture.md)"
+    )
+    lengths = function_lengths(SRC, PACKAGE)
+    assert set(DECLARATIVE_TABLES) <= set(lengths), "a declarative table listed here no longer exists"
+    docs = (SRC.parent / "docs" / "architecture.md").read_text()
+    assert all(f"`{name.removeprefix(PACKAGE + '.')}`" in docs for name in DECLARATIVE_TABLES), (
+        "docs/architecture.md must list every declarative table"
+    )
+
+
+def test_the_pipeline_call_reads_as_numbered_steps():
+    """diffusers' shape: ``__call__`` is a short sequence of numbered steps, the work in named methods."""
+    tree = ast.parse(PIPELINE.read_text())
+    (call,) = [
+        f
+        for c in tree.body
+        if isinstance(c, ast.ClassDef) and c.name == "JointDiffusionPipeline"
+        for f in c.body
+        if isinstance(f, ast.FunctionDef) and f.name == "__call__"
+    ]
+    first = call.body[1]  # after the docstring
+    assert call.end_lineno - first.lineno + 1 <= MAX_CALL_LINES
+    lines = PIPELINE.read_text().splitlines()[first.lineno - 1 : call.end_lineno]
+    steps = [int(m[1]) for line in lines if (m := re.match(r"\s*# (\d+)\. ", line))]
+    assert steps == list(range(steps[0], steps[0] + len(steps))) and len(steps) >= 6, steps
+
+
+def cli_imports(folder: Path, package: str) -> list[str]:
+    """``file:line`` of every import of ``package.cli`` (or of ``main`` from ``package``'s CLI) in ``folder``'s
+    scripts: benchmarks use the library, or run the ``jointdiff`` command as a subprocess."""
+    cli = f"{package}.cli"
+    found = []
+    for path in sorted(folder.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            if any(n == cli or n.startswith(cli + ".") for n in names):
+                found.append(f"{path.relative_to(folder)}:{node.lineno}")
+    return found
+
+
+def test_benchmarks_import_nothing_from_the_command_line():
+    assert not cli_imports(SRC.parent / "benchmarks", PACKAGE)
+
+
 def test_the_checks_find_what_they_look_for(tmp_path):
     """A small package that breaks every rule once: each check reports exactly that."""
     pkg = tmp_path / "pkg"
@@ -194,6 +282,20 @@ def test_the_checks_find_what_they_look_for(tmp_path):
     assert scaffolding_imports(found, "pkg.testing") == ["pkg.app.main:2 -> pkg.testing.fake"]
     assert private_imports(found) == ["pkg.app.main:1 -> pkg.core.engine._secret"]
     assert leaf_imports(found, "pkg.common") == ["pkg.common.paths:1 -> pkg.core.engine"]
+    body = "".join(f"    x{i} = {i}\n" for i in range(5))
+    method = body.replace("    ", "        ")
+    (pkg / "core" / "gear.py").write_text(
+        f'class Gear:\n    def spin(self):\n        """Spins.\n\n        Long docs.\n        """\n{method}'
+        f'def table():\n{body}def short():\n    """Docs."""\n    return 1\n'
+    )
+    scripts = tmp_path / "benchmarks"
+    scripts.mkdir()
+    (scripts / "a.py").write_text("import pkg.cli.demo\nimport pkg.client\n")
+    (scripts / "b.py").write_text("def f():\n    from pkg import cli\n    from pkg.common import paths\n")
+    (scripts / "c.py").write_text('import subprocess\nsubprocess.run(["python", "-m", "pkg.cli"])\n')
+    assert cli_imports(scripts, "pkg") == ["a.py:1", "b.py:2"]
+    assert function_lengths(tmp_path, "pkg")["pkg.core.gear.Gear.spin"] == 1 + 5  # the docstring is not counted
+    assert long_functions(tmp_path, "pkg", 5, {"pkg.core.gear.table"}) == ["pkg.core.gear.Gear.spin (6)"]
     (pkg / "core" / "wheel.py").write_text("def turn():\n    pass\n")
     (pkg / "common" / "paths.py").write_text("from pkg.common import units\n")
     clean = imports(tmp_path, "pkg")

@@ -45,7 +45,7 @@ def test_convert_round_trips_and_reproduces_the_base(base_dir, tmp_path, capsys)
     x, emb, known = randn(1, 3, 4, 8, 8), text(1, 3), torch.tensor([[True, False, False]])
     with torch.no_grad():
         expected = original(x[:, 0], 30, emb[:, 0]).sample
-        in_memory = JointUNet(convert_unet(original))
+        in_memory = JointUNet.with_joint_attention(convert_unet(original))
         assert torch.equal(pipe.joint_unet(x, 30, emb, x, known), in_memory(x, 30, emb, x, known))
         single = pipe.joint_unet(x[:, :1], 30, emb[:, :1])[:, 0]
     assert torch.allclose(single, expected, atol=1e-5)
@@ -190,3 +190,48 @@ def test_generate_layout_and_coupling_errors_are_one_line(request, tmp_path, cap
     path = request.getfixturevalue(model)
     rc = main(["generate", "--model", str(path), "--prompt", "x", "--out", str(tmp_path / "o"), *extra])
     _one_line_error(capsys, rc, needle)
+
+
+def test_the_parser_loads_no_torch():
+    """``jointdiff --help`` builds every command's options (from the typed configs too) without torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from jointdiff.cli import build_parser; build_parser(); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'diffusers', 'transformers', 'gradio'}))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("command", "config", "options"),
+    [
+        ("blend", "BlendConfig", {"--steps": "num_inference_steps", "--cag-fraction": "cag_fraction"}),
+        ("evaluate", "EvalConfig", {"--num-inputs": "num_random", "--against": "against", "--max-prompts": None}),
+        ("evaluate", "MethodOptions", {"--steps": "steps", "--dtype": "dtype", "--reference-caption": None}),
+    ],
+)
+def test_options_come_from_the_typed_configs(command, config, options):
+    """A config's options carry its fields' defaults, choices and docs; left out, they build the default config."""
+    import argparse
+    import dataclasses
+
+    from jointdiff.cli import build_parser
+    from jointdiff.common.config import from_args
+    from jointdiff.dreamblend.config import BlendConfig
+    from jointdiff.evaluation.options import EvalConfig, MethodOptions
+
+    cls = {"BlendConfig": BlendConfig, "EvalConfig": EvalConfig, "MethodOptions": MethodOptions}[config]
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    actions = {flag: a for a in sub._actions for flag in a.option_strings}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for flag, name in options.items():
+        name = name or flag[2:].replace("-", "_")
+        a, f = actions[flag], fields[name]
+        assert (a.dest, a.default, a.help) == (name, f.default, f.metadata["doc"])
+        assert a.choices == (list(f.metadata["choices"]) if "choices" in f.metadata else None)
+    required = {"blend": ["--run", "r", "--prompt", "p"], "evaluate": ["--method", "jedi"]}[command]
+    read = cls.from_args if cls is MethodOptions else lambda args: from_args(cls, args)
+    assert read(sub.parse_args(required)) == cls()

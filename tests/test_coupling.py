@@ -181,7 +181,7 @@ def test_layer_selection_through_the_unet_equals_plain_processors_on_the_other_b
 
 def test_steps_fraction_couples_the_first_steps_only(joint_unet):
     """The denoiser couples while t >= the last coupled timestep: the first ceil(f S) steps; f = 0 never."""
-    model = JointUNet(joint_unet)
+    model = JointUNet.with_joint_attention(joint_unet)
     sched = DDIMScheduler()
     sched.set_timesteps(4)
     cond = SetConditioning(

@@ -72,6 +72,24 @@ def test_webdataset_writer_is_atomic_on_error(tmp_path):
         writer.write(random_set(1, 8, seed=1, key="a"))
 
 
+def test_webdataset_writer_resumes_after_the_finished_shards(tmp_path):
+    sets = [random_set(1, 8, seed=i, key=f"s{i}") for i in range(3)]
+    with WebDatasetWriter(tmp_path, prefix="toy", sets_per_shard=1) as writer:
+        writer.write(sets[0])
+        writer.write(sets[1])
+    (tmp_path / ".toy-000002.tar.abc.tmp").write_bytes(b"a partial shard of a crashed writer")
+    (tmp_path / "other-000000.tar").write_bytes(b"")  # another prefix: not ours
+    writer = WebDatasetWriter(tmp_path, prefix="toy", sets_per_shard=1)
+    assert writer.resume() == 2 and not list(tmp_path.glob("*.tmp"))
+    writer.write(sets[2])
+    writer.close()
+    assert [p.name for p in writer.shards] == ["toy-000000.tar", "toy-000001.tar", "toy-000002.tar"]
+    back = list(iter_sets(WebDatasetSource(str(tmp_path / "toy-{000000..000002}.tar"))))
+    assert [b.key for b in back] == ["s0", "s1", "s2"]
+    with pytest.raises(RuntimeError, match="before the first write"):
+        writer.resume()
+
+
 def test_image_set_validation():
     im = PIL.Image.new("RGB", (8, 8))
     with pytest.raises(BadSetError, match="1 images but 2 captions"):

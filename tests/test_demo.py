@@ -7,8 +7,8 @@ import PIL.Image
 import pytest
 
 from jointdiff.cli import main
-from jointdiff.cli.demo import DEMO_SCENES, format_scores, run_demo
 from jointdiff.common.tiny import save_tiny_base
+from jointdiff.evaluation.demo import DEMO_SCENES, format_scores, run_demo
 from jointdiff.jedi.convert import convert_pipeline
 
 

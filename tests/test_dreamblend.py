@@ -12,6 +12,7 @@ from jointdiff.dreamblend.blend import (
     BlendConfig,
     blend,
     blend_batch,
+    blend_from_run,
     checkpoint_prompt_fidelity,
     choose_overfit,
     choose_underfit,
@@ -196,6 +197,11 @@ def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("db")
     save_tiny_run(root)
     return root
+
+
+def test_blend_from_run_refuses_two_different_step_counts(run_dir):
+    with pytest.raises(ValueError, match=r"num_inference_steps=4 but cfg\.num_inference_steps=3: give one"):
+        blend_from_run(run_dir / "run", PROMPT, num_inference_steps=4, cfg=BlendConfig(num_inference_steps=3))
 
 
 def test_checkpoints_save_small_artefacts_and_load(run_dir):

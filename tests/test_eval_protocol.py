@@ -15,9 +15,11 @@ import pytest
 
 from jointdiff.evaluation.benchmarks import Benchmark, Subject, load_dreambooth, parse_prompts_and_classes
 from jointdiff.evaluation.metrics import cosine_matrix
-from jointdiff.evaluation.protocol import EvalConfig, Method, MethodOptions, input_choices
+from jointdiff.evaluation.options import EvalConfig, MethodOptions
+from jointdiff.evaluation.protocol import Method, input_choices
 from jointdiff.evaluation.run import evaluate
 from jointdiff.evaluation.scoring import Scorer
+from jointdiff.jedi.guidance import Guidance
 from jointdiff.testing.evaluation import HistogramDualEncoder, ThumbnailEncoder
 
 DREAMBOOTH = Path(os.environ.get("JOINTDIFF_DREAMBOOTH", Path(__file__).resolve().parents[2] / "shared" / "dreambooth"))
@@ -293,7 +295,7 @@ def test_jedi_adapter_on_the_real_pipeline(tiny_jedi):
     (seed, prompt) only, so resumed runs reproduce full runs."""
     from jointdiff.evaluation.methods import load_jedi
 
-    method = load_jedi(MethodOptions(model=str(tiny_jedi), steps=2, guidance_scale=2.0))
+    method = load_jedi(MethodOptions(model=str(tiny_jedi), steps=2, guidance=Guidance(scale=2.0)))
     assert isinstance(method, Method) and method.name == "jedi"
     rng = np.random.default_rng(0)
     refs = [PIL.Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))]
@@ -309,6 +311,36 @@ def test_jedi_adapter_on_the_real_pipeline(tiny_jedi):
     assert not np.array_equal(np.asarray(other[0]), np.asarray(alone[0]))
     with pytest.raises(ValueError, match="needs --model DIR"):
         load_jedi(MethodOptions())
+
+
+def test_method_options_hold_the_guidance_and_record_the_settings_as_before():
+    """run.json's generation settings (the cache's key) keep their keys, values and order: flat, the guidance
+    under the pipeline's argument names, as when they were five fields of MethodOptions."""
+    import argparse
+
+    from jointdiff.cli.evaluate import register
+
+    o = MethodOptions(model="m", steps=7, guidance=Guidance("text_first", 4.0, 2.0, "mask", "isolated"))
+    assert list(o.settings().items()) == [
+        ("model", "m"),
+        ("dtype", None),
+        ("steps", 7),
+        ("guidance_scale", 4.0),
+        ("image_guidance_scale", 2.0),
+        ("guidance", "text_first"),
+        ("null_reference", "mask"),
+        ("reference_attention", "isolated"),
+        ("batch_size", 1),
+        ("resolution", None),
+        ("reference_caption", "a photo of a {}"),
+    ]
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    argv = ["evaluate", "--method", "jedi", "--model", "m", "--steps", "7", "--guidance", "text_first"]
+    argv += ["--guidance-scale", "4", "--image-guidance-scale", "2", "--null-reference", "mask"]
+    assert MethodOptions.from_args(parser.parse_args([*argv, "--reference-attention", "isolated"])) == o
+    with pytest.raises(ValueError, match="guidance must be a Guidance"):
+        MethodOptions(guidance="joint")
 
 
 def test_real_method_returns_held_out_real_images(small):

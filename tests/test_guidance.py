@@ -82,8 +82,8 @@ def test_every_entry_point_defaults_to_the_measured_guidance():
 
     from jointdiff.app.services import JeDiService
     from jointdiff.cli import build_parser
-    from jointdiff.cli.demo import run_demo
-    from jointdiff.evaluation.protocol import MethodOptions
+    from jointdiff.evaluation.demo import run_demo
+    from jointdiff.evaluation.options import MethodOptions
     from jointdiff.jedi.guidance import DEFAULT
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
@@ -94,7 +94,7 @@ def test_every_entry_point_defaults_to_the_measured_guidance():
     parser = build_parser()
     for argv in (["generate", "--prompt", "a toy", "--out", "x"], ["evaluate", "--method", "jedi", "--out", "x"]):
         assert Guidance.from_args(parser.parse_args(argv)) == DEFAULT
-    assert MethodOptions().guidance_settings() == DEFAULT
+    assert MethodOptions().guidance == DEFAULT
     assert inspect.signature(run_demo).parameters["guidance_scale"].default == DEFAULT.scale
     app = inspect.signature(JeDiService.generate).parameters
     assert app["guidance"].default == DEFAULT.strategy and app["guidance_scale"].default == DEFAULT.scale

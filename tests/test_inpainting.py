@@ -69,7 +69,7 @@ def test_adapter_feeds_the_stock_channel_order(_inpainting):
     a set of one with nothing known is the stock U-Net on diffusers' own concatenation."""
     unet = copy.deepcopy(_inpainting["unet"])
     stock = copy.deepcopy(unet)
-    model = JointUNet(unet)
+    model = JointUNet.with_joint_attention(unet)
     x, ref, emb, empty = randn(1, 2, 4, 8, 8), randn(1, 2, 4, 8, 8, seed=3), text(1, 2), randn(4, 8, 8, seed=5)
     known = torch.tensor([[True, False]])
     seen = []

@@ -49,7 +49,7 @@ def test_joint_unet_with_sets_of_one_and_no_references_equals_original(component
     x, emb = randn(2, 4, 8, 8), randn(2, 5, 16, seed=1)
     with torch.no_grad():
         expected = original(x, torch.tensor([20, 700]), emb).sample
-        model = JointUNet(convert_unet(original))
+        model = JointUNet.with_joint_attention(convert_unet(original))
         out = model(x[:, None], torch.tensor([20, 700]), emb[:, None])
     assert out.shape == (2, 1, 4, 8, 8)
     assert torch.allclose(out[:, 0], expected, atol=1e-5)
@@ -58,7 +58,7 @@ def test_joint_unet_with_sets_of_one_and_no_references_equals_original(component
 def test_reference_is_read_only_in_known_slots(joint_unet):
     with torch.no_grad():
         joint_unet.conv_in.weight[:, 5:] = randn(*joint_unet.conv_in.weight[:, 5:].shape, seed=3) * 0.1
-    model = JointUNet(joint_unet)
+    model = JointUNet.with_joint_attention(joint_unet)
     x, emb = randn(1, 3, 4, 8, 8), text(1, 3)
     ref_a, ref_b = randn(1, 3, 4, 8, 8, seed=4), randn(1, 3, 4, 8, 8, seed=5)
     unknown = torch.zeros(1, 3, dtype=torch.bool)
@@ -73,7 +73,7 @@ def test_reference_is_read_only_in_known_slots(joint_unet):
 
 
 def test_timestep_forms_are_equivalent(joint_unet):
-    model = JointUNet(joint_unet)
+    model = JointUNet.with_joint_attention(joint_unet)
     x, emb = randn(2, 2, 4, 8, 8), text(2, 2)
     with torch.no_grad():
         scalar = model(x, 250, emb)
@@ -86,7 +86,7 @@ def test_forward_groups_equals_one_forward_per_group(joint_unet):
     """Sets of different sizes in one U-Net call give what separate calls give (JointUNet.forward_groups)."""
     with torch.no_grad():
         joint_unet.conv_in.weight[:, 5:] = randn(*joint_unet.conv_in.weight[:, 5:].shape, seed=3) * 0.1
-    model = JointUNet(joint_unet)
+    model = JointUNet.with_joint_attention(joint_unet)
     big = SetBatch(randn(2, 3, 4, 8, 8), torch.tensor([100, 700]), text(2, 3), randn(2, 3, 4, 8, 8, seed=2))
     big.known = torch.tensor([[True, False, False], [False, True, False]])
     small = SetBatch(randn(3, 2, 4, 8, 8, seed=4), 400, text(3, 2, seed=5))
@@ -105,7 +105,7 @@ def test_forward_groups_equals_one_forward_per_group(joint_unet):
 
 def test_joint_unet_rejects_bad_inputs(components):
     plain = components["unet"]
-    model = JointUNet(convert_unet(copy.deepcopy(plain)))
+    model = JointUNet.with_joint_attention(convert_unet(copy.deepcopy(plain)))
     x, emb = randn(2, 2, 4, 8, 8), text(2, 2)
     with pytest.raises(ValueError, match=r"sample must be \(B, N, 4, H, W\)"):
         model(x[0], 1, emb)
@@ -124,14 +124,26 @@ def test_joint_unet_rejects_bad_inputs(components):
 def test_converted_unet_round_trips_through_save_pretrained(joint_unet, tmp_path):
     from diffusers import UNet2DConditionModel
 
-    model = JointUNet(joint_unet)
+    model = JointUNet.with_joint_attention(joint_unet)
     joint_unet.save_pretrained(tmp_path)
     assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
     loaded = UNet2DConditionModel.from_pretrained(tmp_path).eval()
     assert joint_layout(loaded) == model.layout
-    reloaded = JointUNet(loaded)
+    reloaded = JointUNet.with_joint_attention(loaded)
     x, emb, known = randn(1, 3, 4, 8, 8), text(1, 3), torch.tensor([[True, False, False]])
     with torch.no_grad():
         assert torch.equal(reloaded(x, 5, emb, x, known), model(x, 5, emb, x, known))
         remove_joint_attention(loaded)
         assert not torch.equal(reloaded(x, 5, emb, x, known), model(x, 5, emb, x, known))
+
+
+def test_constructing_the_adapter_leaves_the_unet_alone(joint_unet):
+    """Coupling is an explicit call: JointUNet(unet) only checks the layout; install_attention couples."""
+    from jointdiff.jedi.attention import CoupledAttnProcessor, has_joint_attention
+
+    before = dict(joint_unet.attn_processors)
+    model = JointUNet(joint_unet)
+    assert dict(joint_unet.attn_processors) == before and not has_joint_attention(joint_unet)
+    assert model.install_attention() is model and has_joint_attention(joint_unet)
+    coupled = [p for n, p in joint_unet.attn_processors.items() if n.endswith("attn1.processor")]
+    assert coupled and all(isinstance(p, CoupledAttnProcessor) for p in coupled)

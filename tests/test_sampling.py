@@ -183,7 +183,7 @@ def test_isolated_references_change_only_sets_with_references(pipe):
 def test_denoiser_batches_branches_and_drops_reference_slots_in_null_branch(joint_unet):
     from jointdiff.jedi.model import JointUNet
 
-    model = JointUNet(joint_unet)
+    model = JointUNet.with_joint_attention(joint_unet)
     cond = SetConditioning(
         text=randn(1, 3, 5, 16), null_text=randn(1, 3, 5, 16, seed=2), references=randn(1, 1, 4, 8, 8)
     )
@@ -220,7 +220,7 @@ def test_targets_only_null_branches_equal_the_slot_masked_whole_set(joint_unet, 
     reference slots masked out of coupling gave (the earlier implementation), with fewer U-Net slots."""
     from jointdiff.jedi.model import JointUNet
 
-    model = JointUNet(joint_unet)
+    model = JointUNet.with_joint_attention(joint_unet)
     b, n, k = 2, 2, 3
     cond = SetConditioning(
         text=randn(b, n + k, 5, 16), null_text=randn(b, n + k, 5, 16, seed=2), references=randn(b, n, 4, 8, 8, seed=3)
@@ -282,7 +282,7 @@ def test_isolated_references_equal_whole_set_attention_with_reference_rows_maske
     call of b*n + b*K*branches images."""
     from jointdiff.jedi.model import JointUNet
 
-    model = JointUNet(joint_unet)
+    model = JointUNet.with_joint_attention(joint_unet)
     b, n, k = 2, 2, 3
     cond = SetConditioning(
         text=randn(b, n + k, 5, 16), null_text=randn(b, n + k, 5, 16, seed=2), references=randn(b, n, 4, 8, 8, seed=3)

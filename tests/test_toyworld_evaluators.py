@@ -12,7 +12,7 @@ from jointdiff.data.toyworld.captions import SCENE_PROMPTS
 from jointdiff.data.toyworld.generator import render_view, view_rng
 from jointdiff.data.toyworld.subjects import make_subject, subject_seed
 from jointdiff.evaluation.features import DualEncoder, ImageEncoder
-from jointdiff.evaluation.protocol import MethodOptions
+from jointdiff.evaluation.options import MethodOptions
 from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, METHODS, SEGMENTERS, resolve
 from jointdiff.evaluation.toy.evaluators import (
     WEIGHTS_DIR,

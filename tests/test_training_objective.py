@@ -112,7 +112,7 @@ def test_v_prediction_target_and_determinism():
 
 
 def test_real_joint_unet_gets_gradients(joint_unet):
-    model = JointUNet(joint_unet).train()
+    model = JointUNet.with_joint_attention(joint_unet).train()
     sched = DDPMScheduler(num_train_timesteps=1000)
     x0 = torch.randn(2, 3, 4, 8, 8, generator=g(0))
     text = torch.randn(2, 3, 5, 16, generator=g(1))

@@ -31,8 +31,31 @@ def build_app(jedi: JeDiService, blend: BlendService) -> gr.Blocks:
     """The two-tab page: JeDi (references + prompts -> gallery and downloads) and DreamBlend."""
     import gradio as gr
 
-    def shown(o: Outcome) -> tuple[Any, Any, str]:
-        return o.gallery, o.files or None, o.status
+    with gr.Blocks(title="jointdiff", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
+        gr.Markdown(f"## jointdiff: personalised generation\nModel: `{jedi.model_name}`. {LIMITS}")
+        with gr.Tab("JeDi", id="jedi"), gr.Row():
+            _jedi_tab(gr, jedi)
+        with gr.Tab("DreamBlend", id="dreamblend"):
+            if blend.unavailable:
+                gr.Markdown(
+                    f"**{blend.unavailable}** Install a jointdiff with `jointdiff.dreamblend.blend`.",
+                    elem_id="blend-off",
+                )
+            elif not blend.runs:
+                gr.Markdown("No fine-tuned runs: start with `jointdiff serve --run DIR`.", elem_id="blend-off")
+            else:
+                _blend_tab(gr, blend)
+    demo.queue(max_size=64, default_concurrency_limit=1)
+    return demo
+
+
+def _shown(o: Outcome) -> tuple[Any, Any, str]:
+    """What a model event shows: the gallery, the files to download, the status line."""
+    return o.gallery, o.files or None, o.status
+
+
+def _jedi_tab(gr: Any, jedi: JeDiService) -> None:
+    """The JeDi tab's two columns (inputs; results) and its events, inside the page being built."""
 
     def check(files: list[str] | None) -> tuple[Any, str]:
         o = jedi.check(files)
@@ -43,118 +66,114 @@ def build_app(jedi: JeDiService, blend: BlendService) -> gr.Blocks:
             progress((i, n), desc="denoising", unit="steps")
 
         progress(0, desc="starting")
-        return shown(jedi.generate(files, prompts, ref_prompt, guidance, scale, image_scale, steps, seed, on_step))
+        return _shown(jedi.generate(files, prompts, ref_prompt, guidance, scale, image_scale, steps, seed, on_step))
+
+    with gr.Column():
+        refs, preview, toy_index, toy_count, toy_button = _reference_inputs(gr)
+        ref_prompt = gr.Textbox(
+            label="Reference caption (optional)", placeholder="a photo of a toy", elem_id="reference-caption"
+        )
+        prompts = gr.Textbox(
+            label="Prompts, one per line (one image each)",
+            lines=3,
+            value="a toy on the beach\na toy in the snow",
+            elem_id="prompts",
+        )
+        settings = _generation_settings(gr)  # guidance, scale, image_scale, steps, seed
+        button = gr.Button("Generate", variant="primary", elem_id="generate")
+    with gr.Column():
+        status = gr.Markdown(elem_id="status")
+        gallery = gr.Gallery(label="Generated", columns=4, elem_id="gallery")
+        files = gr.File(
+            label="Download (PNG text chunk `jointdiff` holds the settings)",
+            interactive=False,
+            elem_id="download",
+        )
+    refs.change(check, refs, [preview, status], api_name="check_references")
+    toy_button.click(jedi.toy, [toy_index, toy_count], [refs, ref_prompt, status], api_name="toy_subject")
+    button.click(
+        generate,
+        [refs, prompts, ref_prompt, *settings],
+        [gallery, files, status],
+        api_name="generate",
+        concurrency_id="model",
+        concurrency_limit=1,
+    )
+
+
+def _reference_inputs(gr: Any) -> tuple[Any, ...]:
+    """The references: uploads, their preview, and the held-out toy subject picker (index, views, button)."""
+    refs = gr.File(label=f"Reference images (1-{MAX_REFERENCES})", file_count="multiple", elem_id="references")
+    preview = gr.Gallery(
+        label="References",
+        columns=4,
+        height=180,
+        object_fit="contain",
+        fit_columns=False,
+        elem_id="reference-preview",
+    )
+    with gr.Row(equal_height=True):
+        toy_index = gr.Number(
+            0, precision=0, minimum=0, label="or a held-out toy-world subject", scale=2, elem_id="toy-index"
+        )
+        toy_count = gr.Slider(1, MAX_REFERENCES, 1, step=1, label="views", scale=2, elem_id="toy-count")
+        toy_button = gr.Button("Use toy subject", elem_id="toy", scale=1)
+    return refs, preview, toy_index, toy_count, toy_button
+
+
+def _generation_settings(gr: Any) -> tuple[Any, ...]:
+    """Guidance strategy and scales (eq. 3 / eq. 4, the defaults of ``Guidance``), steps and seed."""
+    guidance = gr.Radio(GUIDANCE_CHOICES, value=DEFAULT.strategy, label="Guidance strategy")
+    with gr.Row():
+        scale = gr.Slider(1.0, 20.0, DEFAULT.scale, step=0.5, label="Guidance scale (eq. 3; text scale of eq. 4)")
+        image_scale = gr.Slider(1.0, 20.0, DEFAULT.scale, step=0.5, label="Image guidance scale (eq. 4 only)")
+    with gr.Row():
+        steps = gr.Slider(1, MAX_STEPS, 30, step=1, label="Steps", elem_id="steps")
+        seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed")
+    return guidance, scale, image_scale, steps, seed
+
+
+def _blend_tab(gr: Any, blend: BlendService) -> None:
+    """The DreamBlend tab (a run, a prompt, the two checkpoints) and its events, inside the page being built."""
 
     def step_choices(run: str | None) -> list[tuple[str, str]]:
         return [("automatic", "auto"), *((f"step {s}", str(s)) for s in blend.checkpoints(run))]
 
     def run_blend(run, prompt, underfit, overfit, seed, steps, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
-        return shown(blend.run(run, prompt, underfit, overfit, seed, steps))
+        return _shown(blend.run(run, prompt, underfit, overfit, seed, steps))
 
-    with gr.Blocks(title="jointdiff", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(f"## jointdiff: personalised generation\nModel: `{jedi.model_name}`. {LIMITS}")
-        with gr.Tab("JeDi", id="jedi"), gr.Row():
-            with gr.Column():
-                refs = gr.File(
-                    label=f"Reference images (1-{MAX_REFERENCES})", file_count="multiple", elem_id="references"
+    with gr.Row():
+        with gr.Column():
+            run = gr.Dropdown(list(blend.runs), value=next(iter(blend.runs)), label="Fine-tuned run")
+            b_prompt = gr.Textbox(label="Prompt", value=blend.example_prompt(run.value))
+            with gr.Row():
+                underfit = gr.Dropdown(
+                    step_choices(run.value), value="auto", label="Underfit checkpoint", elem_id="underfit"
                 )
-                preview = gr.Gallery(
-                    label="References",
-                    columns=4,
-                    height=180,
-                    object_fit="contain",
-                    fit_columns=False,
-                    elem_id="reference-preview",
+                overfit = gr.Dropdown(
+                    step_choices(run.value), value="auto", label="Overfit checkpoint", elem_id="overfit"
                 )
-                with gr.Row(equal_height=True):
-                    toy_index = gr.Number(
-                        0, precision=0, minimum=0, label="or a held-out toy-world subject", scale=2, elem_id="toy-index"
-                    )
-                    toy_count = gr.Slider(1, MAX_REFERENCES, 1, step=1, label="views", scale=2, elem_id="toy-count")
-                    toy_button = gr.Button("Use toy subject", elem_id="toy", scale=1)
-                ref_prompt = gr.Textbox(
-                    label="Reference caption (optional)", placeholder="a photo of a toy", elem_id="reference-caption"
-                )
-                prompts = gr.Textbox(
-                    label="Prompts, one per line (one image each)",
-                    lines=3,
-                    value="a toy on the beach\na toy in the snow",
-                    elem_id="prompts",
-                )
-                guidance = gr.Radio(GUIDANCE_CHOICES, value=DEFAULT.strategy, label="Guidance strategy")
-                with gr.Row():
-                    scale = gr.Slider(
-                        1.0, 20.0, DEFAULT.scale, step=0.5, label="Guidance scale (eq. 3; text scale of eq. 4)"
-                    )
-                    image_scale = gr.Slider(
-                        1.0, 20.0, DEFAULT.scale, step=0.5, label="Image guidance scale (eq. 4 only)"
-                    )
-                with gr.Row():
-                    steps = gr.Slider(1, MAX_STEPS, 30, step=1, label="Steps", elem_id="steps")
-                    seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed")
-                button = gr.Button("Generate", variant="primary", elem_id="generate")
-            with gr.Column():
-                status = gr.Markdown(elem_id="status")
-                gallery = gr.Gallery(label="Generated", columns=4, elem_id="gallery")
-                files = gr.File(
-                    label="Download (PNG text chunk `jointdiff` holds the settings)",
-                    interactive=False,
-                    elem_id="download",
-                )
-        refs.change(check, refs, [preview, status], api_name="check_references")
-        toy_button.click(jedi.toy, [toy_index, toy_count], [refs, ref_prompt, status], api_name="toy_subject")
-        button.click(
-            generate,
-            [refs, prompts, ref_prompt, guidance, scale, image_scale, steps, seed],
-            [gallery, files, status],
-            api_name="generate",
-            concurrency_id="model",
-            concurrency_limit=1,
-        )
-
-        with gr.Tab("DreamBlend", id="dreamblend"):
-            if blend.unavailable:
-                gr.Markdown(
-                    f"**{blend.unavailable}** Install a jointdiff with `jointdiff.dreamblend.blend`.",
-                    elem_id="blend-off",
-                )
-            elif not blend.runs:
-                gr.Markdown("No fine-tuned runs: start with `jointdiff serve --run DIR`.", elem_id="blend-off")
-            else:
-                with gr.Row():
-                    with gr.Column():
-                        run = gr.Dropdown(list(blend.runs), value=next(iter(blend.runs)), label="Fine-tuned run")
-                        b_prompt = gr.Textbox(label="Prompt", value=blend.example_prompt(run.value))
-                        with gr.Row():
-                            underfit = gr.Dropdown(
-                                step_choices(run.value), value="auto", label="Underfit checkpoint", elem_id="underfit"
-                            )
-                            overfit = gr.Dropdown(
-                                step_choices(run.value), value="auto", label="Overfit checkpoint", elem_id="overfit"
-                            )
-                        with gr.Row():
-                            b_steps = gr.Slider(1, MAX_STEPS, 50, step=1, label="Steps", elem_id="blend-steps")
-                            b_seed = gr.Number(0, precision=0, minimum=0, label="Seed")
-                        b_button = gr.Button("Blend", variant="primary", elem_id="blend")
-                    with gr.Column():
-                        b_status = gr.Markdown(elem_id="blend-status")
-                        b_gallery = gr.Gallery(label="Reference | DreamBlend", columns=2, elem_id="blend-gallery")
-                        b_files = gr.File(label="Download", interactive=False, elem_id="blend-download")
-                run.change(
-                    lambda r: [gr.update(choices=step_choices(r), value="auto")] * 2 + [blend.example_prompt(r)],
-                    run,
-                    [underfit, overfit, b_prompt],
-                )
-                b_button.click(
-                    run_blend,
-                    [run, b_prompt, underfit, overfit, b_seed, b_steps],
-                    [b_gallery, b_files, b_status],
-                    api_name="dreamblend",
-                    concurrency_id="model",
-                    concurrency_limit=1,
-                )
-    demo.queue(max_size=64, default_concurrency_limit=1)
-    return demo
+            with gr.Row():
+                b_steps = gr.Slider(1, MAX_STEPS, 50, step=1, label="Steps", elem_id="blend-steps")
+                b_seed = gr.Number(0, precision=0, minimum=0, label="Seed")
+            b_button = gr.Button("Blend", variant="primary", elem_id="blend")
+        with gr.Column():
+            b_status = gr.Markdown(elem_id="blend-status")
+            b_gallery = gr.Gallery(label="Reference | DreamBlend", columns=2, elem_id="blend-gallery")
+            b_files = gr.File(label="Download", interactive=False, elem_id="blend-download")
+    run.change(
+        lambda r: [gr.update(choices=step_choices(r), value="auto")] * 2 + [blend.example_prompt(r)],
+        run,
+        [underfit, overfit, b_prompt],
+    )
+    b_button.click(
+        run_blend,
+        [run, b_prompt, underfit, overfit, b_seed, b_steps],
+        [b_gallery, b_files, b_status],
+        api_name="dreamblend",
+        concurrency_id="model",
+        concurrency_limit=1,
+    )
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, block: bool = True) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from jointdiff.dreamblend.config import REFERENCE_MAPS, BlendConfig
+from jointdiff.common.config import add_arguments
+from jointdiff.dreamblend.config import BlendConfig
 
 
 def _steps(text: str) -> tuple[int, ...]:
@@ -108,6 +109,12 @@ def _cmd_blend(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``finetune`` and ``blend`` subcommands."""
+    _register_finetune(sub)
+    _register_blend(sub)
+
+
+def _register_finetune(sub: argparse._SubParsersAction) -> None:
+    """``jointdiff finetune``: the fields of ``DreamBoothConfig`` (left at None: the config's defaults)."""
     p = sub.add_parser("finetune", help="DreamBooth fine-tuning with checkpoints on a schedule (for DreamBlend)")
     p.add_argument("--base", required=True, help="SD-layout or jointdiff model directory (or Hub id)")
     p.add_argument("--images", help="folder with the subject's images")
@@ -163,6 +170,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-pickle", dest="allow_pickle", action="store_true")
     p.set_defaults(func=_cmd_finetune)
 
+
+def _register_blend(sub: argparse._SubParsersAction) -> None:
+    """``jointdiff blend``: a run, a prompt, the checkpoints (or how to choose them) and ``BlendConfig``."""
     p = sub.add_parser("blend", help="DreamBlend: underfit layout + overfit subject via cross-attention guidance")
     p.add_argument("--run", required=True, help="run directory written by `jointdiff finetune`")
     p.add_argument("--prompt", required=True, help='e.g. "a photo of sks dog on the beach"')
@@ -189,22 +199,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", default="blend_out", help="output directory")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--steps", dest="num_inference_steps", metavar="STEPS", type=int, default=BlendConfig.num_inference_steps
-    )
-    p.add_argument("--guidance-scale", type=float, default=BlendConfig.guidance_scale)
-    p.add_argument(
-        "--cag-scale",
-        type=float,
-        default=BlendConfig.cag_scale,
-        help="step size of the attention-guidance gradient step",
-    )
-    p.add_argument(
-        "--cag-fraction", type=float, default=BlendConfig.cag_fraction, help="fraction of steps guided (from the start)"
-    )
-    p.add_argument(
-        "--collapse-weight", type=float, default=BlendConfig.collapse_weight, help="weight of the anti-collapse penalty"
-    )
-    p.add_argument("--reference-maps", choices=list(REFERENCE_MAPS), default=BlendConfig.reference_maps)
+    blend_settings = ["num_inference_steps", "guidance_scale", "cag_scale", "cag_fraction", "collapse_weight"]
+    add_arguments(p, BlendConfig, [*blend_settings, "reference_maps"], flags={"num_inference_steps": "--steps"})
     p.add_argument("--reference-image", default=None, help="with --reference-maps invert: image to invert")
     p.set_defaults(func=_cmd_blend)

@@ -10,7 +10,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from jointdiff.common.config import DTYPES
+from jointdiff.common.config import add_arguments
+from jointdiff.evaluation.options import EvalConfig, MethodOptions
 from jointdiff.jedi.guidance import Guidance
 
 
@@ -32,49 +33,33 @@ def register(sub: Any) -> None:
     p.add_argument("--out", type=Path, help="run directory (default: runs/eval/<method>-<benchmark>-<refs>ref)")
     p.add_argument("--label", help="row label in tables and plots (default: method and input count)")
     p.add_argument("--overwrite", action="store_true", help="reuse --out even if made with other generation settings")
-    # benchmark and protocol
+    _protocol_options(p)
+    _method_options(p)
+    _scoring_options(p)
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _protocol_options(p: argparse.ArgumentParser) -> None:
+    """The benchmark and the protocol (``EvalConfig``): inputs per generation, how they are chosen, the seed."""
     p.add_argument("--benchmark", default="dreambooth", help="benchmark name (default dreambooth)")
     p.add_argument(
         "--data",
         help="benchmark data (DreamBooth: dataset root; default $JOINTDIFF_DREAMBOOTH or ../shared/dreambooth)",
     )
     p.add_argument("--subjects", nargs="+", help="only these subjects (default: all)")
-    p.add_argument(
-        "--refs", type=int, default=1, help="input images per generation (1 finetuning-free, 3 finetuning comparison)"
-    )
-    p.add_argument(
-        "--inputs", choices=["all", "random"], help="all choices of inputs or random ones (default: all if --refs 1)"
-    )
-    p.add_argument(
-        "--num-inputs",
-        dest="num_random",
-        metavar="NUM_INPUTS",
-        type=int,
-        default=1,
-        help="random input choices per subject with --inputs random",
-    )
-    p.add_argument(
-        "--images-per-prompt", type=int, default=1, help="samples per prompt and input choice (>= 2: diversity)"
-    )
-    p.add_argument("--max-prompts", type=int, help="only the first N prompts of each subject (quick runs)")
-    p.add_argument(
-        "--against",
-        choices=["unseen", "all", "inputs"],
-        default="unseen",
-        help="real images the identity metrics compare with: unseen = every real view that was not an input "
-        "(default); all = all of them, the inputs included (the JeDi paper's protocol); inputs = the inputs only",
-    )
-    p.add_argument("--seed", type=int, default=0, help="base seed of input choices and generation")
-    # method
-    p.add_argument("--model", help="jedi: jointdiff pipeline directory or Hub id")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    protocol = ["refs", "inputs", "num_random", "images_per_prompt", "max_prompts", "against", "seed"]
+    add_arguments(p, EvalConfig, protocol, flags={"num_random": "--num-inputs"})
+
+
+def _method_options(p: argparse.ArgumentParser) -> None:
+    """How a method generates (``MethodOptions``): the model, steps, the guidance settings, batch and size."""
+    add_arguments(p, MethodOptions, ["model", "steps"])
     Guidance.add_arguments(p)  # jedi: the guidance settings
-    p.add_argument("--batch-size", type=int, default=1, help="jedi: prompts generated in one batch (sets side by side)")
-    p.add_argument("--resolution", type=int, help="generated image side (default: the model's)")
-    p.add_argument(
-        "--reference-caption", default="a photo of a {}", help='caption of each reference, "{}" = class word'
-    )
-    # scoring
+    add_arguments(p, MethodOptions, ["batch_size", "resolution", "reference_caption"])
+
+
+def _scoring_options(p: argparse.ArgumentParser) -> None:
+    """The scorer's backbones and segmenter, the device and dtype, the report."""
     p.add_argument("--clip-backbone", default="clip", help="text-image backbone (CLIP-T, CLIP-I, MCLIP-I)")
     p.add_argument("--clip-model", help="its Hub id or local directory (default openai/clip-vit-base-patch32)")
     p.add_argument("--dino-backbone", default="dino", help="image backbone (DINO, MDINO, diversity)")
@@ -92,10 +77,8 @@ def register(sub: Any) -> None:
         "--segmenter-model",
         help="its Hub id or directory (clipseg default CIDAS/clipseg-rd64-refined; masks: MASK_DIR)",
     )
-    p.add_argument("--device", default="cpu", help="torch device for generation and scoring")
-    p.add_argument("--dtype", choices=list(DTYPES), help="generation weights dtype (default: as stored)")
+    add_arguments(p, MethodOptions, ["device", "dtype"])
     p.add_argument("--no-paper", action="store_true", help="leave the paper's Table 2 rows out of tables and plots")
-    p.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -108,7 +91,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from jointdiff.common.config import from_args
     from jointdiff.common.processes import process_state
-    from jointdiff.evaluation.protocol import EvalConfig, MethodOptions
     from jointdiff.evaluation.registry import BACKBONES, BENCHMARKS, METHODS, SEGMENTERS, resolve
     from jointdiff.evaluation.report import load_results, write_report
     from jointdiff.evaluation.run import evaluate
@@ -127,7 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     benchmark = resolve(BENCHMARKS, args.benchmark, "benchmark")(args.data)
     method = options = None
     if args.method:
-        options = from_args(MethodOptions, args)
+        options = MethodOptions.from_args(args)
         method = resolve(METHODS, args.method, "method")(options)
     clip = resolve(BACKBONES, args.clip_backbone, "backbone")(args.clip_model, args.device)
     if not callable(getattr(clip, "encode_texts", None)):
@@ -149,7 +131,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         images_dir=args.images,
         subjects=args.subjects,
         label=args.label,
-        method_settings=_settings(options),
+        method_settings=options.settings() if options is not None else {},
         overwrite=args.overwrite,
         paper=not args.no_paper,
         processes=processes,
@@ -164,12 +146,3 @@ def _evaluate(args: argparse.Namespace) -> int:
     written = [out / "results.json", out / "table.md", out / "dino_vs_clipt.png"]
     print("wrote " + ", ".join(str(p) for p in written if p.is_file()))
     return 0
-
-
-def _settings(options: Any) -> dict[str, Any]:
-    """Generation settings recorded in run.json (the device is not one: it does not change images)."""
-    if options is None:
-        return {}
-    from dataclasses import asdict
-
-    return {k: v for k, v in asdict(options).items() if k != "device"}

@@ -40,9 +40,9 @@ def torch_dtype(name: str | None) -> torch.dtype | None:
     return getattr(torch, DTYPES[name])
 
 
-def doc(text: str) -> dict[str, str]:
-    """Field metadata holding the field's one-line documentation."""
-    return {"doc": text}
+def doc(text: str, choices: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Field metadata holding the field's one-line documentation (and, for a string field, its allowed values)."""
+    return {"doc": text} if choices is None else {"doc": text, "choices": choices}
 
 
 # ----------------------------------------------------------------------------- building
@@ -128,6 +128,34 @@ def from_args(cls: type[T], args: argparse.Namespace | Mapping[str, Any]) -> T:
     values = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     return from_dict(cls, {k: v for k, v in values.items() if k in names and v is not None})
+
+
+def add_arguments(
+    parser: argparse.ArgumentParser, cls: type, names: list[str], flags: Mapping[str, str] | None = None
+) -> None:
+    """One command-line option per field ``names`` of dataclass ``cls``, in that order: ``--field-name`` (or
+    ``flags[name]``, its value then named after the flag) with the field's type, default and choices (a
+    ``Literal`` or the metadata's), its documentation as help. Read back with :func:`from_args`."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in names:
+        f, tp = fields[name], hints[name]
+        if f.default is dataclasses.MISSING:
+            raise TypeError(f"{cls.__name__}.{name}: an option needs a plain default")
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):  # X | None: an option left out is None
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        choices = f.metadata.get("choices") or (typing.get_args(tp) if typing.get_origin(tp) is Literal else None)
+        if tp not in (int, float, str) and choices is None:
+            raise TypeError(f"{cls.__name__}.{name}: no command-line option for {_type_name(tp)}")
+        flag = (flags or {}).get(name, "--" + name.replace("_", "-"))
+        kwargs: dict[str, Any] = {"dest": name, "default": f.default, "help": f.metadata.get("doc")}
+        if flag != "--" + name.replace("_", "-"):
+            kwargs["metavar"] = flag.lstrip("-").replace("-", "_").upper()
+        if choices is not None:
+            kwargs["choices"] = list(choices)
+        elif tp is not str:
+            kwargs["type"] = tp
+        parser.add_argument(flag, **kwargs)
 
 
 # ----------------------------------------------------------------------------- files and overrides

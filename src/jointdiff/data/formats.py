@@ -226,6 +226,18 @@ class WebDatasetWriter:
         self._in_shard = 0
         self._keys: set[str] = set()
 
+    def resume(self) -> int:
+        """Continue after the shards a previous writer finished in ``out_dir``: drop its partial temporary shards
+        and number the next shard after the finished ones (``{prefix}-000000.tar`` on, without a gap). Call it
+        before the first :meth:`write`; returns the number of finished shards."""
+        if self.count or self._tar is not None:
+            raise RuntimeError("resume() must come before the first write()")
+        for stale in self.out_dir.glob(f".{self.prefix}-*.tmp"):
+            stale.unlink()
+        while (self.out_dir / f"{self.prefix}-{len(self.shards):06d}.tar").exists():
+            self.shards.append(self.out_dir / f"{self.prefix}-{len(self.shards):06d}.tar")
+        return len(self.shards)
+
     def write(self, image_set: ImageSet) -> None:
         """Append one set; opens a new shard every ``sets_per_shard`` sets."""
         key = _check_key(image_set.key or f"{self.count:09d}")

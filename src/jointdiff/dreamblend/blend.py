@@ -29,7 +29,7 @@ from jointdiff.dreamblend.crossattn import (
     collapse_score,
     install_recorders,
 )
-from jointdiff.jedi.t2i import TextToImage, initial_noise, sample
+from jointdiff.jedi.t2i import TextToImage, ddim_scheduler, initial_noise, sample
 from jointdiff.training.dreambooth import list_checkpoints, load_checkpoint, run_config
 
 
@@ -58,22 +58,23 @@ def record_maps(
     install_recorders(model.unet, store, cfg.layers)
     maps: list[dict[str, torch.Tensor]] = []
 
-    def before(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        if i:
-            maps.append({k: v.chunk(2)[1] for k, v in store.stop().items()})  # cond half of the CFG batch
+    def step_end(_: TextToImage, i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Keep the maps of the step's U-Net call and record the next one's."""
+        maps.append({k: v.chunk(2)[1] for k, v in store.stop().items()})  # cond half of the CFG batch
         store.start()
-        return x
+        return tensors
 
     scale = cfg.guidance_scale if guidance_scale is None else guidance_scale
+    store.start()
     out = sample(
         model,
         prompts,
         latents=latents,
         num_inference_steps=cfg.num_inference_steps,
         guidance_scale=scale,
-        before_step=before,
+        callback_on_step_end=step_end,
     )
-    maps.append({k: v.chunk(2)[1] for k, v in store.stop().items()})
+    store.stop()  # no U-Net call after the last step
     return out, maps
 
 
@@ -102,7 +103,8 @@ def guided_sample(
     guided = round(cfg.cag_fraction * cfg.num_inference_steps)
     losses: list[list[float]] = [[] for _ in prompts]
 
-    def before(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    def guide(i: int, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The latent of step ``i`` after its CAG gradient step (before the step's guided prediction)."""
         if i >= guided or cfg.cag_scale == 0:
             return x
         x = x.detach().requires_grad_(True)
@@ -121,13 +123,21 @@ def guided_sample(
             (grad,) = torch.autograd.grad(total, x)
         return (x - cfg.cag_scale * grad).detach()
 
+    scheduler = ddim_scheduler(model, cfg.num_inference_steps)
+    timesteps = scheduler.timesteps
+
+    def step_end(_: TextToImage, i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """After step ``i``, the gradient step of step ``i + 1`` (none after the last step)."""
+        return {"latents": guide(i + 1, timesteps[i + 1], tensors["latents"])} if i + 1 < len(timesteps) else {}
+
     out = sample(
         model,
         prompts,
-        latents=latents,
+        latents=guide(0, timesteps[0], latents),  # the first step's gradient step: callbacks run after a step
         num_inference_steps=cfg.num_inference_steps,
         guidance_scale=cfg.guidance_scale,
-        before_step=before,
+        scheduler=scheduler,
+        callback_on_step_end=step_end,
     )
     return out, losses
 
@@ -280,7 +290,7 @@ def blend_from_run(
     underfit: int | None = None,
     overfit: int | None = None,
     seed: int = 0,
-    num_inference_steps: int = 50,
+    num_inference_steps: int | None = None,
     cfg: BlendConfig | None = None,
     reference_image: PIL.Image.Image | None = None,
     clip: Any = None,
@@ -290,11 +300,18 @@ def blend_from_run(
     """DreamBlend on a ``jointdiff finetune`` run; missing steps are chosen automatically: the
     overfit one as the latest before attention collapse (:func:`choose_overfit`), the underfit one
     by prompt fidelity with the dual encoder ``clip`` (:func:`choose_underfit`; without ``clip``,
-    the earliest checkpoint)."""
+    the earliest checkpoint). The sampling steps are ``num_inference_steps`` or ``cfg``'s (default 50),
+    not two different numbers."""
     steps = list_checkpoints(run_dir)
     for name, s in (("underfit", underfit), ("overfit", overfit)):
         if s is not None and s not in steps:
             raise ValueError(f"no {name} checkpoint at step {s}; saved: {steps}")
+    if cfg is None:
+        cfg = BlendConfig() if num_inference_steps is None else BlendConfig(num_inference_steps=num_inference_steps)
+    elif num_inference_steps not in (None, cfg.num_inference_steps):
+        raise ValueError(
+            f"num_inference_steps={num_inference_steps} but cfg.num_inference_steps={cfg.num_inference_steps}: give one"
+        )
     why = []
     if overfit is None:
         collapse = checkpoint_collapse_scores(run_dir, [prompt])
@@ -319,7 +336,6 @@ def blend_from_run(
         why.append(f"underfit step {underfit}: the earliest checkpoint (no CLIP-T scorer given)")
     if underfit > overfit:
         raise ValueError(f"the underfit step ({underfit}) must not be later than the overfit step ({overfit})")
-    cfg = cfg or BlendConfig(num_inference_steps=num_inference_steps)
     rc = run_config(run_dir)
     image, ref, losses = blend(
         load_checkpoint(run_dir, underfit),

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from jointdiff.common.config import doc
 
 REFERENCE_MAPS = ("record", "invert")  # where the reference maps come from: the underfit run, or DDIM inversion
 
 
 @dataclass
 class BlendConfig:
-    """Settings of one DreamBlend generation."""
+    """Settings of one DreamBlend generation; ``jointdiff blend`` takes its options from the fields' docs."""
 
-    num_inference_steps: int = 50
-    guidance_scale: float = 7.5  # classifier-free guidance of both passes
-    cag_scale: float = 0.1  # step size of the gradient step on the latent
-    cag_fraction: float = 0.8  # guide the first 80% of the steps (layout forms early)
-    collapse_weight: float = 1.0  # weight of the anti-collapse penalty
-    layers: list[str] | None = None  # attn2 module name prefixes to guide; None = all
-    reference_maps: str = "record"  # or "invert": DDIM-invert the reference image
+    num_inference_steps: int = field(default=50, metadata=doc("DDIM steps of both passes"))
+    guidance_scale: float = field(default=7.5, metadata=doc("classifier-free guidance of both passes"))
+    cag_scale: float = field(default=0.1, metadata=doc("step size of the attention-guidance gradient step"))
+    cag_fraction: float = field(
+        default=0.8, metadata=doc("fraction of steps guided (from the start: the layout forms early)")
+    )
+    collapse_weight: float = field(default=1.0, metadata=doc("weight of the anti-collapse penalty"))
+    layers: list[str] | None = field(default=None, metadata=doc("attn2 module name prefixes to guide; None = all"))
+    reference_maps: str = field(
+        default="record",
+        metadata=doc("record the underfit pass's maps, or invert: DDIM-invert the reference image", REFERENCE_MAPS),
+    )
 
     def __post_init__(self) -> None:
         if self.num_inference_steps < 1:

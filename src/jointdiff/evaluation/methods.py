@@ -11,7 +11,8 @@ import torch
 
 from jointdiff.common.config import torch_dtype
 from jointdiff.evaluation.benchmarks import Subject
-from jointdiff.evaluation.protocol import MethodOptions, stable_int
+from jointdiff.evaluation.options import MethodOptions
+from jointdiff.evaluation.protocol import stable_int
 from jointdiff.jedi.guidance import DEFAULT
 
 
@@ -37,7 +38,7 @@ class JeDiMethod:
     ) -> list[PIL.Image.Image]:
         """One image per prompt, each from an independent set of the references and one target."""
         o = self.options
-        guidance = o.guidance_settings()
+        guidance = o.guidance
         if not self.use_references:  # text-to-image: eq. 3 with no references is classifier-free guidance
             guidance = dataclasses.replace(guidance, strategy=DEFAULT.strategy, image_scale=None)
         refs = [im.convert("RGB") for im in references]
@@ -78,7 +79,7 @@ def load_jedi(options: MethodOptions) -> JeDiMethod:
 
 def load_jedi_noref(options: MethodOptions) -> JeDiMethod:
     """The same pipeline without references: a plain text-to-image row (classifier-free guidance on
-    the text, ``options.guidance_scale``), the inputs ignored."""
+    the text, ``options.guidance.scale``), the inputs ignored."""
     return JeDiMethod(_jedi_pipeline(options, "jedi-noref"), options, name="jedi-noref", use_references=False)
 
 

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from jointdiff.evaluation.benchmarks import Benchmark, Subject
 from jointdiff.evaluation.cache import load_cached_image, save_image
-from jointdiff.jedi.guidance import DEFAULT, Guidance
+from jointdiff.evaluation.options import EvalConfig
 
 
 @runtime_checkable
@@ -36,64 +36,6 @@ class Method(Protocol):
     def generate(
         self, subject: Subject, references: list[PIL.Image.Image], prompts: list[str], seed: int
     ) -> list[PIL.Image.Image]: ...
-
-
-@dataclass(frozen=True)
-class MethodOptions:
-    """What the CLI knows about a method; each method factory reads the fields it needs."""
-
-    model: str | None = None  # --model: pipeline directory or Hub id (methods that load weights)
-    device: str = "cpu"
-    dtype: str | None = None  # "fp32" | "fp16" | "bf16"; None keeps the stored dtype
-    steps: int = 50  # denoising steps
-    # The guidance settings under the pipeline's names (jointdiff.jedi.guidance.Guidance, checked there).
-    guidance_scale: float = DEFAULT.scale
-    image_guidance_scale: float | None = DEFAULT.image_scale
-    guidance: str = DEFAULT.strategy
-    null_reference: str = DEFAULT.null_reference
-    reference_attention: str = DEFAULT.reference_attention
-    batch_size: int = 1  # independent sets (one prompt each) per pipeline call
-
-    def __post_init__(self) -> None:
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        self.guidance_settings()  # one check of the guidance fields
-
-    def guidance_settings(self) -> Guidance:
-        """The guidance fields as the one settings type."""
-        return Guidance.from_args(self)
-
-    resolution: int | None = None  # generated image side; None = the model's default
-    reference_caption: str = "a photo of a {}"  # caption of each reference image, "{}" = class word
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """How inputs are chosen and images generated (JeDi supp. "Evaluation metric")."""
-
-    refs: int = 1  # input images per generation: 1 finetuning-free, 3 for the finetuning comparison
-    inputs: str | None = None  # "all" choices of `refs` inputs or "random"; None: "all" if refs == 1 else "random"
-    num_random: int = 1  # how many random input choices per subject when inputs == "random"
-    images_per_prompt: int = 1  # samples per (prompt, input choice); >= 2 gives a diversity score
-    max_prompts: int | None = None  # only the first N prompt templates (quick runs); None = all
-    seed: int = 0  # base of every random choice (inputs) and generation seed
-    against: str = "unseen"  # identity scored against: "unseen" real views, "all" (the paper's), "inputs"
-
-    def __post_init__(self) -> None:
-        if self.refs < 1:
-            raise ValueError(f"refs must be >= 1, got {self.refs}")
-        if self.inputs not in (None, "all", "random"):
-            raise ValueError(f"inputs must be 'all' or 'random', got {self.inputs!r}")
-        if self.num_random < 1 or self.images_per_prompt < 1:
-            raise ValueError("num_random and images_per_prompt must be >= 1")
-        if self.max_prompts is not None and self.max_prompts < 1:
-            raise ValueError(f"max_prompts must be >= 1, got {self.max_prompts}")
-        if self.against not in ("unseen", "all", "inputs"):
-            raise ValueError(f"against must be 'unseen', 'all' or 'inputs', got {self.against!r}")
-
-    @property
-    def input_mode(self) -> str:
-        return self.inputs or ("all" if self.refs == 1 else "random")
 
 
 def stable_int(*parts: object) -> int:

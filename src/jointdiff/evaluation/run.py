@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from jointdiff.evaluation.benchmarks import Benchmark, select_subjects
-from jointdiff.evaluation.protocol import EvalConfig, Method, collect_images, generate_images
+from jointdiff.evaluation.options import EvalConfig
+from jointdiff.evaluation.protocol import Method, collect_images, generate_images
 from jointdiff.evaluation.report import COLUMNS, json_safe, write_json, write_report
 from jointdiff.evaluation.scoring import IMAGE_METRICS, PROTOCOLS, Scorer, aggregate, score_samples
 

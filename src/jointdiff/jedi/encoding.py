@@ -2,16 +2,21 @@
 
 One place for what the pipeline, the text-to-image path, the trainer and the latent cache all do:
 prompts tokenised as Stable Diffusion does (padded to the tokenizer's length), latents scaled as the
-U-Net sees them, ``(z - shift_factor) * scaling_factor``, and back.
+U-Net sees them, ``(z - shift_factor) * scaling_factor``, and back. :class:`SDParts` holds them as the
+pipeline's methods (VAE scale, image processor, prompt and image encoding, decoding), shared by
+``JointDiffusionPipeline`` and the text-to-image view ``TextToImage``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import PIL.Image
 import torch
 from PIL import ImageOps
+
+if TYPE_CHECKING:
+    from diffusers.image_processor import VaeImageProcessor
 
 
 def encode_prompts(
@@ -61,3 +66,38 @@ def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
 def fit_images(images: list[PIL.Image.Image], width: int, height: int) -> list[PIL.Image.Image]:
     """RGB images centre-cropped to the aspect of ``width x height`` and resized to it (bicubic)."""
     return [ImageOps.fit(im.convert("RGB"), (width, height), PIL.Image.Resampling.BICUBIC) for im in images]
+
+
+class SDParts:
+    """The text and image parts of a Stable-Diffusion-layout model (``vae``, ``text_encoder``, ``tokenizer``,
+    ``unet`` attributes of the class using it): the VAE's scale factor and diffusers' image processor, prompt
+    embeddings, and images to latents and back. ``JointDiffusionPipeline`` and ``TextToImage`` share them."""
+
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    unet: Any
+    vae_scale_factor: int
+    image_processor: VaeImageProcessor
+
+    def init_image_processing(self) -> None:
+        """Set ``vae_scale_factor`` (pixels per latent) and the ``image_processor``, as diffusers' pipelines do."""
+        from diffusers.image_processor import VaeImageProcessor
+
+        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+
+    def encode_text(self, prompts: list[str], device: torch.device | str | None = None) -> torch.Tensor:
+        """CLIP text embeddings ``(len(prompts), T, D)`` in the U-Net's dtype, tokenised as Stable Diffusion does."""
+        return encode_prompts(self.tokenizer, self.text_encoder, prompts, device).to(self.unet.dtype)
+
+    def encode_pixels(
+        self, images: list[PIL.Image.Image], height: int, width: int, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """Clean latents ``(n, C, h, w)`` in the U-Net's dtype: centre-crop to the output aspect, resize, VAE mean."""
+        pixels = self.image_processor.preprocess(fit_images(images, width, height), height=height, width=width)
+        return encode_latents(self.vae, pixels.to(device or self.vae.device)).to(self.unet.dtype)
+
+    def decode_to_images(self, latents: torch.Tensor, output_type: str = "pil") -> Any:
+        """Images of latents ``(B, C, h, w)`` as the U-Net sees them: PIL, ``np`` or ``pt`` (``output_type``)."""
+        return self.image_processor.postprocess(decode_latents(self.vae, latents), output_type=output_type)

@@ -214,7 +214,7 @@ class Guidance:
     @classmethod
     def from_args(cls, args: argparse.Namespace | Any) -> Guidance:
         """The settings given by :meth:`add_arguments`' options, or held by any object under the pipeline's
-        argument names (``guidance``, ``guidance_scale``, ...: ``MethodOptions``)."""
+        argument names (``guidance``, ``guidance_scale``, ...)."""
         return cls.of(**{name: getattr(args, name) for name in DEFAULT_NAMES})
 
 

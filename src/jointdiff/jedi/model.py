@@ -113,7 +113,8 @@ class JointUNet(nn.Module):
 
     Takes set-shaped tensors ``(B, N, ...)``; the set size is their second axis. Builds the
     input channels in the U-Net's order, packs the sets into the U-Net batch and passes ``set_size`` /
-    ``slot_mask`` to the coupled attention processors, which it installs on construction.
+    ``slot_mask`` to the coupled attention processors (sec. 3.2). Constructing it changes nothing in the U-Net:
+    :meth:`install_attention` installs the processors, :meth:`with_joint_attention` does both.
     """
 
     def __init__(self, unet: nn.Module, layout: str = "auto") -> None:
@@ -122,9 +123,12 @@ class JointUNet(nn.Module):
         if config is None:
             raise ValueError(f"expected a diffusers UNet2DConditionModel, got {type(unet).__name__}")
         self.layout = detect_layout(config, layout, source="the U-Net")
-        install_joint_attention(unet)
         self.unet = unet
-        self.blocks = coupled_blocks(unet)  # the blocks with coupled self-attention, for the layer selection
+
+    @property
+    def blocks(self) -> tuple[str, ...]:
+        """The blocks with coupled self-attention (none before :meth:`install_attention`), for the layer selection."""
+        return coupled_blocks(self.unet)
 
     def check_coupling(self, coupling: Coupling) -> None:
         """Every coupled layer named must match a block with self-attention of this U-Net (one-line error); the
@@ -137,6 +141,18 @@ class JointUNet(nn.Module):
                     f"coupled layer {selector!r} matches no self-attention of this U-Net "
                     f"(its blocks with self-attention: {', '.join(self.blocks)})"
                 )
+
+    def install_attention(self) -> JointUNet:
+        """Install the joint attention processors in the U-Net (sec. 3.2: ``attn1`` coupled across each set,
+        ``attn2`` per image); returns self."""
+        install_joint_attention(self.unet)
+        return self
+
+    @classmethod
+    def with_joint_attention(cls, unet: nn.Module, layout: str = "auto") -> JointUNet:
+        """The adapter over a converted or stock inpainting ``unet`` with coupled self-attention installed: what
+        sampling and training use."""
+        return cls(unet, layout).install_attention()
 
     def forward(
         self,

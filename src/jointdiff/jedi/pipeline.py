@@ -18,7 +18,6 @@ import numpy as np
 import PIL.Image
 import torch
 from diffusers import AutoencoderKL, DiffusionPipeline, UNet2DConditionModel
-from diffusers.image_processor import VaeImageProcessor
 from diffusers.schedulers import KarrasDiffusionSchedulers
 from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
@@ -26,12 +25,12 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from jointdiff.common.paths import is_hub_id
 from jointdiff.jedi.coupling import DEFAULT_COUPLING, Coupling
-from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
+from jointdiff.jedi.encoding import SDParts, encode_latents
 from jointdiff.jedi.guidance import DEFAULT, Guidance
 from jointdiff.jedi.layouts import detect_layout
 from jointdiff.jedi.loading import JOINT_PIPELINE, load_base_components, read_json
 from jointdiff.jedi.model import JointUNet
-from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, replacement_sample
+from jointdiff.jedi.sampling import GuidedSetDenoiser, SetConditioning, StepCallback, replacement_sample
 
 
 @dataclass
@@ -45,7 +44,7 @@ def _as_list(x: Any) -> list[Any]:
     return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-class JointDiffusionPipeline(DiffusionPipeline):
+class JointDiffusionPipeline(DiffusionPipeline, SDParts):
     """JeDi (sec. 3.3): personalised text-to-image generation by joint-image inpainting, with a JeDi model or
     a stock inpainting model (``layout``: ``auto`` detects it from the U-Net config; ``jedi``; ``inpainting``)."""
 
@@ -62,11 +61,11 @@ class JointDiffusionPipeline(DiffusionPipeline):
         layout: str = "auto",
     ) -> None:
         super().__init__()
-        self.joint_unet = JointUNet(unet, layout)  # detects or checks the layout, installs coupled attention
+        # detects or checks the layout, installs coupled attention
+        self.joint_unet = JointUNet.with_joint_attention(unet, layout)
         self.register_modules(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler)
         self.register_to_config(layout=self.joint_unet.layout.kind)  # saved: a forced layout reloads as forced
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.image_processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.init_image_processing()  # vae_scale_factor, image_processor (jedi.encoding.SDParts)
 
     @classmethod
     def from_pretrained(
@@ -100,16 +99,11 @@ class JointDiffusionPipeline(DiffusionPipeline):
         )
         return cls(**components, layout=found.kind)
 
-    def encode_text(self, prompts: list[str], device: torch.device) -> torch.Tensor:
-        """CLIP text embeddings ``(len(prompts), T, D)``, tokenised as Stable Diffusion does."""
-        return encode_prompts(self.tokenizer, self.text_encoder, prompts, device).to(self.unet.dtype)
-
     def encode_references(
         self, images: list[PIL.Image.Image], height: int, width: int, device: torch.device
     ) -> torch.Tensor:
         """Clean reference latents ``(n, C, h, w)``: centre-crop to the output aspect, resize, VAE mean."""
-        pixels = self.image_processor.preprocess(fit_images(images, width, height), height=height, width=width)
-        return encode_latents(self.vae, pixels.to(device)).to(self.unet.dtype)
+        return self.encode_pixels(images, height, width, device)
 
     def _extra_step_kwargs(self, generator: torch.Generator | None, eta: float) -> dict[str, Any]:
         params = set(inspect.signature(self.scheduler.step).parameters)
@@ -192,6 +186,18 @@ class JointDiffusionPipeline(DiffusionPipeline):
         text = text.unflatten(0, (len(sets), n + k)).repeat_interleave(num_images_per_prompt, 0)  # (B, N, T, D)
         null = self.encode_text([""] * n + [negative_prompt or ""] * k, device)  # (N, T, D)
         return text, null.expand(text.shape[0], -1, -1, -1)
+
+    def check_coupling(
+        self, reference_bias: float, coupled_layers: tuple[str, ...] | list[str] | str | None, coupled_steps: float
+    ) -> Coupling:
+        """The training-free options of the coupled attention, checked (:class:`jointdiff.jedi.coupling.Coupling`)
+        and matched against this U-Net's blocks; the denoiser couples in the early steps only where
+        ``coupled_steps < 1``."""
+        coupling = Coupling.of(
+            reference_bias=reference_bias, coupled_layers=coupled_layers, coupled_steps=coupled_steps
+        )
+        self.joint_unet.check_coupling(coupling)
+        return coupling
 
     def empty_latent(self, height: int, width: int, device: torch.device) -> torch.Tensor | None:
         """What an unknown slot's masked-image channels hold, ``(C, h, w)``: for a stock inpainting U-Net the latent
@@ -295,8 +301,11 @@ class JointDiffusionPipeline(DiffusionPipeline):
         Returns:
             :class:`JointDiffusionPipelineOutput` with ``num_images_per_prompt * K`` images.
         """
+        # 0. Default height and width: the U-Net's sample size
         height = height or self.unet.config.sample_size * self.vae_scale_factor
         width = width or self.unet.config.sample_size * self.vae_scale_factor
+
+        # 1. Check inputs: every erroneous one raises here, before any work
         tensor_inputs = callback_on_step_end_tensor_inputs or ["latents"]
         sets, refs, ref_prompts = self.check_inputs(
             prompt,
@@ -317,46 +326,74 @@ class JointDiffusionPipeline(DiffusionPipeline):
             null_reference=null_reference,
             reference_attention=reference_attention,
         )
-        coupling = Coupling.of(
-            reference_bias=reference_bias, coupled_layers=coupled_layers, coupled_steps=coupled_steps
-        )
-        self.joint_unet.check_coupling(coupling)
+        coupling = self.check_coupling(reference_bias, coupled_layers, coupled_steps)
+
+        # 2. Define call parameters: B sets of n references and K targets
         device, b, k = self._execution_device, num_images_per_prompt * len(sets), len(sets[0])
+
+        # 3. Encode input prompt: per slot, the references' captions then the targets' prompts; the null text
         text, null = self.encode_prompt(sets, ref_prompts, negative_prompt, num_images_per_prompt, device)
+
+        # 4. Encode the references: the clean latents the replacement trick keeps known
         references = self.prepare_references(refs, b, height, width, device)  # (B, n, C, h, w)
-        empty = self.empty_latent(height, width, device)  # (C, h, w) for a stock inpainting U-Net, else None
-        cond = SetConditioning(text=text, null_text=null, references=references, empty=empty)
+
+        # 5. Prepare timesteps
         self.scheduler.set_timesteps(num_inference_steps, device=device)
-        latents = self.prepare_latents((b, k, *references.shape[2:]), generator, device, latents)
-        # every branch in one U-Net batch; coupling in the early steps only where coupled_steps < 1
+
+        # 6. Prepare the targets' initial latents
+        latents = self.prepare_latents((b, k, *references.shape[2:]), generator, device, latents)  # (B, K, C, h, w)
+
+        # 7. Denoising loop: the replacement trick (sec. 3.3), every guidance branch in one U-Net batch (eq. 3/4)
+        cond = SetConditioning(text, null, references, empty=self.empty_latent(height, width, device))
         denoise = GuidedSetDenoiser(self.joint_unet, cond, settings, coupling, self.scheduler.timesteps)
-        callback = None
-        if callback_on_step_end is not None:
+        callback = self._step_end(callback_on_step_end, tensor_inputs)
+        latents = self.denoising_loop(denoise, latents, references, generator, eta, num_inference_steps, callback)
 
-            def callback(i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
-                return callback_on_step_end(self, i, t, {name: tensors[name] for name in tensor_inputs})
+        # 8. Decode the targets
+        latents = latents.flatten(0, 1)  # (B, K, C, h, w) -> (B*K, C, h, w)
+        images = latents if output_type == "latent" else self.decode_to_images(latents, output_type)
+        self.maybe_free_model_hooks()
+        return JointDiffusionPipelineOutput(images=images) if return_dict else (images,)
 
+    def _step_end(
+        self, callback_on_step_end: Callable[..., Any] | None, tensor_inputs: list[str]
+    ) -> StepCallback | None:
+        """diffusers' ``callback_on_step_end(pipe, i, t, tensors)`` as the loop's callback, given the tensors named."""
+        if callback_on_step_end is None:
+            return None
+
+        def callback(i: int, t: torch.Tensor, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+            return callback_on_step_end(self, i, t, {name: tensors[name] for name in tensor_inputs})
+
+        return callback
+
+    def denoising_loop(
+        self,
+        denoise: GuidedSetDenoiser,
+        latents: torch.Tensor,
+        references: torch.Tensor,
+        generator: torch.Generator | list[torch.Generator] | None,
+        eta: float,
+        num_inference_steps: int,
+        callback: StepCallback | None = None,
+    ) -> torch.Tensor:
+        """The replacement trick (sec. 3.3) over the scheduler's timesteps: targets ``(B, K, C, h, w)`` beside the
+        references ``(B, n, C, h, w)``, re-noised each step; returns the final targets."""
+        k = latents.shape[1]
+        # The scheduler draws per image (B*K): each image from its set's generator.
+        per_image = [g for g in generator for _ in range(k)] if isinstance(generator, list) else generator
         with self.progress_bar(total=num_inference_steps) as bar:
-            latents = replacement_sample(  # the replacement trick, sec. 3.3
+            return replacement_sample(
                 denoise,
                 self.scheduler,
                 self.scheduler.timesteps,
                 latents,
                 references,
                 generator=generator,
-                # The scheduler draws per image (B*K): each image from its set's generator.
-                extra_step_kwargs=self._extra_step_kwargs(
-                    [g for g in generator for _ in range(k)] if isinstance(generator, list) else generator, eta
-                ),
+                extra_step_kwargs=self._extra_step_kwargs(per_image, eta),
                 callback=callback,
                 progress=lambda steps: _counted(steps, bar),
             )
-        latents = latents.flatten(0, 1)  # (B, K, C, h, w) -> (B*K, C, h, w)
-        images: Any = latents
-        if output_type != "latent":
-            images = self.image_processor.postprocess(decode_latents(self.vae, latents), output_type=output_type)
-        self.maybe_free_model_hooks()
-        return JointDiffusionPipelineOutput(images=images) if return_dict else (images,)
 
 
 def _counted(steps: list[torch.Tensor], bar: Any) -> Iterator[torch.Tensor]:

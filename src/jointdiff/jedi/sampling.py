@@ -151,7 +151,6 @@ class GuidedSetDenoiser:
 
 
 StepCallback = Callable[[int, torch.Tensor, dict[str, torch.Tensor]], "dict[str, torch.Tensor] | None"]
-StepHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def replacement_sample(
@@ -164,7 +163,6 @@ def replacement_sample(
     extra_step_kwargs: dict[str, Any] | None = None,
     callback: StepCallback | None = None,
     progress: Callable[[Iterable[Any]], Iterable[Any]] | None = None,
-    step_hook: StepHook | None = None,
 ) -> torch.Tensor:
     """The replacement-trick loop (JeDi sec. 3.3) for B sets of n references and K targets.
 
@@ -180,8 +178,6 @@ def replacement_sample(
             ``callback_on_step_end`` contract): the targets after the step, the set the model saw (the references
             replaced) and the references' noise; a ``latents`` entry of the dict it returns replaces the targets.
         progress: wraps the timestep iterable (e.g. a progress bar).
-        step_hook: ``step_hook(i, t, latents) -> latents`` may edit the target latents ``(B, K, C, h, w)``
-            before each step's prediction (DreamBlend's cross-attention guidance takes a gradient step here).
 
     Returns:
         Final target latents, ``(B, K, C, h, w)``.
@@ -192,8 +188,6 @@ def replacement_sample(
         raise ValueError(f"references {tuple(references.shape)} do not match latents {tuple(latents.shape)}")
     steps = list(timesteps)
     for i, t in enumerate(progress(steps) if progress else steps):
-        if step_hook is not None:
-            latents = step_hook(i, t, latents)
         if n:
             noise = randn_tensor(
                 references.shape, generator=generator, device=references.device, dtype=references.dtype

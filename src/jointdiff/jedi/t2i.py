@@ -11,24 +11,25 @@ reproduces diffusers' ``StableDiffusionPipeline`` (tested).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import PIL.Image
 import torch
-from diffusers.image_processor import VaeImageProcessor
 
-from jointdiff.jedi.encoding import decode_latents, encode_latents, encode_prompts, fit_images
+from jointdiff.jedi.encoding import SDParts
 from jointdiff.jedi.guidance import cfg
 from jointdiff.jedi.layouts import joint_layout
 from jointdiff.jedi.model import JointUNet
-from jointdiff.jedi.sampling import StepHook, replacement_sample
+from jointdiff.jedi.sampling import replacement_sample
 
 
 @dataclass
-class TextToImage:
-    """unet, vae, text encoder, tokenizer and scheduler of one SD-layout model."""
+class TextToImage(SDParts):
+    """unet, vae, text encoder, tokenizer and scheduler of one SD-layout model; its text and image parts
+    (VAE scale, image processor, prompt and image encoding) are the pipeline's (:class:`SDParts`)."""
 
     unet: torch.nn.Module
     vae: torch.nn.Module
@@ -37,9 +38,8 @@ class TextToImage:
     scheduler: Any
 
     def __post_init__(self) -> None:
-        self.joint = JointUNet(self.unet) if joint_layout(self.unet) is not None else None
-        self.vae_scale_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        self.processor = VaeImageProcessor(vae_scale_factor=self.vae_scale_factor)
+        self.joint = JointUNet.with_joint_attention(self.unet) if joint_layout(self.unet) is not None else None
+        self.init_image_processing()
 
     @property
     def resolution(self) -> int:
@@ -55,10 +55,6 @@ class TextToImage:
         if self.joint is not None:
             return self.joint(x[:, None], t, text[:, None])[:, 0]  # sets of one, no references
         return self.unet(x, t, encoder_hidden_states=text).sample
-
-    def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """CLIP text embeddings ``(B, T, D)``, tokenised as Stable Diffusion does."""
-        return encode_prompts(self.tokenizer, self.text_encoder, prompts)
 
     def token_indices(self, prompt: str, words: list[str]) -> list[int]:
         """Positions of the tokens of ``words`` in the tokenised ``prompt`` (for attention maps)."""
@@ -80,14 +76,12 @@ class TextToImage:
     @torch.no_grad()
     def encode_images(self, images: list[PIL.Image.Image]) -> torch.Tensor:
         """Clean latents ``(B, C, h, w)``: centre crop, resize to the native size, VAE mean, scaled and shifted."""
-        size = self.resolution
-        pixels = self.processor.preprocess(fit_images(images, size, size), height=size, width=size)
-        return encode_latents(self.vae, pixels.to(self.vae.device))
+        return self.encode_pixels(images, self.resolution, self.resolution)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> list[PIL.Image.Image]:
         """PIL images from latents."""
-        return self.processor.postprocess(decode_latents(self.vae, latents), output_type="pil")
+        return self.decode_to_images(latents)
 
     def components(self) -> dict[str, Any]:
         return {
@@ -126,6 +120,20 @@ def initial_noise(model: TextToImage, seeds: list[int]) -> torch.Tensor:
     return torch.cat(noise).to(model.unet.device)
 
 
+def ddim_scheduler(model: TextToImage, num_inference_steps: int) -> Any:
+    """The sampler of :func:`sample` by default: DDIM from the model's scheduler config, timesteps set."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(model.scheduler.config)
+    scheduler.set_timesteps(num_inference_steps, device=model.unet.device)
+    return scheduler
+
+
+# diffusers' ``callback_on_step_end(model, i, t, {"latents": (B, C, h, w)}) -> dict``: after each step; a
+# ``latents`` entry of the returned dict replaces the latents the loop continues from.
+StepEndCallback = Callable[[TextToImage, int, torch.Tensor, dict[str, torch.Tensor]], "dict[str, torch.Tensor] | None"]
+
+
 def sample(
     model: TextToImage,
     prompts: list[str],
@@ -134,21 +142,22 @@ def sample(
     guidance_scale: float = 7.5,
     latents: torch.Tensor | None = None,
     scheduler: Any = None,
-    before_step: StepHook | None = None,
+    callback_on_step_end: StepEndCallback | None = None,
     progress: bool = False,
 ) -> torch.Tensor:
     """Classifier-free-guided sampling of one image per prompt (DDIM by default): the replacement-trick
-    loop with no references, each image a set of one. ``before_step(i, t, latents (B, C, h, w))`` may
-    edit the latents of each step before the noise prediction (cross-attention guidance). Returns latents."""
-    from diffusers import DDIMScheduler
+    loop with no references, each image a set of one. ``callback_on_step_end`` follows diffusers' contract
+    (:data:`StepEndCallback`; DreamBlend's cross-attention guidance edits the latents there). Returns latents."""
     from diffusers.utils.torch_utils import randn_tensor
     from tqdm.auto import tqdm
 
     if num_inference_steps < 1:
         raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
     device = model.unet.device
-    scheduler = scheduler or DDIMScheduler.from_config(model.scheduler.config)
-    scheduler.set_timesteps(num_inference_steps, device=device)
+    if scheduler is None:
+        scheduler = ddim_scheduler(model, num_inference_steps)
+    else:
+        scheduler.set_timesteps(num_inference_steps, device=device)
     b, h = len(prompts), model.unet.config.sample_size
     if latents is None:
         latents = randn_tensor((b, model.latent_channels, h, h), generator=generator, device=device)
@@ -162,11 +171,12 @@ def sample(
         uncond, cond = model.eps(torch.cat([x, x]), t, text.to(x.dtype)).chunk(2)
         return cfg(uncond, cond, guidance_scale)[:, None]
 
-    hook = None
-    if before_step is not None:
+    callback = None
+    if callback_on_step_end is not None:
 
-        def hook(i: int, t: torch.Tensor, sets: torch.Tensor) -> torch.Tensor:
-            return before_step(i, t, sets[:, 0])[:, None]  # the caller sees (B, C, h, w)
+        def callback(i: int, t: torch.Tensor, sets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+            returned = callback_on_step_end(model, i, t, {"latents": sets["latents"][:, 0]}) or {}  # sees (B, C, h, w)
+            return {"latents": returned["latents"][:, None]} if "latents" in returned else {}  # -> (B, 1, C, h, w)
 
     with torch.no_grad():
         out = replacement_sample(
@@ -175,7 +185,7 @@ def sample(
             scheduler.timesteps,
             latents[:, None],  # (B, C, h, w) -> (B, 1, C, h, w): each image a set of one
             latents.new_zeros(b, 0, *latents.shape[1:]),  # no references
-            step_hook=hook,
+            callback=callback,
             progress=lambda steps: tqdm(steps, disable=not progress, desc="sampling"),
         )
     return out[:, 0]  # (B, 1, C, h, w) -> (B, C, h, w)

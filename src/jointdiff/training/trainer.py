@@ -79,13 +79,25 @@ class Model:
     """The model being trained: its components, what trains, and the frozen parts' fp32 originals."""
 
     components: dict[str, Any]  # unet (jointdiff layout), vae, text_encoder, tokenizer, scheduler
-    trainables: list[torch.nn.Module]  # the JointUNet adapter, then the text encoder and the VAE when they train
+    # What trains, by name, in the order accelerate prepares (and checkpoints) them: "joint_unet" (the JointUNet
+    # adapter), then "text_model" and "vae" when they train.
+    trainables: dict[str, torch.nn.Module]
     frozen_fp32: dict[str, dict[str, torch.Tensor]]  # originals of frozen parts cast to the run's dtype
-    text_model: Any = None  # the text encoder as called (prepared when it trains)
+    text_encoder: Any = None  # the frozen text encoder, called when the text model does not train
 
     @property
     def joint(self) -> Any:
-        return self.trainables[0]
+        """The JointUNet adapter as trained (prepared by accelerate)."""
+        return self.trainables["joint_unet"]
+
+    @property
+    def text_model(self) -> Any:
+        """The text encoder as called: prepared by accelerate when it trains, else the frozen one."""
+        return self.trainables.get("text_model", self.text_encoder)
+
+    def prepared(self, modules: list[torch.nn.Module]) -> None:
+        """Take back the trainables as accelerate prepared them (same names, same order)."""
+        self.trainables = dict(zip(self.trainables, modules, strict=True))
 
     def trained(self, accelerator: Any) -> dict[str, torch.nn.Module]:
         """The U-Net and the text encoder as trained (unwrapped from DDP & co.)."""
@@ -137,12 +149,13 @@ def build_model(config: Config, sources: list[WeightedSource], device: torch.dev
         unet.enable_gradient_checkpointing()
         if m.train_text_encoder:
             text_encoder.gradient_checkpointing_enable()
-    joint = JointUNet(unet).to(device)
+    joint = JointUNet.with_joint_attention(unet).to(device)
     vae.train(m.train_vae)
     text_encoder.train(m.train_text_encoder)
     joint.train()
-    trainables = [joint] + [mod for mod, on in ((text_encoder, m.train_text_encoder), (vae, m.train_vae)) if on]
-    return Model(components, trainables, frozen_fp32, text_encoder)
+    trainables = {"joint_unet": joint, "text_model": text_encoder, "vae": vae}
+    trained = {"joint_unet": True, "text_model": m.train_text_encoder, "vae": m.train_vae}
+    return Model(components, {k: mod for k, mod in trainables.items() if trained[k]}, frozen_fp32, text_encoder)
 
 
 def build_averages(config: Config, shell: Shell, components: dict[str, Any]) -> Averages | None:
@@ -348,10 +361,9 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
     # 2. The model, its weight averages, AdamW and the LR schedule, prepared by accelerate.
     model = build_model(config, sources, shell.device)
     ema = build_averages(config, shell, model.components)
-    optimizer, lr_scheduler = build_optimizer(config, shell, model.trainables)
-    *model.trainables, optimizer, lr_scheduler = shell.prepare(*model.trainables, optimizer, lr_scheduler)
-    if config.model.train_text_encoder:
-        model.text_model = model.trainables[1]
+    optimizer, lr_scheduler = build_optimizer(config, shell, list(model.trainables.values()))
+    *prepared, optimizer, lr_scheduler = shell.prepare(*model.trainables.values(), optimizer, lr_scheduler)
+    model.prepared(prepared)
 
     # 3. Resume: accelerate's state (weights, optimizer, LR, EMA, RNGs), then ours (the data position).
     acc = shell.accelerator
@@ -366,7 +378,13 @@ def train(config: Config, on_step: Callable[[int, float], None] | None = None) -
     batches = Batches(config, sources, acc.process_index, acc.num_processes, state["data"] if state else None)
     task = JediTask(config, shell, model, ema, batches)
     fit = shell.fit(
-        task, model.trainables, optimizer, lr_scheduler, config.optim.max_grad_norm, desc="train", on_step=on_step
+        task,
+        list(model.trainables.values()),
+        optimizer,
+        lr_scheduler,
+        config.optim.max_grad_norm,
+        desc="train",
+        on_step=on_step,
     )
 
     # 5. Results; at the end of the run, the pipeline.

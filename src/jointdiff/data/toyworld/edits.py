@@ -94,7 +94,20 @@ def _hat(head: Part, kind: str, color: RGB, tall: float, brim: RGB | None = None
     return parts
 
 
+UNIFORMS = ("chef", "firefighter", "police", "yellow_shirt", "wizard")  # outfits that recolour the body
+
+
 def _outfit(subject: SubjectSpec, condition: str) -> SubjectSpec:
+    """The subject wearing the condition's outfit: an accessory on the head or face, or a uniform."""
+    if condition in UNIFORMS:
+        subject, add = _uniform(subject, condition)
+    else:
+        add = _accessory(subject, condition)
+    return with_parts(subject, list(subject.parts) + add)
+
+
+def _accessory(subject: SubjectSpec, condition: str) -> list[Part]:
+    """Parts of a hat, scarf, monocle or glasses on the subject's head."""
     head = _head(subject)
     (x, y, z), (a, b) = head.center, head.size
     front = z + b * 0.9
@@ -104,7 +117,6 @@ def _outfit(subject: SubjectSpec, condition: str) -> SubjectSpec:
         (x + a * 0.35, y + b * 0.1),
     ]
     add: list[Part] = []
-    s = subject
     if condition == "red_hat":
         add = _hat(head, "halfdisc", (0.85, 0.08, 0.08), 0.55, brim=(0.7, 0.05, 0.05))
     elif condition == "santa_hat":
@@ -146,57 +158,64 @@ def _outfit(subject: SubjectSpec, condition: str) -> SubjectSpec:
                 facing=True,
             )
         )
-    elif condition in ("chef", "firefighter", "police", "yellow_shirt", "wizard"):
-        body_hue = {"chef": None, "firefighter": 0.0, "police": 0.63, "yellow_shirt": 0.15, "wizard": 0.78}[condition]
-        if body_hue is None:
-            s = with_parts(s, [replace(p, color=WHITE, texture="solid") if p.role == "body" else p for p in s.parts])
-        else:
-            s = recolor(s, body_hue, roles=("body",))
-        body = s.parts[0]
-        (bx, by, bz), (ba, bb) = body.center, body.size
-        if condition == "chef":
-            add = _hat(head, "ellipse", WHITE, 1.0, brim=WHITE)
-        elif condition == "firefighter":
-            add = _hat(head, "halfdisc", (0.8, 0.1, 0.05), 0.5, brim=(0.15, 0.1, 0.05))
-            add.append(
-                Part(
-                    "box",
-                    (bx, by - bb * 0.3, bz + 0.2),
-                    (ba * 0.9, 0.02),
-                    (0.95, 0.9, 0.2),
-                    role="accessory",
-                    facing=True,
-                )
-            )
-        elif condition == "police":
-            add = _hat(head, "box", (0.08, 0.12, 0.35), 0.45, brim=BLACK)
-            add.append(
-                Part(
-                    "star",
-                    (bx + ba * 0.3, by + bb * 0.3, bz + 0.25),
-                    (0.04, 0.04),
-                    GOLD,
-                    param=5,
-                    role="accessory",
-                    facing=True,
-                )
-            )
-        elif condition == "wizard":
-            add = _hat(head, "triangle", (0.45, 0.15, 0.6), 2.0, brim=(0.45, 0.15, 0.6))
-            add.append(
-                Part(
-                    "star",
-                    (x, y + b * 1.8, z + 0.05),
-                    (0.035, 0.035),
-                    (1.0, 0.9, 0.2),
-                    param=5,
-                    role="accessory",
-                    facing=True,
-                )
-            )
     else:
         raise ValueError(f"unknown outfit {condition!r}")
-    return with_parts(s, list(s.parts) + add)
+    return add
+
+
+def _uniform(s: SubjectSpec, condition: str) -> tuple[SubjectSpec, list[Part]]:
+    """The subject's body in the uniform's colour and the uniform's hat and badge."""
+    head = _head(s)
+    (x, y, z), b = head.center, head.size[1]
+    add: list[Part] = []
+    body_hue = {"chef": None, "firefighter": 0.0, "police": 0.63, "yellow_shirt": 0.15, "wizard": 0.78}[condition]
+    if body_hue is None:
+        s = with_parts(s, [replace(p, color=WHITE, texture="solid") if p.role == "body" else p for p in s.parts])
+    else:
+        s = recolor(s, body_hue, roles=("body",))
+    body = s.parts[0]
+    (bx, by, bz), (ba, bb) = body.center, body.size
+    if condition == "chef":
+        add = _hat(head, "ellipse", WHITE, 1.0, brim=WHITE)
+    elif condition == "firefighter":
+        add = _hat(head, "halfdisc", (0.8, 0.1, 0.05), 0.5, brim=(0.15, 0.1, 0.05))
+        add.append(
+            Part(
+                "box",
+                (bx, by - bb * 0.3, bz + 0.2),
+                (ba * 0.9, 0.02),
+                (0.95, 0.9, 0.2),
+                role="accessory",
+                facing=True,
+            )
+        )
+    elif condition == "police":
+        add = _hat(head, "box", (0.08, 0.12, 0.35), 0.45, brim=BLACK)
+        add.append(
+            Part(
+                "star",
+                (bx + ba * 0.3, by + bb * 0.3, bz + 0.25),
+                (0.04, 0.04),
+                GOLD,
+                param=5,
+                role="accessory",
+                facing=True,
+            )
+        )
+    elif condition == "wizard":
+        add = _hat(head, "triangle", (0.45, 0.15, 0.6), 2.0, brim=(0.45, 0.15, 0.6))
+        add.append(
+            Part(
+                "star",
+                (x, y + b * 1.8, z + 0.05),
+                (0.035, 0.035),
+                (1.0, 0.9, 0.2),
+                param=5,
+                role="accessory",
+                facing=True,
+            )
+        )
+    return s, add
 
 
 def apply_condition(subject: SubjectSpec, condition: str) -> SubjectSpec:

@@ -14,10 +14,14 @@ import os
 import time
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import PIL.Image
 from tqdm import tqdm
+
+if TYPE_CHECKING:
+    from jointdiff.data.formats import WebDatasetWriter
 
 MANIFEST = "toyworld.json"
 TOYWORLD_VERSION = 1  # bump when rendering changes pixels for a given seed
@@ -67,7 +71,7 @@ def write_sets(
     progress: bool = True,
 ) -> dict:
     """Render and write ``count`` sets; returns counts and the wall time. Rerun to resume."""
-    from jointdiff.data.formats import ImageSet, WebDatasetWriter, write_paper_set
+    from jointdiff.data.formats import WebDatasetWriter
     from jointdiff.data.toyworld.generator import set_key
     from jointdiff.data.toyworld.subjects import subject_seed
 
@@ -98,21 +102,43 @@ def write_sets(
     writer = None
     if fmt == "paper":
         todo = [i for i in indices if not (out / f"{set_key(split, i)}.png").exists()]
-    else:
-        for stale in out.glob(".shard-*.tmp"):
-            stale.unlink()
-        done = 0
-        while (out / f"shard-{done:06d}.tar").exists():
-            done += 1
-        todo = indices[done * sets_per_shard :]
+    else:  # whole shards are skipped: the finished ones hold the first sets, in order
         writer = WebDatasetWriter(out, prefix="shard", sets_per_shard=sets_per_shard)
-        writer.shards = [out / f"shard-{i:06d}.tar" for i in range(done)]  # continue the numbering
+        todo = indices[writer.resume() * sets_per_shard :]
     if masks_dir is not None:
         Path(masks_dir).mkdir(parents=True, exist_ok=True)
     jobs = [(i, split, resolution, set_size, style_p) for i in todo]
     t0 = time.perf_counter()
-    n_images = 0
     bar = tqdm(total=count, initial=count - len(todo), unit="set", desc=f"toyworld {split} sets", disable=not progress)
+    try:
+        n_images = _write_rendered(jobs, out, writer, masks_dir, workers, bar)
+    finally:
+        bar.close()
+    return {
+        "out": str(out),
+        "format": fmt,
+        "written": len(todo),
+        "skipped": count - len(todo),
+        "images": n_images,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "workers": workers,
+    }
+
+
+def _write_rendered(
+    jobs: list[tuple[int, str, int, int | None, float]],
+    out: Path,
+    writer: WebDatasetWriter | None,
+    masks_dir: str | Path | None,
+    workers: int,
+    bar: tqdm,
+) -> int:
+    """Render the sets of ``jobs`` (in a pool of ``workers`` processes) and write them in order: paper files in
+    ``out``, or through the WebDataset ``writer`` (closed at the end, its open shard dropped on an error); the
+    exact masks in ``masks_dir``. Returns the number of images written."""
+    from jointdiff.data.formats import ImageSet, write_paper_set
+
+    n_images = 0
     ctx = get_context("fork") if hasattr(os, "fork") else get_context()
     pool = ctx.Pool(workers) if workers > 1 and len(jobs) > 1 else None
     try:
@@ -136,18 +162,9 @@ def write_sets(
             writer.abort()
         raise
     finally:
-        bar.close()
         if pool is not None:
             pool.terminate()
-    return {
-        "out": str(out),
-        "format": fmt,
-        "written": len(todo),
-        "skipped": count - len(todo),
-        "images": n_images,
-        "seconds": round(time.perf_counter() - t0, 2),
-        "workers": workers,
-    }
+    return n_images
 
 
 SHEET_CONDITIONS = ("studio", "jungle", "snow", "beach", "city", "wheat_field", "water", "mirror", "red", "cube")

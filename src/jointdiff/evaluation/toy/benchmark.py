@@ -24,7 +24,7 @@ from jointdiff.data.toyworld.generator import render_view, view_rng
 from jointdiff.data.toyworld.scenes import NEUTRAL_SCENES
 from jointdiff.data.toyworld.subjects import SEED_RANGES, SubjectSpec, make_subject, subject_seed
 from jointdiff.evaluation.benchmarks import Subject
-from jointdiff.evaluation.protocol import MethodOptions
+from jointdiff.evaluation.options import MethodOptions
 
 
 def _spec(subject: Subject) -> SubjectSpec:

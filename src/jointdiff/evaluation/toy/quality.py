@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import numpy as np
 import PIL.Image
@@ -22,9 +23,10 @@ import torch
 from jointdiff.data.toyworld.captions import SCENE_PROMPTS, TEMPLATES, prompt_conditions
 from jointdiff.data.toyworld.generator import View, render_view, sample_style, view_rng
 from jointdiff.data.toyworld.scenes import NEUTRAL_SCENES
-from jointdiff.data.toyworld.subjects import make_subject, subject_seed
+from jointdiff.data.toyworld.subjects import SubjectSpec, make_subject, subject_seed
 from jointdiff.evaluation.toy.evaluators import (
     ToyDualEncoder,
+    ToyImageEncoder,
     iou,
     load_toy_dual,
     load_toy_identity,
@@ -64,6 +66,44 @@ def quality_report(
     torch.set_num_threads(1)
     dual, ident, seg = load_toy_dual(weights), load_toy_identity(weights), load_toy_segmenter(weights)
     specs = [make_subject(subject_seed("eval", start + i)) for i in range(subjects)]
+    report: dict = {
+        "subjects": subjects,
+        "seed_range": f"eval split, seeds {specs[0].seed}..{specs[-1].seed}",
+        **_identity_retrieval(dual, ident, specs, seed, resolution),
+    }
+    plain, styled, extra = _scene_renders(specs, seed, resolution)
+    per = [s for s in specs for _ in SCENES]
+    report["scene_accuracy_20"] = round(_zero_shot(dual, plain, [s.class_word for s in per], [SCENES] * len(plain)), 4)
+    report["scene_accuracy_20_stylised"] = round(
+        _zero_shot(dual, styled, [s.class_word for s in per], [SCENES] * len(styled)), 4
+    )
+    own = [v for v, s in zip(plain, per, strict=True) if v.condition in prompt_conditions(s.live)]
+    owners = [s for v, s in zip(plain, per, strict=True) if v.condition in prompt_conditions(s.live)]
+    extra_owners = [s for s in specs for c in prompt_conditions(s.live) if c not in SCENES]
+    views25, owners25 = own + extra, owners + extra_owners
+    report["prompt_accuracy_25"] = round(
+        _zero_shot(dual, views25, [s.class_word for s in owners25], [prompt_conditions(s.live) for s in owners25]), 4
+    )
+    # Segmenter IoU against the exact masks.
+    for name, views in (("segmenter_iou", plain), ("segmenter_iou_stylised", styled)):
+        masks = seg.batch(_pil(views))
+        report[name] = round(float(np.mean([iou(m, v.mask) for m, v in zip(masks, views, strict=True)])), 4)
+    report["renders"] = {
+        "identity_pairs": 2 * subjects,  # real renders and across scenes
+        "scene_plain": len(plain),
+        "scene_stylised": len(styled),
+        "prompt25": len(views25),
+    }
+    report["weights"] = {"dual": dual.name, "identity": ident.name, "segmenter": seg.name}
+    return report
+
+
+def _identity_retrieval(
+    dual: ToyDualEncoder, ident: ToyImageEncoder, specs: list[SubjectSpec], seed: int, resolution: int
+) -> dict[str, Any]:
+    """Identity top-1 among the subjects on real renders and across scenes (plain, masked, the dual encoder's
+    image tower, raw pixels) and the identity cosine of the same subject against different ones."""
+    subjects = len(specs)
     # Real renders: the benchmark's real images (everyday settings), views 0 and 1 of each subject.
     n_real = 5  # as ToyWorldBenchmark: studio, table, room, studio, table
     real_all = [
@@ -104,9 +144,7 @@ def quality_report(
     za, zb = ident_plain([p[0] for p in real]), ident_plain([p[1] for p in real])
     same = float((za * zb).sum(1).mean())
     diff = float(((zb @ za.T).sum() - (za * zb).sum()) / (subjects * (subjects - 1)))
-    report: dict = {
-        "subjects": subjects,
-        "seed_range": f"eval split, seeds {specs[0].seed}..{specs[-1].seed}",
+    return {
         "identity_top1_real_renders": top1(real, ident_plain),
         "identity_top1_real_renders_all_pairs": all_pairs(real_all, ident_plain),
         "identity_top1_across_scenes": top1(cross, ident_plain),
@@ -117,7 +155,10 @@ def quality_report(
         "pixel_baseline_top1_real_renders": top1(real, pixels),
         "pixel_baseline_top1_across_scenes": top1(cross, pixels),
     }
-    # Zero-shot scene accuracy: 20 scenes per subject, plain and stylised; the 25-prompt lists.
+
+
+def _scene_renders(specs: list[SubjectSpec], seed: int, resolution: int) -> tuple[list[View], list[View], list[View]]:
+    """Each subject in the 20 scenes, plain and stylised, and in its other prompt conditions (attributes, outfits)."""
     plain, styled, extra = [], [], []
     for s in specs:
         for k, c in enumerate(SCENES):
@@ -127,27 +168,4 @@ def quality_report(
         for k, c in enumerate(prompt_conditions(s.live)):
             if c not in SCENES:
                 extra.append(render_view(s, c, view_rng(s.seed, 50000 + k, seed), resolution))
-    per = [s for s in specs for _ in SCENES]
-    report["scene_accuracy_20"] = round(_zero_shot(dual, plain, [s.class_word for s in per], [SCENES] * len(plain)), 4)
-    report["scene_accuracy_20_stylised"] = round(
-        _zero_shot(dual, styled, [s.class_word for s in per], [SCENES] * len(styled)), 4
-    )
-    own = [v for v, s in zip(plain, per, strict=True) if v.condition in prompt_conditions(s.live)]
-    owners = [s for v, s in zip(plain, per, strict=True) if v.condition in prompt_conditions(s.live)]
-    extra_owners = [s for s in specs for c in prompt_conditions(s.live) if c not in SCENES]
-    views25, owners25 = own + extra, owners + extra_owners
-    report["prompt_accuracy_25"] = round(
-        _zero_shot(dual, views25, [s.class_word for s in owners25], [prompt_conditions(s.live) for s in owners25]), 4
-    )
-    # Segmenter IoU against the exact masks.
-    for name, views in (("segmenter_iou", plain), ("segmenter_iou_stylised", styled)):
-        masks = seg.batch(_pil(views))
-        report[name] = round(float(np.mean([iou(m, v.mask) for m, v in zip(masks, views, strict=True)])), 4)
-    report["renders"] = {
-        "identity_pairs": 2 * subjects,  # real renders and across scenes
-        "scene_plain": len(plain),
-        "scene_stylised": len(styled),
-        "prompt25": len(views25),
-    }
-    report["weights"] = {"dual": dual.name, "identity": ident.name, "segmenter": seg.name}
-    return report
+    return plain, styled, extra

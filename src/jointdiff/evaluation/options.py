@@ -1,0 +1,107 @@
+"""The harness's typed settings: how a method generates (:class:`MethodOptions`) and how the protocol chooses
+inputs (:class:`EvalConfig`, JeDi supp. "Evaluation metric"). ``jointdiff evaluate`` builds its options from the
+fields and their docs; this module loads no torch, so neither does ``jointdiff --help``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from jointdiff.common.config import DTYPES, doc
+from jointdiff.common.config import from_args as config_from_args
+from jointdiff.jedi.guidance import DEFAULT, DEFAULT_NAMES, Guidance
+
+# run.json records the generation settings flat, the guidance under the pipeline's argument names in this order
+# (as when they were five fields of MethodOptions): a cached run compares, and is written, as before.
+RUN_GUIDANCE_KEYS = ("guidance_scale", "image_guidance_scale", "guidance", "null_reference", "reference_attention")
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """What the CLI knows about a method; each method factory reads the fields it needs. ``jointdiff evaluate``
+    takes its options from the fields' docs, and the guidance settings' from :class:`Guidance`."""
+
+    model: str | None = field(default=None, metadata=doc("jedi: jointdiff pipeline directory or Hub id"))
+    device: str = field(default="cpu", metadata=doc("torch device for generation and scoring"))
+    dtype: str | None = field(
+        default=None, metadata=doc("generation weights dtype (default: as stored)", tuple(DTYPES))
+    )
+    steps: int = field(default=50, metadata=doc("denoising steps"))
+    guidance: Guidance = DEFAULT  # eq. 3 / eq. 4: the one guidance settings type (it checks itself)
+    batch_size: int = field(default=1, metadata=doc("jedi: prompts generated in one batch (sets side by side)"))
+    resolution: int | None = field(default=None, metadata=doc("generated image side (default: the model's)"))
+    reference_caption: str = field(
+        default="a photo of a {}", metadata=doc('caption of each reference, "{}" = class word')
+    )
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not isinstance(self.guidance, Guidance):
+            raise ValueError(f"guidance must be a Guidance, got {type(self.guidance).__name__}")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> MethodOptions:
+        """From ``jointdiff evaluate``'s options: the fields given (the defaults for the rest) and the guidance."""
+        values = {k: v for k, v in vars(args).items() if k not in DEFAULT_NAMES}
+        return dataclasses.replace(config_from_args(cls, values), guidance=Guidance.from_args(args))
+
+    def settings(self) -> dict[str, Any]:
+        """The generation settings a run records and compares (run.json): flat, the guidance under the pipeline's
+        argument names; the device is not one (it does not change images)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            if f.name == "guidance":
+                guidance = self.guidance.settings()
+                out |= {k: guidance[k] for k in RUN_GUIDANCE_KEYS}
+            elif f.name != "device":
+                out[f.name] = getattr(self, f.name)
+        return out
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """How inputs are chosen and images generated (JeDi supp. "Evaluation metric"); ``jointdiff evaluate`` takes
+    its options from the fields' docs."""
+
+    refs: int = field(
+        default=1, metadata=doc("input images per generation (1 finetuning-free, 3 finetuning comparison)")
+    )
+    inputs: str | None = field(
+        default=None,
+        metadata=doc("all choices of inputs or random ones (default: all if --refs 1)", ("all", "random")),
+    )  # None: "all" if refs == 1 else "random"
+    num_random: int = field(default=1, metadata=doc("random input choices per subject with --inputs random"))
+    images_per_prompt: int = field(
+        default=1, metadata=doc("samples per prompt and input choice (>= 2: diversity)")
+    )  # per (prompt, input choice)
+    max_prompts: int | None = field(
+        default=None, metadata=doc("only the first N prompts of each subject (quick runs)")
+    )  # None = all
+    seed: int = field(default=0, metadata=doc("base seed of input choices and generation"))
+    against: str = field(
+        default="unseen",
+        metadata=doc(
+            "real images the identity metrics compare with: unseen = every real view that was not an input "
+            "(default); all = all of them, the inputs included (the JeDi paper's protocol); inputs = the inputs only",
+            ("unseen", "all", "inputs"),
+        ),
+    )
+
+    def __post_init__(self) -> None:
+        if self.refs < 1:
+            raise ValueError(f"refs must be >= 1, got {self.refs}")
+        if self.inputs not in (None, "all", "random"):
+            raise ValueError(f"inputs must be 'all' or 'random', got {self.inputs!r}")
+        if self.num_random < 1 or self.images_per_prompt < 1:
+            raise ValueError("num_random and images_per_prompt must be >= 1")
+        if self.max_prompts is not None and self.max_prompts < 1:
+            raise ValueError(f"max_prompts must be >= 1, got {self.max_prompts}")
+        if self.against not in ("unseen", "all", "inputs"):
+            raise ValueError(f"against must be 'unseen', 'all' or 'inputs', got {self.against!r}")
+
+    @property
+    def input_mode(self) -> str:
+        return self.inputs or ("all" if self.refs == 1 else "random")
