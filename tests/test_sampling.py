@@ -359,3 +359,48 @@ def test_pipeline_saves_and_loads_with_a_swapped_scheduler(pipe, tmp_path):
     a = pipe(["a toy", "a cup"], generator=torch.Generator().manual_seed(1), **kw).images
     b = loaded(["a toy", "a cup"], generator=torch.Generator().manual_seed(1), **kw).images
     assert abs(a - b).max() < 1e-5
+
+
+def test_attention_that_would_uncouple_the_set_is_refused(pipe):
+    """diffusers' attention slicing and xformers would swap the coupled processors for per-image ones (the images
+    would stop seeing each other, with only a log line to say so): both are refused, and a call whose U-Net lost
+    its coupled attention some other way fails before any work."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    with pytest.raises(ValueError, match="attention slicing would replace JeDi's coupled self-attention"):
+        pipe.enable_attention_slicing()
+    with pytest.raises(ValueError, match="xformers attention would replace"):
+        pipe.enable_xformers_memory_efficient_attention()
+    pipe.disable_attention_slicing()  # nothing to undo, no error
+    kw = {"reference_images": [_image(5)], "num_inference_steps": 2, "output_type": "np"}
+    assert pipe(["a toy"], generator=torch.Generator().manual_seed(0), **kw).images.shape == (1, 16, 16, 3)
+    pipe.unet.set_attn_processor(AttnProcessor2_0())
+    with pytest.raises(ValueError, match="coupled self-attention was replaced"):
+        pipe(["a toy"], **kw)
+
+
+def test_num_timesteps_and_a_callback_that_zeroes_the_last_latents(pipe):
+    """diffusers' callback contract: ``pipe.num_timesteps`` is readable inside the callback, and the ``latents``
+    the callback returns on the last step are what gets decoded."""
+    seen = []
+
+    def zero_last(p, i, t, tensors):
+        seen.append(p.num_timesteps)
+        return {"latents": torch.zeros_like(tensors["latents"])} if i == p.num_timesteps - 1 else tensors
+
+    out = pipe(["a toy", "a cup"], num_inference_steps=3, output_type="latent", callback_on_step_end=zero_last)
+    assert seen == [3, 3, 3] and pipe.num_timesteps == 3
+    assert out.images.abs().max() == 0
+
+
+def test_refusals_say_what_to_do_instead(pipe, tmp_path):
+    """The deliberate differences from a stock diffusers pipeline refuse in one line that says what to do: pickled
+    weights (safetensors-only loading) and a list of generators for what is one coupled set."""
+    with pytest.raises(ValueError, match=r"a list of prompts is one coupled set: for independent sets pass a list"):
+        pipe(["a toy", "a cup"], num_inference_steps=1, generator=[torch.Generator(), torch.Generator()])
+    pipe.save_pretrained(tmp_path, safe_serialization=False)
+    with pytest.raises(ValueError, match=r"no safetensors weights .* pass use_safetensors=None") as info:
+        JointDiffusionPipeline.from_pretrained(tmp_path)
+    assert "\n" not in str(info.value)
+    loaded = JointDiffusionPipeline.from_pretrained(tmp_path, use_safetensors=None)
+    assert isinstance(loaded, JointDiffusionPipeline)

@@ -3,7 +3,8 @@
 Components are those of Stable Diffusion 1.x/2.x (vae, text_encoder, tokenizer, unet,
 scheduler); the U-Net carries the JeDi input layout, or is a stock inpainting U-Net used without
 training (``layout``, :mod:`jointdiff.jedi.layouts`), and gets coupled self-attention when the
-pipeline is built. Weights load from safetensors only unless ``use_safetensors=False`` is passed.
+pipeline is built. Weights load from safetensors only unless ``use_safetensors`` is None (safetensors
+where present, else pickled) or False.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from jointdiff.common.paths import is_hub_id
+from jointdiff.jedi.attention import has_joint_attention
 from jointdiff.jedi.coupling import DEFAULT_COUPLING, Coupling
 from jointdiff.jedi.encoding import SDParts, encode_latents
 from jointdiff.jedi.guidance import DEFAULT, Guidance
@@ -67,13 +69,34 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         self.register_to_config(layout=self.joint_unet.layout.kind)  # saved: a forced layout reloads as forced
         self.init_image_processing()  # vae_scale_factor, image_processor (jedi.encoding.SDParts)
 
+    def enable_attention_slicing(self, slice_size: str | int | None = "auto") -> None:
+        """Refused: diffusers' sliced processors would replace the coupled self-attention (sec. 3.2), and the
+        images would no longer see each other. Memory: fewer targets per set, or ``num_images_per_prompt=1``."""
+        raise ValueError(
+            "attention slicing would replace JeDi's coupled self-attention with per-image attention; not supported"
+        )
+
+    def disable_attention_slicing(self) -> None:
+        """Nothing to undo: attention slicing is never on (:meth:`enable_attention_slicing`)."""
+
+    def enable_xformers_memory_efficient_attention(self, attention_op: Callable | None = None) -> None:
+        """Refused, as attention slicing: xformers' processors would replace the coupled self-attention (the coupled
+        processor already uses PyTorch's scaled-dot-product attention, memory-efficient where the device has it)."""
+        raise ValueError("xformers attention would replace JeDi's coupled self-attention; not supported")
+
+    @property
+    def num_timesteps(self) -> int:
+        """Denoising steps of the last call (diffusers' pipelines expose it to callbacks)."""
+        return self._num_timesteps
+
     @classmethod
     def from_pretrained(
         cls, pretrained_model_name_or_path: str | os.PathLike, layout: str | None = None, **kwargs: Any
     ) -> JointDiffusionPipeline:
         """A jointdiff model (diffusers' loader) or a stock SD-layout inpainting model (its five components, no
         safety checker), told apart by the U-Net config before any weights load; safetensors only unless
-        ``use_safetensors=False``. ``layout`` forces the input layout (default: the saved one, else ``auto``)."""
+        ``use_safetensors`` is None or False. ``layout`` forces the input layout (default: the saved one, else
+        ``auto``)."""
         source = os.fspath(pretrained_model_name_or_path)
         if not os.path.isdir(source) and not is_hub_id(source):
             raise ValueError(f"no such model directory: {source}")
@@ -82,17 +105,25 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         unet_config = read_json(source, "unet/config.json", revision)
         if index.get("_class_name") == JOINT_PIPELINE:
             detect_layout(unet_config, layout or index.get("layout", "auto"), source)  # fails before the weights load
-            kwargs.setdefault("use_safetensors", True)
+            safetensors_only = kwargs.setdefault("use_safetensors", True) is True
             if layout is not None:
                 kwargs["layout"] = layout
-            return super().from_pretrained(source, **kwargs)
+            try:
+                return super().from_pretrained(source, **kwargs)
+            except OSError as e:  # diffusers' "no file named ...safetensors": say how to opt in to pickled weights
+                if safetensors_only and ".safetensors" in str(e):
+                    raise ValueError(
+                        f"{source}: no safetensors weights (this loader reads safetensors only, since pickled weights "
+                        "can run code); pass use_safetensors=None to also load .bin weights you trust"
+                    ) from None
+                raise
         found = detect_layout(unet_config, layout or "auto", source)  # a plain text-to-image model fails here
         unknown = set(kwargs) - {"use_safetensors", "torch_dtype", "revision", "variant"}
         if unknown:
             raise ValueError(f"{source}: {', '.join(sorted(unknown))} not supported when loading a stock model")
         components = load_base_components(
             source,
-            allow_pickle=kwargs.get("use_safetensors", True) is False,
+            allow_pickle=kwargs.get("use_safetensors", True) is not True,
             torch_dtype=kwargs.get("torch_dtype"),
             revision=revision,
             variant=kwargs.get("variant"),
@@ -158,11 +189,19 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         b = num_images_per_prompt * len(sets)
         if isinstance(generator, list):
             if len(generator) != b or not all(isinstance(g, torch.Generator) for g in generator):
-                raise ValueError(f"generator must be a torch.Generator or a list of {b} (one per set)")
+                raise ValueError(
+                    f"generator must be a torch.Generator or a list of {b} (one per set); a list of prompts is one "
+                    "coupled set: for independent sets pass a list of prompt lists, one generator each"
+                )
         elif generator is not None and not isinstance(generator, torch.Generator):
             raise ValueError("generator must be a torch.Generator")
         if height % self.vae_scale_factor or width % self.vae_scale_factor:
             raise ValueError(f"height and width must be divisible by {self.vae_scale_factor}, got {height}x{width}")
+        if not has_joint_attention(self.unet):
+            raise ValueError(
+                "the U-Net's coupled self-attention was replaced (set_attn_processor or attention slicing); build "
+                "the pipeline again from its components to restore it"
+            )
         unknown = set(callback_on_step_end_tensor_inputs) - set(self._callback_tensor_inputs)
         if unknown:
             raise ValueError(
@@ -379,7 +418,7 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
     ) -> torch.Tensor:
         """The replacement trick (sec. 3.3) over the scheduler's timesteps: targets ``(B, K, C, h, w)`` beside the
         references ``(B, n, C, h, w)``, re-noised each step; returns the final targets."""
-        k = latents.shape[1]
+        k, self._num_timesteps = latents.shape[1], len(self.scheduler.timesteps)
         # The scheduler draws per image (B*K): each image from its set's generator.
         per_image = [g for g in generator for _ in range(k)] if isinstance(generator, list) else generator
         with self.progress_bar(total=num_inference_steps) as bar:
