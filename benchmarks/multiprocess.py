@@ -83,6 +83,7 @@ def train(work: Path) -> dict[str, Any]:
     from safetensors.torch import load_file
 
     from jointdiff.data.synthetic import write_random_paper_sets
+    from jointdiff.testing.training import cpu_run_overrides
 
     write_random_paper_sets(work / "data", count=16, n=2, size=32, seed=0)
     (work / "empty.toml").write_text("# everything comes from --set\n")
@@ -90,24 +91,20 @@ def train(work: Path) -> dict[str, Any]:
     for processes, batch in ((1, 4), (2, 2)):
         out = work / f"train-{processes}"
         values = {
-            "train.output_dir": repr(str(out)),
             "train.max_steps": "8",
             "train.checkpoint_every": "8",
             "train.log_every": "1",
-            "train.mixed_precision": "'no'",
-            "train.tensorboard": "false",
             "data.sources": f"[{{path = {str(work / 'data')!r}}}]",
             "data.resolution": "32",
             "data.batch_size": str(batch),
             "data.set_size": "[2, 2]",
-            "data.num_workers": "0",
             "optim.learning_rate": "1e-3",
             "optim.warmup_steps": "2",
             **{f"model.init.{k}": v for k, v in SMOKE_INIT.items()},
         }
         args = ["train", "--config", str(work / "empty.toml")]
-        for k, v in values.items():
-            args += ["--set", f"{k}={v}"]
+        for item in cpu_run_overrides(out, values):
+            args += ["--set", item]
         runs[processes] = timed(cli(processes, args))
         logged = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
         runs[processes]["losses"] = [m["train/loss"] for m in logged]

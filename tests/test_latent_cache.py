@@ -12,6 +12,7 @@ from jointdiff.common.tiny import save_tiny_base
 from jointdiff.data.latents import LatentSet, read_latent_shard, vae_fingerprint, write_latent_shard
 from jointdiff.data.sources import Part, open_source
 from jointdiff.data.stream import BatchSpec, SetSampler, WeightedSource
+from jointdiff.testing.training import cpu_run_overrides
 from jointdiff.training.config import load_config
 from jointdiff.training.latent_cache import CacheJob, cache_latents, load_vae
 from jointdiff.training.trainer import train
@@ -108,16 +109,12 @@ def test_sampler_batches_latents_and_short_captions(tmp_path):
 
 def _overrides(root, cache_dir, out, **extra):
     base = {
-        "train.output_dir": repr(str(out)),
-        "train.mixed_precision": "'no'",
-        "train.tensorboard": "false",
         "train.log_every": "2",
         "train.checkpoint_every": "2",
         "data.resolution": "16",
         "data.batch_size": "2",
         "data.set_size": "[1, 3]",
         "data.batching": "'pad'",
-        "data.num_workers": "0",
         "data.short_caption_probability": "0.7",
         "data.sources": f"[{{path = {str(cache_dir)!r}, format = 'latents'}}]",
         "model.source": repr(str(root / "base")),
@@ -129,8 +126,7 @@ def _overrides(root, cache_dir, out, **extra):
         "optim.warmup_steps": "1",
         "ema.decay": "0.9",
     }
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
+    return cpu_run_overrides(out, base, **extra)
 
 
 def test_training_on_cached_latents_resumes_exactly(cache, tmp_path):

@@ -10,6 +10,7 @@ import torch
 from jointdiff.common.tiny import save_tiny_base
 from jointdiff.data.sources import Part
 from jointdiff.data.toyworld.generator import set_key
+from jointdiff.testing.training import cpu_run_overrides
 from jointdiff.training.config import SourceConfig, load_config
 from jointdiff.training.latent_cache import CacheJob, encode_records, load_vae, toy_records, toy_set_records
 from jointdiff.training.toystream import ToyWorldSource, attach_vae, parse_spec
@@ -101,15 +102,11 @@ def test_bad_specs_and_options_are_refused():
 
 def _overrides(root, out, **extra):
     base = {
-        "train.output_dir": repr(str(out)),
-        "train.mixed_precision": "'no'",
-        "train.tensorboard": "false",
         "train.log_every": "2",
         "train.checkpoint_every": "2",
         "data.resolution": "16",
         "data.batch_size": "2",
         "data.set_size": "[1, 2]",
-        "data.num_workers": "0",
         "data.sources": (
             "[{path = 'train:0', format = 'toyworld', buffer = 4, refresh = 0.5, max_set_size = 2},"
             " {path = 'train:900', format = 'toyworld', max_set_size = 1, weight = 0.5}]"
@@ -119,8 +116,7 @@ def _overrides(root, out, **extra):
         "optim.learning_rate": "1e-3",
         "optim.warmup_steps": "1",
     }
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
+    return cpu_run_overrides(out, base, **extra)
 
 
 def test_training_on_the_stream_resumes_exactly(base, tmp_path):

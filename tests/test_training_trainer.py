@@ -18,6 +18,7 @@ from jointdiff.common.tiny import save_tiny_base
 from jointdiff.data.formats import WebDatasetWriter
 from jointdiff.data.synthetic import random_set, write_random_paper_sets
 from jointdiff.jedi.pipeline import JointDiffusionPipeline
+from jointdiff.testing.training import cpu_run_overrides
 from jointdiff.training.checkpoint import list_checkpoints
 from jointdiff.training.config import load_config
 from jointdiff.training.trainer import train
@@ -35,22 +36,17 @@ def assets(tmp_path_factory):
 
 def overrides(assets, out, **extra):
     base = {
-        "train.output_dir": repr(str(out)),
-        "train.mixed_precision": "'no'",
-        "train.tensorboard": "false",
         "train.log_every": "5",
         "data.resolution": "8",
         "data.batch_size": "2",
         "data.set_size": "[2, 3]",
-        "data.num_workers": "0",
         "data.sources": f"[{{path = {str(assets / 'data')!r}}}]",
         "model.source": repr(str(assets / "base")),
         "optim.learning_rate": "3e-3",
         "optim.warmup_steps": "2",
         "ema.decay": "0.9",
     }
-    base.update(extra)
-    return [f"{k}={v}" for k, v in base.items()]
+    return cpu_run_overrides(out, base, **extra)
 
 
 def test_overfits_skips_bad_files_and_saves_pipeline(assets, tmp_path):
