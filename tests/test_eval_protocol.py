@@ -3,6 +3,7 @@ bound and noise), resumable caching with corrupt-file regeneration, --images sco
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -341,6 +342,45 @@ def test_method_options_hold_the_guidance_and_record_the_settings_as_before():
     assert MethodOptions.from_args(parser.parse_args([*argv, "--reference-attention", "isolated"])) == o
     with pytest.raises(ValueError, match="guidance must be a Guidance"):
         MethodOptions(guidance="joint")
+
+
+def test_the_training_free_options_reach_the_pipeline_and_the_run_settings(tiny_jedi):
+    """Issue 32 through the harness: ``--reference-bias`` / ``--coupled-layers`` / ``--coupled-steps`` and ``--layout``
+    become MethodOptions, are recorded in run.json only where they differ from the defaults, and change the images
+    of the JeDi method (a reference bias of -inf: the targets ignore the references, as without them)."""
+    import argparse
+
+    from jointdiff.cli.evaluate import register
+    from jointdiff.evaluation.methods import load_jedi
+    from jointdiff.jedi.coupling import Coupling
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    argv = ["evaluate", "--method", "jedi", "--model", str(tiny_jedi), "--steps", "2", "--layout", "jedi"]
+    argv += ["--reference-bias=-inf", "--coupled-layers", "down,up", "--coupled-steps", "0.5"]
+    o = MethodOptions.from_args(parser.parse_args(argv))
+    assert o.coupling == Coupling(float("-inf"), ("down", "up"), 0.5) and o.layout == "jedi"
+    assert list(o.settings())[-4:] == ["layout", "reference_bias", "coupled_layers", "coupled_steps"]
+    plain = MethodOptions.from_args(parser.parse_args(argv[:7]))
+    assert "reference_bias" not in plain.settings() and "layout" not in plain.settings()
+    with pytest.raises(ValueError, match="layout must be one of auto, jedi, inpainting"):
+        MethodOptions(layout="sdxl")
+
+    rng = np.random.default_rng(0)
+    refs = [PIL.Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8))]
+    subject, prompts = Subject("dog", "dog", True, refs), ["a dog on the beach"]
+    ignore = Coupling(reference_bias=float("-inf"))
+    images = {
+        name: np.asarray(load_jedi(opts).generate(subject, refs, prompts, seed=3)[0], dtype=np.int16)
+        for name, opts in {
+            "jedi": plain,
+            "ignore": dataclasses.replace(plain, coupling=ignore),
+        }.items()
+    }
+    other = [PIL.Image.fromarray(255 - np.asarray(refs[0]))]
+    ignored_other = load_jedi(dataclasses.replace(plain, coupling=ignore)).generate(subject, other, prompts, seed=3)
+    assert np.abs(images["jedi"] - images["ignore"]).max() > 0  # the option reached the attention
+    np.testing.assert_array_equal(images["ignore"], np.asarray(ignored_other[0], dtype=np.int16))  # refs ignored
 
 
 def test_real_method_returns_held_out_real_images(small):

@@ -12,6 +12,7 @@ from typing import Any
 
 from jointdiff.common.config import add_arguments
 from jointdiff.evaluation.options import EvalConfig, MethodOptions
+from jointdiff.jedi.coupling import Coupling
 from jointdiff.jedi.guidance import Guidance
 
 
@@ -55,7 +56,8 @@ def _method_options(p: argparse.ArgumentParser) -> None:
     """How a method generates (``MethodOptions``): the model, steps, the guidance settings, batch and size."""
     add_arguments(p, MethodOptions, ["model", "steps"])
     Guidance.add_arguments(p)  # jedi: the guidance settings
-    add_arguments(p, MethodOptions, ["batch_size", "resolution", "reference_caption"])
+    add_arguments(p, MethodOptions, ["batch_size", "resolution", "reference_caption", "layout"])
+    Coupling.add_arguments(p)  # jedi: the training-free options of the coupled attention (issue 32)
 
 
 def _scoring_options(p: argparse.ArgumentParser) -> None:

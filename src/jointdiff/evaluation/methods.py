@@ -43,7 +43,7 @@ class JeDiMethod:
             guidance = dataclasses.replace(guidance, strategy=DEFAULT.strategy, image_scale=None)
         refs = [im.convert("RGB") for im in references]
         caption = o.reference_caption.format(subject.class_word)
-        with_refs = {"reference_images": refs, "reference_prompts": [caption] * len(refs)}
+        with_refs = {"reference_images": refs, "reference_prompts": [caption] * len(refs), **o.coupling.settings()}
         images: list[PIL.Image.Image] = []
         for start in range(0, len(prompts), o.batch_size):  # up to batch_size independent sets per call
             chunk = prompts[start : start + o.batch_size]
@@ -67,6 +67,8 @@ def _jedi_pipeline(options: MethodOptions, method: str) -> Any:
     if not options.model:
         raise ValueError(f"--method {method} needs --model DIR (a jointdiff pipeline directory)")
     kwargs = {"torch_dtype": torch_dtype(options.dtype)} if options.dtype else {}
+    if options.layout is not None:
+        kwargs["layout"] = options.layout
     pipe = JointDiffusionPipeline.from_pretrained(options.model, **kwargs).to(options.device)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -11,11 +11,14 @@ from typing import Any
 
 from jointdiff.common.config import DTYPES, doc
 from jointdiff.common.config import from_args as config_from_args
+from jointdiff.jedi.coupling import DEFAULT_COUPLING, Coupling
 from jointdiff.jedi.guidance import DEFAULT, DEFAULT_NAMES, Guidance
+from jointdiff.jedi.layouts import LAYOUTS
 
 # run.json records the generation settings flat, the guidance under the pipeline's argument names in this order
 # (as when they were five fields of MethodOptions): a cached run compares, and is written, as before.
 RUN_GUIDANCE_KEYS = ("guidance_scale", "image_guidance_scale", "guidance", "null_reference", "reference_attention")
+COUPLING_NAMES = ("reference_bias", "coupled_layers", "coupled_steps")  # Coupling.add_arguments' dests
 
 
 @dataclass(frozen=True)
@@ -35,27 +38,45 @@ class MethodOptions:
     reference_caption: str = field(
         default="a photo of a {}", metadata=doc('caption of each reference, "{}" = class word')
     )
+    layout: str | None = field(
+        default=None,
+        metadata=doc("jedi: the U-Net's input layout (default: the saved one, else auto; issue 32)", LAYOUTS),
+    )
+    coupling: Coupling = DEFAULT_COUPLING  # the training-free options of the coupled attention (it checks itself)
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not isinstance(self.guidance, Guidance):
             raise ValueError(f"guidance must be a Guidance, got {type(self.guidance).__name__}")
+        if not isinstance(self.coupling, Coupling):
+            raise ValueError(f"coupling must be a Coupling, got {type(self.coupling).__name__}")
+        if self.layout not in (None, *LAYOUTS):
+            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MethodOptions:
-        """From ``jointdiff evaluate``'s options: the fields given (the defaults for the rest) and the guidance."""
-        values = {k: v for k, v in vars(args).items() if k not in DEFAULT_NAMES}
-        return dataclasses.replace(config_from_args(cls, values), guidance=Guidance.from_args(args))
+        """From ``jointdiff evaluate``'s options: the fields given (the defaults for the rest), the guidance and the
+        coupling options (their defaults where the parser has none)."""
+        values = {k: v for k, v in vars(args).items() if k not in (*DEFAULT_NAMES, *COUPLING_NAMES)}
+        coupling = Coupling.from_args(args) if hasattr(args, "reference_bias") else DEFAULT_COUPLING
+        return dataclasses.replace(config_from_args(cls, values), guidance=Guidance.from_args(args), coupling=coupling)
 
     def settings(self) -> dict[str, Any]:
         """The generation settings a run records and compares (run.json): flat, the guidance under the pipeline's
-        argument names; the device is not one (it does not change images)."""
+        argument names; the device is not one (it does not change images). The layout and the coupling options
+        appear only where they differ from the defaults, so a run made before they existed compares as before."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name == "guidance":
                 guidance = self.guidance.settings()
                 out |= {k: guidance[k] for k in RUN_GUIDANCE_KEYS}
+            elif f.name == "coupling":
+                if self.coupling != DEFAULT_COUPLING:
+                    out |= self.coupling.settings()
+            elif f.name == "layout":
+                if self.layout is not None:
+                    out["layout"] = self.layout
             elif f.name != "device":
                 out[f.name] = getattr(self, f.name)
         return out
