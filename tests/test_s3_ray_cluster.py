@@ -1,7 +1,8 @@
 """S3 on a Ray cluster of this machine started with `ray start`, two actor processes: the shards of the single-process
 mode; and a worker killed in the middle of a shard is
-restarted and its task retried, with no shard written twice. Both skipped for now: flaky on Ray 2.60 (see the
-markers); the module stays so that the fix (issue 29) has its test.
+restarted and its task retried, with no shard written twice. On Ray 2.60 a run on such a cluster sometimes loses an
+actor even without a kill (ActorDiedError "cancelled before it started running"); ``run_ray`` reruns the shards
+left unwritten (``ray.retries``), which these tests exercise.
 
 Skipped without Ray. Each actor loads every tiny stage model (``ray.fuse``); the stylizer and the captioner are
 off to keep that short, and the kill costs one more actor start.
@@ -37,18 +38,10 @@ def records(out) -> list[dict]:
     return recs
 
 
-@pytest.mark.skip(
-    reason="flaky on Ray 2.60 even without a kill: Ray Data's actor pool on a `ray start` cluster fails a run with "
-    "ActorDiedError 'cancelled before it started running' in some runs (3 of 6 this session); issue 29 stays open"
-)
 def test_two_workers_write_the_single_process_shards(tiny, tmp_path):
     two_workers_against_one_process(tiny, tmp_path, kill=False)
 
 
-@pytest.mark.skip(
-    reason="flaky on Ray 2.60: after a worker is killed mid-shard, Ray Data cancels its restarted actor "
-    "(ActorDiedError 'cancelled before it started running') in about half the runs; issue 29 stays open"
-)
 def test_two_workers_write_the_single_process_shards_and_a_killed_worker_is_retried(tiny, tmp_path):
     two_workers_against_one_process(tiny, tmp_path, kill=True)
 

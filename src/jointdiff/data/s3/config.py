@@ -179,10 +179,13 @@ class RaySettings:
     actor_cpus: float = 1.0  # CPUs reserved per model actor (on a small laptop: 0.25)
     task_cpus: float = 1.0  # CPUs per CPU-stage task (grouping, pasting, writing)
     fuse: bool = False  # one actor pool holding every model (a single-GPU box); False: one pool per stage
+    retries: int = 3  # reruns over the shards left unwritten when a Ray worker or actor is lost (0: fail at once)
 
     def __post_init__(self) -> None:
         if self.actor_cpus < 0 or self.task_cpus <= 0:
             raise ValueError("actor_cpus >= 0 and task_cpus > 0")
+        if self.retries < 0:
+            raise ValueError("retries >= 0")
 
 
 @dataclass

@@ -11,6 +11,7 @@ on a cluster ``--out`` must be a filesystem every node sees.
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,11 @@ import numpy as np
 
 from jointdiff.data.s3.config import S3Config, config_from_dict
 from jointdiff.data.s3.pipeline_local import RunReport, build_stage, pending, preflight
-from jointdiff.data.s3.store import finalize, write_shard
+from jointdiff.data.s3.store import COUNTS, SHARDS, done_shards, finalize, write_shard
 from jointdiff.data.s3.work import STEPS, Step, run_step
 
 _STEPS = {s.name: s for s in STEPS}
+log = logging.getLogger(__name__)
 
 
 def _rows(shards: list[Any]) -> dict[str, np.ndarray]:
@@ -178,7 +180,13 @@ def run_ray(
     progress: bool = True,
     init_kwargs: dict[str, Any] | None = None,
 ) -> RunReport:
-    """Make the dataset with Ray Data (local Ray when ``address`` is None and Ray is not running)."""
+    """Make the dataset with Ray Data (local Ray when ``address`` is None and Ray is not running).
+
+    A lost worker (a killed process, a lost node, an actor Ray cancelled) fails the stream; the run then goes on
+    over the shards not yet written, up to ``config.ray.retries`` times. That is safe because a shard is written
+    atomically and once (:func:`~jointdiff.data.s3.store.write_shard`) and its content depends on its seeds only;
+    shards written but not yet reported when the stream failed are accounted from their counts on disk.
+    """
     try:
         import ray
         import ray.data
@@ -195,16 +203,69 @@ def run_ray(
         res = ray.cluster_resources()
         check_resources(config, res.get("CPU", 0.0), res.get("GPU", 0.0))
         ray.data.DataContext.get_current().enable_progress_bars = False  # one bar over shards instead
-        ds = build_dataset(config, todo, out)
-        try:
-            with tqdm(total=len(todo), desc="s3 shards (ray)", unit="shard", disable=not progress) as bar:
-                for row in ds.iter_rows():
-                    report.add(json.loads(row["result"]))
-                    bar.update(1)
-        except Exception as e:
-            cause = _root_cause(e)
-            if cause is e:
-                raise
-            raise cause from None
+        reported: set[str] = set()
+        with tqdm(total=len(todo), desc="s3 shards (ray)", unit="shard", disable=not progress) as bar:
+            for attempt in range(config.ray.retries + 1):
+                try:
+                    for row in build_dataset(config, todo, out).iter_rows():
+                        result = json.loads(row["result"])
+                        if attempt and result["status"] == "exists":  # a lost attempt's task finished it late
+                            result = _written(out, result["shard"])
+                        report.add(result)
+                        reported.add(result["shard"])
+                        bar.update(1)
+                    break
+                except Exception as e:
+                    cause = _root_cause(e)
+                    if cause is not e:
+                        raise cause from None
+                    if not lost_worker(e) or attempt == config.ray.retries:
+                        raise
+                    todo = _after_lost_worker(out, todo, report, reported, bar)
+                    log.warning(
+                        "s3: a Ray worker was lost (%s); rerunning the %d unwritten shard(s)", _first_line(e), len(todo)
+                    )
     report.totals = finalize(out)
     return report
+
+
+_LOST = ("ActorDiedError", "ActorUnavailableError", "WorkerCrashedError", "NodeDiedError", "ObjectLostError")
+
+
+def lost_worker(error: BaseException) -> bool:
+    """True when ``error`` (or an error it wraps) says a Ray worker, actor, node or object was lost, not that a step
+    failed: a rerun over the unwritten shards can succeed. Ray Data sometimes keeps only the remote error's text."""
+    import ray.exceptions
+
+    kinds = tuple(getattr(ray.exceptions, name) for name in _LOST)
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, kinds):
+            return True
+        e = getattr(e, "cause", None) or e.__cause__ or e.__context__
+    return any(name in str(error) for name in _LOST)
+
+
+def _after_lost_worker(out: str | Path, todo: list[Any], report: RunReport, reported: set[str], bar: Any) -> list[Any]:
+    """The shards of ``todo`` still to write; those written before the failure but not reported are added to
+    ``report`` (and the bar) from their counts on disk."""
+    done = done_shards(out)
+    for shard in todo:
+        if shard.shard_id in done and shard.shard_id not in reported:
+            report.add(_written(out, shard.shard_id))
+            reported.add(shard.shard_id)
+            bar.update(1)
+    return [s for s in todo if s.shard_id not in done]
+
+
+def _written(out: str | Path, shard_id: str) -> dict[str, Any]:
+    """The result of a shard this run wrote whose row was lost with a worker: its counts as written on disk."""
+    counts = json.loads((Path(out) / SHARDS / shard_id / COUNTS).read_text())
+    return {"shard": shard_id, "status": "written", "counts": counts}
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:200]
