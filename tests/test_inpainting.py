@@ -203,3 +203,105 @@ def test_convert_refuses_a_stock_inpainting_unet_and_says_it_needs_none(_inpaint
     assert isinstance(unet, UNet2DConditionModel)
     with pytest.raises(ValueError, match="needs no conversion"):
         convert_unet(unet)
+
+
+def test_spatial_masks_feed_a_stock_inpainting_input_and_agree_with_the_slot_bits(_inpainting):
+    """known_pixels: the mask channel is 1 - known_pixels and the masked image blends the reference with the empty
+    latent by it (a stock inpainting model's input for a region); all ones / all zeros give exactly the slot bits."""
+    unet = copy.deepcopy(_inpainting["unet"])
+    model = JointUNet.with_joint_attention(unet)
+    x, ref, emb, empty = randn(1, 2, 4, 8, 8), randn(1, 2, 4, 8, 8, seed=3), text(1, 2), randn(4, 8, 8, seed=5)
+    region = torch.zeros(1, 2, 1, 8, 8)
+    region[0, 0, :, 2:6, 1:5] = 1.0  # slot 0: a box to paint; slot 1 all known
+    seen = []
+    hook = unet.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    nothing = torch.zeros(1, 2, dtype=torch.bool)
+    with torch.no_grad():
+        model(x, 10, emb, ref, nothing, empty=empty, known_pixels=1 - region)
+        bits = model(x, 10, emb, ref, torch.tensor([[False, True]]), empty=empty)
+        same = model(
+            x, 10, emb, ref, nothing, empty=empty, known_pixels=torch.cat([region[:, :1] * 0 + 0, 1 - region[:, 1:]], 1)
+        )
+    hook.remove()
+    fed = seen[0]  # (2, 9, 8, 8)
+    assert torch.equal(fed[0, 4:5], region[0, 0]) and fed[1, 4].eq(0).all()
+    inside, outside = region[0, 0, 0].bool(), ~region[0, 0, 0].bool()
+    assert torch.equal(fed[0, 5:][:, inside], empty[:, inside]) and torch.equal(
+        fed[0, 5:][:, outside], ref[0, 0][:, outside]
+    )
+    assert torch.equal(fed[1, 5:], ref[0, 1])
+    assert torch.allclose(same, bits, atol=1e-6)  # slot 0 all unknown, slot 1 all known = the slot bits
+    with pytest.raises(ValueError, match=r"known_pixels must be \(1, 2, 1, 8, 8\)"):
+        model(x, 10, emb, ref, nothing, empty=empty, known_pixels=region[:, :, :, :4])
+
+
+def test_draw_regions_as_stock_inpainting_training_draws_them():
+    from jointdiff.training.objective import draw_regions
+
+    g = torch.Generator().manual_seed(0)
+    masks = draw_regions(2000, 16, 16, 0.25, g)
+    full = masks.flatten(1).all(dim=1)
+    assert masks.shape == (2000, 1, 16, 16) and set(masks.unique().tolist()) == {0.0, 1.0}
+    assert abs(full.float().mean().item() - 0.25) < 0.03  # a quarter masked whole (binomial sd 0.01)
+    partial = masks[~full].flatten(1).mean(dim=1)
+    assert partial.min() >= (4 * 4) / 256 - 1e-6 and partial.max() < 1.0  # at least one 4x4 box, never all
+    assert torch.equal(
+        draw_regions(5, 16, 16, 0.25, torch.Generator().manual_seed(1)),
+        draw_regions(5, 16, 16, 0.25, torch.Generator().manual_seed(1)),
+    )
+
+
+def test_regions_objective_trains_a_stock_inpainting_unet(_inpainting):
+    """masks = regions: no slot is a whole reference, the model sees each image's region and the empty latent, every
+    image counts in the loss, and the U-Net gets gradients; masks = images draws exactly as before."""
+    from diffusers import DDPMScheduler
+
+    from jointdiff.training.objective import JediObjective
+
+    model = JointUNet.with_joint_attention(copy.deepcopy(_inpainting["unet"])).train()
+    x0, emb, null, empty = randn(3, 1, 4, 8, 8), text(3, 1), text(1, 1)[0, 0], randn(4, 8, 8, seed=5)
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    seen = []
+    hook = model.unet.register_forward_pre_hook(lambda _m, args: seen.append(args[0].clone()))
+    gens = [torch.Generator().manual_seed(i) for i in range(3)]
+    out = JediObjective(masks="regions", full_mask_probability=0.0, reference_dropout=0.0)(
+        model, sched, x0, emb, null, generator=gens, empty=empty
+    )
+    hook.remove()
+    out.loss.backward()
+    assert not out.known.any() and out.weights.eq(1).all()
+    mask = seen[0][:, 4]  # (3, 8, 8): the regions, each a proper part of the image
+    assert all(0 < m.mean() < 1 for m in mask)
+    assert model.unet.conv_in.weight.grad.abs().sum() > 0
+    images = JediObjective()
+    a = images.draw_per_set(
+        torch.ones(3, 1, dtype=torch.bool), x0, 1000, [torch.Generator().manual_seed(i) for i in range(3)]
+    )
+    b = JediObjective(masks="regions").draw_per_set(
+        torch.ones(3, 1, dtype=torch.bool), x0, 1000, [torch.Generator().manual_seed(i) for i in range(3)]
+    )
+    assert a.regions is None and torch.equal(a.noise, b.noise) and torch.equal(a.timesteps, b.timesteps)
+    with pytest.raises(ValueError, match="masks: must be images or regions"):
+        JediObjective(masks="strokes")
+
+
+def test_inpainting_base_is_a_stock_layout_beside_the_miniatures_parts(tmp_path):
+    """`jointdiff miniature inpainting-base`: the source's VAE and text encoder, a fresh U-Net read as a stock
+    inpainting model (no jointdiff layout recorded), loadable and trainable by the same code."""
+    from jointdiff.cli import main
+    from jointdiff.jedi.convert import convert_pipeline
+
+    save_tiny_base(tmp_path / "base")
+    convert_pipeline(str(tmp_path / "base"), tmp_path / "jedi")
+    assert main(["miniature", "inpainting-base", "--model", str(tmp_path / "jedi"), "--out", str(tmp_path / "ip")]) == 0
+    src = JointDiffusionPipeline.from_pretrained(tmp_path / "jedi")
+    ip = JointDiffusionPipeline.from_pretrained(tmp_path / "ip")
+    assert ip.joint_unet.layout == InpaintingLayout(4) and LAYOUT_KEY not in ip.unet.config
+    for name in ("vae", "text_encoder"):
+        a, b = getattr(src, name).state_dict(), getattr(ip, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    shape = {k: v for k, v in src.unet.config.items() if not k.startswith("_") and k != "in_channels"}
+    assert {k: ip.unet.config[k] for k in shape} == shape and ip.unet.config.in_channels == 9
+    ip.set_progress_bar_config(disable=True)
+    out = ip(["a toy"], reference_images=[_image(1)], num_inference_steps=1, output_type="np").images
+    assert out.shape == (1, 16, 16, 3)

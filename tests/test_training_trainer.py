@@ -169,3 +169,30 @@ def test_from_scratch_webdataset_pad_accumulation_and_samples(assets, tmp_path):
     pipe = JointDiffusionPipeline.from_pretrained(str(out))
     assert pipe.unet.config.in_channels == 9 and pipe.tokenizer.model_max_length == 16
     assert (out / "samples" / "step-00000002.png").is_file()
+
+
+def test_a_stock_inpainting_model_trains_on_single_images_with_regions(assets, tmp_path):
+    """Issue 32's toy baseline on the training shell: a stock-layout U-Net (miniature inpainting-base) trains on single
+    images with random regions and the empty latent; it learns (the loss falls) and saves as a stock inpainting
+    pipeline."""
+    from jointdiff.jedi.layouts import InpaintingLayout
+    from jointdiff.miniature.assemble import inpainting_base
+
+    from jointdiff.jedi.convert import convert_pipeline
+
+    torch.set_num_threads(1)
+    convert_pipeline(str(assets / "base"), tmp_path / "jedi")
+    inpainting_base(tmp_path / "jedi", tmp_path / "ip-base", seed=0)
+    out = tmp_path / "run"
+    extra = {
+        "model.source": repr(str(tmp_path / "ip-base")),
+        "data.set_size": "[1, 1]",
+        "objective.masks": "'regions'",
+        "train.max_steps": "40",
+        "train.checkpoint_every": "40",
+    }
+    result = train(load_config(None, overrides(assets, out, **extra)))
+    first, last = sum(result.losses[:10]) / 10, sum(result.losses[-10:]) / 10
+    assert result.finished and last < 0.9 * first, (first, last)
+    pipe = JointDiffusionPipeline.from_pretrained(str(out))
+    assert pipe.joint_unet.layout == InpaintingLayout(4)

@@ -35,6 +35,17 @@ def _cmd_grow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_inpainting_base(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jointdiff.miniature.assemble import inpainting_base
+
+    if not (Path(args.model) / "model_index.json").is_file():
+        raise ValueError(f"--model: {args.model} is not a pipeline directory (no model_index.json)")
+    print(inpainting_base(args.model, args.out, args.seed))
+    return 0
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from jointdiff.miniature.assemble import half_precision_copy
     from jointdiff.training.checkpoint import export_checkpoint
@@ -89,6 +100,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--out", required=True, help="pipeline directory to write (model.source of the next run)")
     g.set_defaults(func=_cmd_grow)
 
+    ib = steps.add_parser(
+        "inpainting-base",
+        help="a random U-Net in a stock inpainting layout beside a miniature's VAE and text encoder (issue 32)",
+    )
+    ib.add_argument("--model", required=True, help="pipeline directory whose VAE, text encoder, tokenizer are kept")
+    ib.add_argument("--out", required=True, help="pipeline directory to write (model.source of the training)")
+    ib.add_argument("--seed", type=int, default=0, help="seed of the U-Net's initial weights")
+    ib.set_defaults(func=_cmd_inpainting_base)
     e = steps.add_parser("export", help="a training run's checkpoint (EMA weights) -> pipeline directory")
     e.add_argument("--run", required=True, help="the jointdiff train output_dir")
     e.add_argument("--out", required=True, help="pipeline directory to write")

@@ -93,6 +93,7 @@ class SetBatch:
     added_cond_kwargs: dict[str, torch.Tensor] | None = None  # values (B, N, ...)
     sees_references: bool = False  # with forward_groups(references=...): also attend to the references
     empty: torch.Tensor | None = None  # (C, H, W): an unknown slot's masked-image latent (None: the layout's zeros)
+    known_pixels: torch.Tensor | None = None  # (B, N, 1, H, W) in [0, 1]: spatial masks, 1 = known (overrides known)
 
 
 class _Packed(NamedTuple):
@@ -165,6 +166,7 @@ class JointUNet(nn.Module):
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         cross_attention_kwargs: dict[str, Any] | None = None,
         empty: torch.Tensor | None = None,
+        known_pixels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict noise for every image of every set.
 
@@ -179,6 +181,10 @@ class JointUNet(nn.Module):
             cross_attention_kwargs: passed through to the attention processors.
             empty: an unknown slot's masked-image latent, ``(C, H, W)``: required by a stock inpainting
                 U-Net (the latent of a fully masked image); None for a JeDi U-Net (zeros).
+            known_pixels: spatial masks at latent resolution, ``(B, N, 1, H, W)`` in [0, 1], 1 where the reference
+                is known: the mask channel is ``1 - known_pixels`` and the masked-image channels blend the
+                reference with the unknown value (zero or ``empty``) by it, as a stock inpainting model is trained
+                (random regions); ``known`` then only flags reference slots for the coupling options.
 
         Returns:
             Predicted noise, ``(B, N, C, H, W)``.
@@ -186,7 +192,15 @@ class JointUNet(nn.Module):
         return self.forward_groups(
             [
                 SetBatch(
-                    sample, timestep, encoder_hidden_states, reference, known, slot_mask, added_cond_kwargs, empty=empty
+                    sample,
+                    timestep,
+                    encoder_hidden_states,
+                    reference,
+                    known,
+                    slot_mask,
+                    added_cond_kwargs,
+                    empty=empty,
+                    known_pixels=known_pixels,
                 )
             ],
             cross_attention_kwargs,
@@ -275,7 +289,14 @@ class JointUNet(nn.Module):
 
         known = known.to(sample.device)
         masked = self._masked(reference.to(sample.dtype), known, g.empty)  # (B, N, C, H, W)
-        blocks = {"mask": mask_channel(known, h, w, sample.dtype), "noisy": sample, "reference": masked}
+        mask = mask_channel(known, h, w, sample.dtype)  # (B, N, 1, H, W), 1 = to paint
+        if g.known_pixels is not None:  # spatial masks: the unknown value (zero or empty) blended in by pixel
+            if tuple(g.known_pixels.shape) != (b, n, 1, h, w):
+                raise ValueError(f"known_pixels must be ({b}, {n}, 1, {h}, {w}), got {tuple(g.known_pixels.shape)}")
+            keep = g.known_pixels.to(sample)
+            unknown = self._masked(reference.to(sample.dtype), torch.zeros_like(known), g.empty)
+            masked, mask = reference.to(sample.dtype) * keep + unknown * (1 - keep), 1 - keep
+        blocks = {"mask": mask, "noisy": sample, "reference": masked}
         blocks["masked_image"] = masked  # the stock inpainting name of the same block
         x = torch.cat([blocks[name] for name in self.layout.channels], dim=2)  # (B, N, 1 + 2C, H, W), the U-Net's order
         return _Packed(

@@ -117,3 +117,23 @@ def grow_attention(src: str | Path, out: str | Path) -> Path:
     pipe.register_modules(unet=unet)
     pipe.save_pretrained(str(out))
     return Path(out)
+
+
+def inpainting_base(src: str | Path, out: str | Path, seed: int = 0) -> Path:
+    """The start of a toy *stock* inpainting model (issue 32): ``src``'s VAE, text encoder, tokenizer and scheduler
+    with a fresh random U-Net of ``src``'s U-Net's shape in a stock inpainting model's input layout
+    (``concat(x_t, M, z_masked)``: 8 + 1 + 8 channels, no jointdiff layout recorded), trained from scratch on single
+    images with random masks (``objective.masks = "regions"``), never on sets: the training-free baseline that
+    JeDi's joint training is measured against."""
+    from diffusers import UNet2DConditionModel
+
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
+
+    parts = JointDiffusionPipeline.from_pretrained(str(src)).components
+    c = int(parts["vae"].config.latent_channels)
+    shape = {k: v for k, v in parts["unet"].config.items() if not k.startswith("_")}  # no jointdiff layout record
+    with seeded(seed):
+        unet = UNet2DConditionModel(**{**shape, "in_channels": 2 * c + 1, "out_channels": c})
+    pipe = JointDiffusionPipeline(**{**parts, "unet": unet}, layout="inpainting")
+    pipe.save_pretrained(str(out))
+    return Path(out)

@@ -185,8 +185,23 @@ class ObjectiveConfig:
     snr_gamma: float = field(
         default=0.0, metadata=doc("min-SNR-gamma loss weighting (Hang et al. 2023; 5 is their choice); 0: off (paper)")
     )
+    masks: str = field(
+        default="images",
+        metadata=doc(
+            "images: JeDi's mask bit per image of a set (eq. 2); regions: a stock inpainting model's training, random "
+            "rectangles per image (or the whole image), for the training-free baseline of issue 32",
+            ("images", "regions"),
+        ),
+    )
+    full_mask_probability: float = field(
+        default=0.25, metadata=doc("masks = regions: probability that the whole image is masked (SD inpainting: 0.25)")
+    )
 
     def __post_init__(self) -> None:
+        if self.masks not in ("images", "regions"):
+            raise ValueError(f"masks: must be images or regions, got {self.masks!r}")
+        if not 0.0 <= self.full_mask_probability <= 1.0:
+            raise ValueError(f"full_mask_probability: must be in [0, 1], got {self.full_mask_probability}")
         if not 0.0 <= self.reference_probability < 1.0:
             raise ValueError(f"reference_probability: must be in [0, 1), got {self.reference_probability}")
         for name in ("text_dropout", "reference_dropout"):

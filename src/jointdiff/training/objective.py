@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -52,6 +53,25 @@ def draw_known(slot_mask: torch.Tensor, p: float, generator: torch.Generator | N
     return known
 
 
+def draw_regions(
+    count: int, height: int, width: int, p_full: float, generator: torch.Generator | None = None, device: Any = None
+) -> torch.Tensor:
+    """Inpainting masks as a stock inpainting model is trained with (SD inpainting: synthetic masks, the whole image in
+    a quarter of the cases): ``(count, 1, H, W)``, 1 = to paint. Each mask is the whole image with probability
+    ``p_full``, else the union of one or two axis-aligned rectangles whose sides are 1/4 to 3/4 of the image's."""
+    masks = torch.zeros(count, 1, height, width, device=device)
+    for i in range(count):
+        if torch.rand(1, generator=generator, device=device).item() < p_full:
+            masks[i] = 1.0
+            continue
+        for _ in range(int(torch.randint(1, 3, (1,), generator=generator, device=device))):
+            u = torch.rand(4, generator=generator, device=device).tolist()
+            bh, bw = round(height * (0.25 + 0.5 * u[0])), round(width * (0.25 + 0.5 * u[1]))
+            top, left = int(u[2] * (height - bh + 1)), int(u[3] * (width - bw + 1))
+            masks[i, 0, top : top + bh, left : left + bw] = 1.0
+    return masks
+
+
 @dataclass
 class Draws:
     """The random draws of one loss evaluation."""
@@ -61,6 +81,7 @@ class Draws:
     text_dropped: torch.Tensor  # (B,) bool
     timesteps: torch.Tensor  # (B,) long
     noise: torch.Tensor  # like the latents (zero in padded slots when drawn per set)
+    regions: torch.Tensor | None = None  # (B, N, 1, H, W), 1 = to paint: masks = regions only
 
 
 @dataclass
@@ -81,7 +102,11 @@ class JediObjective(ObjectiveConfig):
         text_drop = torch.rand(b, generator=generator, device=device) < self.text_dropout  # (B,)
         t = torch.randint(0, steps, (b,), generator=generator, device=device)  # (B,)
         noise = torch.randn(latents.shape, generator=generator, device=device, dtype=latents.dtype)
-        return Draws(known, ref_drop, text_drop, t, noise)
+        regions = None
+        if self.masks == "regions":  # drawn last: the draws above are those of masks = images
+            b, n, _, h, w = latents.shape
+            regions = draw_regions(b * n, h, w, self.full_mask_probability, generator, device).unflatten(0, (b, n))
+        return Draws(known, ref_drop, text_drop, t, noise, regions)
 
     def draw_per_set(
         self, real: torch.Tensor, latents: torch.Tensor, steps: int, generators: Sequence[torch.Generator]
@@ -96,6 +121,8 @@ class JediObjective(ObjectiveConfig):
         ref_drop = torch.zeros(b, dtype=torch.bool, device=device)
         text_drop = torch.zeros(b, dtype=torch.bool, device=device)
         t = torch.zeros(b, dtype=torch.long, device=device)
+        h, w = latents.shape[3:]
+        regions = torch.ones(b, latents.shape[1], 1, h, w, device=device) if self.masks == "regions" else None
         for i, g in enumerate(generators):
             k = int(real[i].sum())
             if k == 0:
@@ -106,7 +133,9 @@ class JediObjective(ObjectiveConfig):
             t[i] = torch.randint(0, steps, (1,), generator=g, device=device)[0]
             shape = (k, *latents.shape[2:])  # (k, C, H, W): the real slots of set i
             noise[i, real[i]] = torch.randn(shape, generator=g, device=device, dtype=latents.dtype)
-        return Draws(known, ref_drop, text_drop, t, noise)
+            if regions is not None:  # drawn last: the draws above are those of masks = images
+                regions[i, real[i]] = draw_regions(k, h, w, self.full_mask_probability, g, device)
+        return Draws(known, ref_drop, text_drop, t, noise, regions)
 
     def __call__(
         self,
@@ -118,6 +147,7 @@ class JediObjective(ObjectiveConfig):
         slot_mask: torch.Tensor | None = None,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         foreground: torch.Tensor | None = None,
+        empty: torch.Tensor | None = None,
     ) -> ObjectiveOutput:
         """Loss of ``model`` (a :class:`jointdiff.jedi.model.JointUNet`) on clean latents ``(B, N, C, H, W)``.
 
@@ -131,6 +161,11 @@ class JediObjective(ObjectiveConfig):
             foreground: subject coverage ``(B, N, H, W)`` in [0, 1] at latent resolution; with
                 ``foreground_weight`` w, each slot's loss is the mean of the squared error weighted
                 by ``1 + w * foreground`` (normalised by the weights' sum, so w rescales nothing else).
+            empty: the latent of a fully masked image ``(C, H, W)``, for a stock inpainting U-Net's unknown pixels.
+
+        With ``masks = "regions"`` (a stock inpainting model's training, issue 32) no slot is a whole reference:
+        each image is inpainted within its random region (:func:`draw_regions`; the whole image where the set's
+        references are dropped) and every slot counts in the loss.
         """
         b, n = latents.shape[:2]
         device = latents.device
@@ -146,6 +181,10 @@ class JediObjective(ObjectiveConfig):
 
         # 2. Conditions: references dropped, prompts dropped; forward diffusion at one timestep per set.
         known = d.known & ~ref_drop[:, None]
+        known_pixels = None
+        if d.regions is not None:
+            known = torch.zeros_like(known)
+            known_pixels = torch.where(ref_drop[:, None, None, None, None], 0.0, 1.0 - d.regions)  # (B, N, 1, H, W)
         text = torch.where(text_drop[:, None, None, None], null_text.to(text.dtype).expand_as(text), text)
         t_flat = t.repeat_interleave(n)  # (B,) -> (B*N,)
         noisy = noise_scheduler.add_noise(pack_sets(latents), pack_sets(noise), t_flat)  # type: ignore[attr-defined]
@@ -161,8 +200,9 @@ class JediObjective(ObjectiveConfig):
             raise ValueError(f"scheduler prediction_type '{kind}' is not supported (epsilon or v_prediction)")
 
         # 4. eps_theta(x_t, x0 * (1 - M), M) and the MSE averaged over the chosen slots.
+        extra = {k: v for k, v in {"empty": empty, "known_pixels": known_pixels}.items() if v is not None}
         pred = model(
-            noisy, t, text, reference=latents, known=known, slot_mask=None if slot_mask is None else real
+            noisy, t, text, reference=latents, known=known, slot_mask=None if slot_mask is None else real, **extra
         )  # (B, N, C, H, W)
         err = (pred.float() - target.float()).pow(2).mean(dim=2)  # (B, N, H, W)
         if foreground is not None and self.foreground_weight > 0:

@@ -223,6 +223,15 @@ class JediTask(Task):
             with torch.no_grad():
                 self.null_text = self.encode_text([[""]])[0, 0]  # (T, D)
         self.sampled_note = False
+        self.empty = self.empty_latent() if model.joint.layout.needs_empty else None
+
+    def empty_latent(self) -> torch.Tensor:
+        """What a stock inpainting U-Net reads where the image is masked: the VAE latent of a fully masked (mid-grey)
+        image at the training resolution, ``(C, h, w)``, as ``JointDiffusionPipeline.empty_latent`` gives it."""
+        vae, side = self.model.components["vae"], self.config.data.resolution
+        grey = torch.zeros(1, 3, side, side, device=self.device)
+        with torch.no_grad():
+            return encode_latents(vae, grey, dtype=torch.float32)[0]
 
     def encode_text(self, captions: list[list[str]]) -> torch.Tensor:
         """Per-image prompt embeddings ``(B, N, T, D)``."""
@@ -269,6 +278,7 @@ class JediTask(Task):
             slot_mask=None if bool(slot_mask.all()) else slot_mask,
             generator=self.generators(seeds, "objective"),
             foreground=batch["foreground"].to(self.device) if "foreground" in batch else None,
+            empty=self.empty,
         )
         return res.loss, int(slot_mask.sum())
 
