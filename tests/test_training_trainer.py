@@ -175,10 +175,9 @@ def test_a_stock_inpainting_model_trains_on_single_images_with_regions(assets, t
     """Issue 32's toy baseline on the training shell: a stock-layout U-Net (miniature inpainting-base) trains on single
     images with random regions and the empty latent; it learns (the loss falls) and saves as a stock inpainting
     pipeline."""
+    from jointdiff.jedi.convert import convert_pipeline
     from jointdiff.jedi.layouts import InpaintingLayout
     from jointdiff.miniature.assemble import inpainting_base
-
-    from jointdiff.jedi.convert import convert_pipeline
 
     torch.set_num_threads(1)
     convert_pipeline(str(assets / "base"), tmp_path / "jedi")
