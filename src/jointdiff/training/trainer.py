@@ -223,7 +223,8 @@ class JediTask(Task):
             with torch.no_grad():
                 self.null_text = self.encode_text([[""]])[0, 0]  # (T, D)
         self.sampled_note = False
-        self.empty = self.empty_latent() if model.joint.layout.needs_empty else None
+        layout = shell.accelerator.unwrap_model(model.joint).layout  # model.joint may be wrapped (DDP)
+        self.empty = self.empty_latent() if layout.needs_empty else None
 
     def empty_latent(self) -> torch.Tensor:
         """What a stock inpainting U-Net reads where the image is masked: the VAE latent of a fully masked (mid-grey)
