@@ -48,8 +48,7 @@ def test_two_workers_write_the_single_process_shards_and_a_killed_worker_is_retr
 
 def two_workers_against_one_process(tiny, tmp_path, kill: bool) -> None:
     """S3 on a two-worker Ray cluster against the single-process mode; ``kill``: SIGKILL one worker mid-shard."""
-    from jointdiff.data.s3.pipeline_ray import run_ray
-    from jointdiff.testing.s3 import busy_actor_processes, ray_cluster
+    from jointdiff.testing.s3 import busy_actor_processes, ray_cluster, run_ray_in_a_fresh_process
 
     if ray.is_initialized():
         ray.shutdown()
@@ -80,7 +79,8 @@ def two_workers_against_one_process(tiny, tmp_path, kill: bool) -> None:
         watcher = threading.Thread(target=kill_one_busy_worker, daemon=True)
         watcher.start()
         try:
-            report = run_ray(cfg, tmp_path / "ray-out", address=cluster.address, progress=False)
+            # a fresh driver: this test process may have run Ray Data on a local Ray before (tests/test_s3_ray.py)
+            report = run_ray_in_a_fresh_process(settings, tmp_path / "ray-out", cluster.address)
         finally:
             done.set()
             watcher.join(timeout=10)

@@ -184,3 +184,23 @@ def busy_actor_processes(head_pid: int, actor: str = "MapWorker") -> list[int]:
         if title.startswith("ray::") and actor in title and title.split(")")[-1].startswith(".submit"):
             busy.append(p.pid)
     return busy
+
+
+def _run_ray(settings: dict[str, Any], out: str, address: str) -> Any:
+    from jointdiff.data.s3.config import config_from_dict
+    from jointdiff.data.s3.pipeline_ray import run_ray
+
+    return run_ray(config_from_dict(settings), out, address=address, progress=False)
+
+
+def run_ray_in_a_fresh_process(settings: dict[str, Any], out: str | Path, address: str) -> Any:
+    """``run_ray`` on the cluster at ``address`` from a new driver process (spawned), returning its report.
+
+    A test process that already ran Ray Data on another Ray (``ray.init()``, then ``ray.shutdown()``) cannot run an
+    actor pool on a second cluster on Ray 2.60: the pool's actors die during initialisation ("cancelled before it
+    started running"), every time. The CLI runs one job per process, so only tests need this."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_run_ray, settings, str(out), address).result()
