@@ -306,23 +306,32 @@ def plot_sweep(results: dict[str, dict], scales: tuple[float, ...], path: Path) 
     plt.close(fig)
 
 
-def figure(work: Path, subjects: int, path: Path, part: str = "report") -> None:
-    """``subjects`` held-out subjects x (reference | joint | text first | image first | no image guidance)."""
+FIGURE_COLUMNS = (
+    ("joint", "joint"),
+    ("text_first", "text first"),
+    ("image_first", "image first"),
+    ("text_only", "no image guidance"),
+)
+
+
+def figure(
+    work: Path,
+    subjects: int,
+    path: Path,
+    part: str = "report",
+    columns: tuple[tuple[str, str], ...] = FIGURE_COLUMNS,
+) -> None:
+    """``subjects`` held-out subjects x (reference | each ``(run, caption)`` of ``columns``: by default joint, text
+    first, image first, no image guidance), one prompt each; the runs share the input choice (same seed)."""
     import PIL.Image
 
     from jointdiff.common.images import save_grid
     from jointdiff.evaluation.toy.benchmark import load_toyworld
 
     bench = load_toyworld(f"subjects={subjects},part={part}")
-    columns = [
-        ("joint", "joint"),
-        ("text_first", "text first"),
-        ("image_first", "image first"),
-        ("text_only", "no image guidance"),
-    ]
     rows = []
     for i, subject in enumerate(bench.subjects()[:subjects]):
-        folder = next((work / "joint" / "images" / subject.name).glob("in*"))
+        folder = next((work / columns[0][0] / "images" / subject.name).glob("in*"))
         ref = subject.images[int(folder.name.removeprefix("in").split("-")[0])]
         k = i % len(bench.prompt_templates(subject))  # a different scene per subject
         prompt = bench.prompt_templates(subject)[k].format(subject.class_word)

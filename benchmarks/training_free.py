@@ -81,31 +81,6 @@ def choose(tw, results: dict[str, dict]) -> tuple[str, list[str]]:
     return (best[0] if best else "tf"), lines
 
 
-def grid(tw, work: Path, names: dict[str, str], subjects: int, path: Path) -> None:
-    """``subjects`` report subjects x (reference | each run of ``names``), one prompt each."""
-    import PIL.Image
-
-    from jointdiff.common.images import save_grid
-    from jointdiff.evaluation.toy.benchmark import load_toyworld
-
-    bench = load_toyworld(f"subjects={subjects},part=report")
-    rows = []
-    for i, subject in enumerate(bench.subjects()[:subjects]):
-        first = next(iter(names))
-        folder = next((work / first / "images" / subject.name).glob("in*"))
-        ref = subject.images[int(folder.name.removeprefix("in").split("-")[0])]
-        k = (3 * i) % len(bench.prompt_templates(subject))  # a different scene per subject
-        prompt = bench.prompt_templates(subject)[k].format(subject.class_word)
-        row = [(ref, f"reference ({subject.class_word})")]
-        for name, caption in names.items():
-            sub = work / name / "images" / subject.name
-            image_dir = sub / folder.name if (sub / folder.name).is_dir() else next(sub.glob("in*"))
-            image = PIL.Image.open(image_dir / f"p{k:02d}_s0.png")
-            row.append((image.convert("RGB"), f"{caption}: {prompt}"))
-        rows.append(row)
-    save_grid(rows, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--inpainting", required=True, help="the toy stock inpainting model (pipeline directory)")
@@ -166,18 +141,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.record or args.work / "training_free.md"
     out.parent.mkdir(parents=True, exist_ok=True)
     picture = out.with_name(out.stem + "_grid.png")
-    grid(
-        tw,
-        args.work / "report",
-        {
-            chosen: "training-free",
-            "jedi": "trained JeDi",
-            "noref": "no reference",
-            "jedi_noref": "trained, no reference",
-        },
-        args.grid_subjects,
-        picture,
-    )
+    columns = ((chosen, "training-free"), ("jedi", "trained JeDi"), ("noref", "no reference"))
+    columns += (("jedi_noref", "trained, no reference"),)
+    tw.figure(args.work / "report", args.grid_subjects, picture, "report", columns)
 
     import torch
 
