@@ -47,6 +47,8 @@ def test_demo_with_a_user_photo_and_cli_errors(model, tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "out")]) == 0
     out = capsys.readouterr().out
     assert "JeDi, 1 reference" in out and "text-only floor" not in out  # no toy rows for a photo
+    assert out.strip().splitlines()[-1] == "Your own image: jointdiff demo --ref my.png --class-word dog"
+    assert "knows only the toy world" not in out  # said only when the shipped miniature ran
     assert (tmp_path / "out" / "grid.png").is_file()
     assert main(["demo", "--model", str(model), "--ref", str(tmp_path / "missing.png")]) == 2
     assert capsys.readouterr().err.strip() == f"jointdiff: error: reference image not found: {tmp_path / 'missing.png'}"

@@ -10,7 +10,7 @@ import argparse
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jointdiff.common.images import load_image
-    from jointdiff.evaluation.demo import format_scores, run_demo
+    from jointdiff.evaluation.demo import closing_lines, format_scores, run_demo
 
     refs = [load_image(p) for p in args.ref]
     result = run_demo(
@@ -24,6 +24,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     )
     print(format_scores(result))
     print(f"{result.grid}  ({result.seconds:.1f} s)")
+    print("\n".join(closing_lines(shipped=args.model is None)))
     return 0
 
 
