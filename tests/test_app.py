@@ -224,6 +224,20 @@ def test_toy_subject_renders_held_out_references_deterministically(pipe, tmp_pat
         assert paths == [] and status.startswith("**Error:**") and needle in status
 
 
+def test_the_page_opens_with_a_held_out_toy_subject_ready(pipe, tmp_path):
+    """First contact (issue 31): toy subject 0 as the reference, its caption, two prompts naming it; the page's
+    fields hold them, so the first click on Generate personalises."""
+    pytest.importorskip("jointdiff.data.toyworld.generator", reason="the toy world is not in this install")
+    service = JeDiService(pipe, "tiny", tmp_path / "work")
+    first = service.first_contact()
+    assert len(first.references) == 1 and first.caption.split()[0] in ("a", "an")
+    assert first.prompts == f"{first.caption} on the beach\n{first.caption} in the snow"
+    assert first.status.startswith("toy-world subject 0:") and first.status.endswith("press Generate")
+    assert app_io.read_references(first.references)[0].size == (64, 64)
+    out = service.generate(first.references, first.prompts, first.caption, steps=2, seed=0)
+    assert out.status.startswith("2 image(s)") and len(out.gallery) == 2
+
+
 # -- DreamBlend ------------------------------------------------------------------------------------
 
 

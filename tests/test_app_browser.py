@@ -216,6 +216,19 @@ def _wait_status(page, needle: str) -> str:
     return handle.json_value().strip()
 
 
+def test_browser_opens_with_a_held_out_toy_subject_and_the_first_click_personalises(page):
+    """First contact (issue 31): the page opens with held-out toy subject 0 as the reference, prompts naming it and a
+    status that says to press Generate; one click generates with that reference."""
+    pytest.importorskip("jointdiff.data.toyworld.generator", reason="the toy world is not in this install")
+    assert page.locator("#reference-preview img").count() == 1
+    caption = page.input_value("#reference-caption textarea")
+    assert page.input_value("#prompts textarea") == f"{caption} on the beach\n{caption} in the snow"
+    assert _status(page).endswith("press Generate") and caption in _status(page)
+    page.click("#generate")
+    page.wait_for_function("document.querySelectorAll('#gallery img').length === 2")
+    assert _wait_status(page, "seed 0") == "2 image(s), 30 steps, seed 0"
+
+
 def test_browser_upload_a_reference_generate_and_see_the_images(page, tmp_path):
     _upload(page, toy_png(tmp_path / "toy.png"))
     assert _wait_status(page, "ready") == "1 reference image(s) ready (96x96 px)"

@@ -68,21 +68,22 @@ def _jedi_tab(gr: Any, jedi: JeDiService) -> None:
         progress(0, desc="starting")
         return _shown(jedi.generate(files, prompts, ref_prompt, guidance, scale, image_scale, steps, seed, on_step))
 
+    first = jedi.first_contact()  # a held-out toy subject and prompts ready: the first click personalises
     with gr.Column():
-        refs, preview, toy_index, toy_count, toy_button = _reference_inputs(gr)
+        refs, preview, toy_index, toy_count, toy_button = _reference_inputs(gr, first.references)
         ref_prompt = gr.Textbox(
-            label="Reference caption (optional)", placeholder="a photo of a toy", elem_id="reference-caption"
+            first.caption,
+            label="Reference caption (optional)",
+            placeholder="a photo of a toy",
+            elem_id="reference-caption",
         )
         prompts = gr.Textbox(
-            label="Prompts, one per line (one image each)",
-            lines=3,
-            value="a toy on the beach\na toy in the snow",
-            elem_id="prompts",
+            label="Prompts, one per line (one image each)", lines=3, value=first.prompts, elem_id="prompts"
         )
         settings = _generation_settings(gr)  # guidance, scale, image_scale, steps, seed
         button = gr.Button("Generate", variant="primary", elem_id="generate")
     with gr.Column():
-        status = gr.Markdown(elem_id="status")
+        status = gr.Markdown(first.status, elem_id="status")
         gallery = gr.Gallery(label="Generated", columns=4, elem_id="gallery")
         files = gr.File(
             label="Download (PNG text chunk `jointdiff` holds the settings)",
@@ -101,10 +102,14 @@ def _jedi_tab(gr: Any, jedi: JeDiService) -> None:
     )
 
 
-def _reference_inputs(gr: Any) -> tuple[Any, ...]:
-    """The references: uploads, their preview, and the held-out toy subject picker (index, views, button)."""
-    refs = gr.File(label=f"Reference images (1-{MAX_REFERENCES})", file_count="multiple", elem_id="references")
+def _reference_inputs(gr: Any, initial: list[str]) -> tuple[Any, ...]:
+    """The references (``initial`` paths shown first): uploads, their preview, and the held-out toy subject picker
+    (index, views, button)."""
+    refs = gr.File(
+        initial or None, label=f"Reference images (1-{MAX_REFERENCES})", file_count="multiple", elem_id="references"
+    )
     preview = gr.Gallery(
+        initial or None,
         label="References",
         columns=4,
         height=180,

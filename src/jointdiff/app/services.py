@@ -51,6 +51,16 @@ def _failure(e: Exception) -> Outcome:
     return Outcome(status=f"**Internal error:** {type(e).__name__}: {e}")
 
 
+@dataclass
+class FirstContact:
+    """The JeDi tab's initial values: references, their caption, the prompts and the status line."""
+
+    references: list[str]
+    caption: str
+    prompts: str
+    status: str
+
+
 class JeDiService:
     """JeDi generation for the app (sec. 3.3): checks uploads, runs the pipeline, writes the PNGs."""
 
@@ -74,12 +84,24 @@ class JeDiService:
 
     def toy(self, index: Any, count: Any) -> tuple[list[str], str, str]:
         """Held-out toy-world renders as references: (paths, reference caption, status); never raises."""
-        size = max(64, self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor)
         try:
+            size = max(64, self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor)
             paths, caption = toy_references(index, count, size, self.results.new())
         except Exception as e:
             return [], "", _failure(e).status
         return [str(p) for p in paths], caption, f"toy-world subject {int(float(index))}: {caption}"
+
+    def first_contact(self) -> FirstContact:
+        """What the page opens with, so the first click on Generate personalises: held-out toy subject 0 as the
+        reference, its caption, two prompts with it, and a status line that says so. Without the toy world (an
+        install without it), empty fields and the default prompts."""
+        paths, caption, status = self.toy(0, 1)
+        if not paths:
+            return FirstContact([], "", "a toy on the beach\na toy in the snow", "")
+        prompts = f"{caption} on the beach\n{caption} in the snow"
+        return FirstContact(
+            paths, caption, prompts, f"{status}, a held-out subject the model never saw: press Generate"
+        )
 
     def generate(
         self,
