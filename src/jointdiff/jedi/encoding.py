@@ -57,6 +57,17 @@ def encode_latents(
     return (z.to(dtype or z.dtype) - shift) * scaling
 
 
+def fully_masked_latent(
+    vae: Any, height: int, width: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """The latent ``(C, h, w)`` a stock inpainting U-Net reads where everything is masked: diffusers feeds
+    ``vae.encode(image * (mask < 0.5))``, a mid-grey image (0 in [-1, 1]) when all is masked; here the posterior
+    mode, deterministic as the references' latents, in ``dtype`` (default: the VAE's)."""
+    grey = torch.zeros(1, 3, height, width, device=device, dtype=vae.dtype)
+    with torch.no_grad():
+        return encode_latents(vae, grey, dtype=dtype)[0]
+
+
 def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     """Images in about [-1, 1] ``(B, 3, H, W)`` of latents as the U-Net sees them (inverse scaling and shift)."""
     scaling, shift = latent_factors(vae)

@@ -27,7 +27,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 from jointdiff.common.paths import is_hub_id
 from jointdiff.jedi.attention import has_joint_attention
 from jointdiff.jedi.coupling import DEFAULT_COUPLING, Coupling
-from jointdiff.jedi.encoding import SDParts, encode_latents
+from jointdiff.jedi.encoding import SDParts, fully_masked_latent
 from jointdiff.jedi.guidance import DEFAULT, Guidance
 from jointdiff.jedi.layouts import detect_layout
 from jointdiff.jedi.loading import JOINT_PIPELINE, load_base_components, read_json
@@ -240,13 +240,11 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
 
     def empty_latent(self, height: int, width: int, device: torch.device) -> torch.Tensor | None:
         """What an unknown slot's masked-image channels hold, ``(C, h, w)``: for a stock inpainting U-Net the latent
-        of a fully masked image (diffusers feeds ``vae.encode(image * (mask < 0.5))``, a mid-grey image where all
-        is masked; here the posterior mode, deterministic as the references' latents); None for a JeDi U-Net
+        of a fully masked image (:func:`jointdiff.jedi.encoding.fully_masked_latent`); None for a JeDi U-Net
         (zeros, ``x0 (1 - M)``)."""
         if not self.joint_unet.layout.needs_empty:
             return None
-        grey = torch.zeros(1, 3, height, width, device=device, dtype=self.vae.dtype)  # 0 in [-1, 1]: mid-grey
-        return encode_latents(self.vae, grey)[0].to(self.unet.dtype)
+        return fully_masked_latent(self.vae, height, width, device).to(self.unet.dtype)
 
     def prepare_references(
         self, images: list[PIL.Image.Image], batch: int, height: int, width: int, device: torch.device

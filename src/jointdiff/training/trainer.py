@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from jointdiff.common.config import torch_dtype
 from jointdiff.common.seeding import keyed_generator
 from jointdiff.data.stream import WeightedSource, skipped_total
-from jointdiff.jedi.encoding import encode_latents, encode_prompts
+from jointdiff.jedi.encoding import encode_latents, encode_prompts, fully_masked_latent
 from jointdiff.jedi.sets import pack_sets, unpack_sets
 from jointdiff.training.checkpoint import save_pipeline
 from jointdiff.training.components import Batches, check_latent_sources, load_components, open_data_sources
@@ -228,11 +228,9 @@ class JediTask(Task):
 
     def empty_latent(self) -> torch.Tensor:
         """What a stock inpainting U-Net reads where the image is masked: the VAE latent of a fully masked (mid-grey)
-        image at the training resolution, ``(C, h, w)``, as ``JointDiffusionPipeline.empty_latent`` gives it."""
-        vae, side = self.model.components["vae"], self.config.data.resolution
-        grey = torch.zeros(1, 3, side, side, device=self.device)
-        with torch.no_grad():
-            return encode_latents(vae, grey, dtype=torch.float32)[0]
+        image at the training resolution, ``(C, h, w)``, as the pipeline feeds it at sampling."""
+        side = self.config.data.resolution
+        return fully_masked_latent(self.model.components["vae"], side, side, self.device, torch.float32)
 
     def encode_text(self, captions: list[list[str]]) -> torch.Tensor:
         """Per-image prompt embeddings ``(B, N, T, D)``."""
