@@ -12,7 +12,14 @@ from jointdiff.data.sources import Part
 from jointdiff.data.toyworld.generator import set_key
 from jointdiff.testing.training import cpu_run_overrides
 from jointdiff.training.config import SourceConfig, load_config
-from jointdiff.training.latent_cache import CacheJob, encode_records, load_vae, toy_records, toy_set_records
+from jointdiff.training.latent_cache import (
+    CacheJob,
+    encode_records,
+    load_vae,
+    toy_pair_records,
+    toy_records,
+    toy_set_records,
+)
 from jointdiff.training.toystream import ToyWorldSource, attach_vae, parse_spec
 from jointdiff.training.trainer import train
 
@@ -83,6 +90,31 @@ def test_reader_resumes_exactly_from_its_counters(base):
     assert head + [s.key for s in tail] == keys
     fresh = encode_records(vae, toy_set_records([_index(tail[-1].key)], "train", 16, 2))[0]
     assert torch.equal(tail[-1].latents, fresh.latents)
+
+
+def test_two_subject_sets_stream_views_of_a_of_b_and_of_both(base):
+    """Issue 33: a two_subjects source serves the pair sets of make_pair_set, encoded as the cache would; the
+    foreground is both subjects' pixels; short captions keep both class words."""
+    from jointdiff.data.toyworld.pairs import make_pair_set
+
+    _, vae = base
+    source = ToyWorldSource("train:700", views=4, two_subjects=True)
+    attach_vae([source], vae, 16)
+    reader = source.reader(seed=0, part=Part())
+    got = [reader.next_set() for _ in range(2)]
+    expected = encode_records(vae, toy_pair_records([700, 701], "train", 16, 4))
+    for g, e, i in zip(got, expected, (700, 701), strict=True):
+        assert g.key == e.key == f"toypair-train-{i:09d}" and g.captions == e.captions
+        assert torch.equal(g.latents, e.latents) and torch.equal(g.foreground, e.foreground)
+        pair = make_pair_set(i, "train", 16, set_size=4)
+        a, b = (s.class_word for s in pair.subjects)
+        both = g.captions[2]
+        assert all(a in c and b in c for c in both)  # the full and the short caption of a view of both
+        assert g.foreground.shape[0] == 4 and (g.foreground.flatten(1).sum(1) > 0).all()
+    with pytest.raises(ValueError, match="at least 2 views"):
+        ToyWorldSource("train:0", views=1, two_subjects=True)
+    with pytest.raises(ValueError, match="only for format toyworld"):
+        SourceConfig(path="/x", format="latents", two_subjects=True)
 
 
 def test_bad_specs_and_options_are_refused():

@@ -124,7 +124,8 @@ def open_data_sources(data: DataConfig) -> list[WeightedSource]:
     for i, s in enumerate(data.sources):
         try:
             if s.format == "toyworld":
-                source: Source = ToyWorldSource(s.path, s.name, s.max_set_size or 4, s.buffer, s.refresh)
+                views = s.max_set_size or 4
+                source: Source = ToyWorldSource(s.path, s.name, views, s.buffer, s.refresh, s.two_subjects)
             else:
                 source = open_source(s.format, s.path, s.name)
         except ValueError as e:

@@ -90,12 +90,15 @@ class SourceConfig:
         metadata=doc("toyworld: encoded sets kept for replay (0: every draw a new subject); rebuilt on resume"),
     )
     refresh: float = field(default=0.25, metadata=doc("toyworld: new sets rendered per set drawn from the buffer"))
+    two_subjects: bool = field(
+        default=False, metadata=doc("toyworld: two-subject sets (views of A alone, B alone, both; issue 33)")
+    )
 
     def __post_init__(self) -> None:
         if not self.path:
             raise ValueError("path: required")
-        if self.format != "toyworld" and (self.buffer != 0 or self.refresh != 0.25):
-            raise ValueError(f"buffer, refresh: only for format toyworld, not {self.format}")
+        if self.format != "toyworld" and (self.buffer != 0 or self.refresh != 0.25 or self.two_subjects):
+            raise ValueError(f"buffer, refresh, two_subjects: only for format toyworld, not {self.format}")
         if self.weight < 0:
             raise ValueError(f"weight: must be >= 0, got {self.weight}")
         if self.max_set_size is not None and self.max_set_size < 1:

@@ -79,6 +79,21 @@ def toy_set_records(
     return records
 
 
+def toy_pair_records(indices: list[int], split: str, resolution: int, views: int) -> list[Record]:
+    """Rendered two-subject sets (issue 33; ``views`` images each, 0: 2-4 at random): views of subject A alone, B
+    alone and both (:func:`jointdiff.data.toyworld.pairs.make_pair_set`), the masks of both subjects' pixels,
+    per image its full and short (class words) caption."""
+    from jointdiff.data.toyworld.pairs import make_pair_set, short_caption
+
+    records = []
+    for i in indices:
+        s = make_pair_set(i, split, resolution, set_size=views or None)
+        short = [short_caption(v, s.subjects, shows) for v, shows in zip(s.views, s.shows, strict=True)]
+        captions = [[v.caption, sh] if sh != v.caption else [v.caption] for v, sh in zip(s.views, short, strict=True)]
+        records.append((s.key, np.stack([v.image for v in s.views]), s.masks().astype(np.float32), captions))
+    return records
+
+
 def toy_records(job: CacheJob, shard: int) -> list[Record]:
     """The rendered sets of toyworld shard ``shard``: images, exact masks, full and short captions."""
     lo = job.start + shard * job.sets_per_shard

@@ -28,7 +28,7 @@ from jointdiff.data.formats import BadSetError
 from jointdiff.data.latents import LatentSet
 from jointdiff.data.sources import Part, SetReader, Source
 from jointdiff.data.toyworld.subjects import SEED_RANGES
-from jointdiff.training.latent_cache import encode_records, toy_set_records
+from jointdiff.training.latent_cache import encode_records, toy_pair_records, toy_set_records
 
 ENCODE_CHUNK = 16  # new sets made together once the buffer is full (one VAE call of 64 images; at most the buffer)
 
@@ -63,7 +63,8 @@ class ToyWorldReader(SetReader):
         src = self.source
         for lo in range(ks.start, ks.stop, 256):
             chunk = range(lo, min(lo + 256, ks.stop))
-            records = toy_set_records([self._index(k) for k in chunk], src.split, src.resolution, src.views)
+            render = toy_pair_records if src.two_subjects else toy_set_records
+            records = render([self._index(k) for k in chunk], src.split, src.resolution, src.views)
             for k, s in zip(chunk, encode_records(src.vae, records), strict=True):
                 self._buffer[k % max(src.buffer, 1)] = s
 
@@ -113,19 +114,31 @@ class ToyWorldSource(Source):
 
     ``views`` images per set (the sets' poses, settings and lights vary; the subject does not),
     ``buffer`` sets kept for replay and ``refresh`` new sets per set drawn (module docstring). The
-    VAE and the resolution come from the model being trained (:meth:`attach`).
+    VAE and the resolution come from the model being trained (:meth:`attach`). ``two_subjects``: pair sets
+    (issue 33), views of subject ``START + k`` alone, of a partner alone and of both
+    (:func:`jointdiff.data.toyworld.pairs.make_pair_set`).
     """
 
     format = "toyworld"
 
-    def __init__(self, path: str, name: str = "", views: int = 4, buffer: int = 0, refresh: float = 0.25) -> None:
+    def __init__(
+        self,
+        path: str,
+        name: str = "",
+        views: int = 4,
+        buffer: int = 0,
+        refresh: float = 0.25,
+        two_subjects: bool = False,
+    ) -> None:
         super().__init__(path, name or path)
         self.split, self.start = parse_spec(path)
         if views < 1 or buffer < 0 or not 0.0 < refresh <= 1.0:
             raise ValueError(
                 f"toyworld source: views >= 1, buffer >= 0, 0 < refresh <= 1; got {views}, {buffer}, {refresh}"
             )
-        self.views, self.buffer, self.refresh = views, buffer, refresh
+        if two_subjects and views < 2:
+            raise ValueError(f"toyworld source: a two-subject set has at least 2 views, got {views}")
+        self.views, self.buffer, self.refresh, self.two_subjects = views, buffer, refresh, two_subjects
         self.vae: Any | None = None
         self.resolution = 64
 

@@ -26,7 +26,16 @@ from jointdiff.data.toyworld.captions import (
 )
 from jointdiff.data.toyworld.edits import apply_condition
 from jointdiff.data.toyworld.raster import F32
-from jointdiff.data.toyworld.render import Pose, cast_shadow, draw_subject, fit_pose, reflect, sample_light, sample_pose
+from jointdiff.data.toyworld.render import (
+    Light,
+    Pose,
+    cast_shadow,
+    draw_subject,
+    fit_pose,
+    reflect,
+    sample_light,
+    sample_pose,
+)
 from jointdiff.data.toyworld.scenes import NEUTRAL_SCENES, SCENES
 from jointdiff.data.toyworld.style import stylize
 from jointdiff.data.toyworld.subjects import SubjectSpec, make_subject, subject_seed
@@ -98,25 +107,9 @@ def render_view(
     light = sample_light(rng)
     rgb, alpha = draw_subject(edited, pose, light, h, w)
     # 3. The backdrop, shadow or reflection, composite, then what lies in front of the subject.
-    backdrop = SCENES[scene](rng, h, w, pose.cx, pose.base)
-    bg = backdrop.image
-    if backdrop.surface == "ground":
-        bg = cast_shadow(bg, alpha, pose, light)
-    elif backdrop.surface == "mirror":
-        bg = reflect(bg, rgb, alpha, pose.base, 0.6)
-    else:
-        bg = reflect(bg, rgb, alpha, pose.base - 0.035, 0.3 if backdrop.surface == "water" else 0.08, ripple=1.0)
-    img = bg * (1 - alpha[..., None]) + rgb
-    visible = alpha
-    if backdrop.overlay is not None:
-        o_rgb, o_a = backdrop.overlay
-        img = img * (1 - o_a[..., None]) + o_rgb * o_a[..., None]
-        visible = alpha * (1 - o_a)
+    img, (visible,) = compose(scene, [(rgb, alpha, pose)], light, rng, h, w, pose.cx, pose.base)
     # 4. Exposure, the optional style, quantisation.
-    img = img * F32(rng.uniform(0.9, 1.1))
-    if style is not None:
-        img = stylize(np.clip(img, 0, 1).astype(F32), style, rng)
-    image = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    image = finish(img, style, rng)
     desc = sample_descriptor(rng, subject.descriptor) if descriptor is None else descriptor
     return View(
         image=image,
@@ -126,6 +119,49 @@ def render_view(
         scene=scene,
         style=style,
     )
+
+
+def compose(
+    scene: str,
+    layers: list[tuple[np.ndarray, np.ndarray, Pose]],
+    light: Light,
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    cx: float,
+    base: float,
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The backdrop of ``scene`` (painted around ``cx``, ``base``), each layer's shadow or reflection, the layers
+    (premultiplied RGB, coverage, pose) composited in the order given (far to near), then the scene's overlay.
+    Returns the float image and each layer's visible coverage (what nearer layers and the overlay leave)."""
+    backdrop = SCENES[scene](rng, h, w, cx, base)
+    bg = backdrop.image
+    for rgb, alpha, pose in layers:
+        if backdrop.surface == "ground":
+            bg = cast_shadow(bg, alpha, pose, light)
+        elif backdrop.surface == "mirror":
+            bg = reflect(bg, rgb, alpha, pose.base, 0.6)
+        else:
+            opacity = 0.3 if backdrop.surface == "water" else 0.08
+            bg = reflect(bg, rgb, alpha, pose.base - 0.035, opacity, ripple=1.0)
+    img = bg
+    visible: list[np.ndarray] = []
+    for rgb, alpha, _ in layers:
+        img = img * (1 - alpha[..., None]) + rgb
+        visible = [v * (1 - alpha) for v in visible] + [alpha]
+    if backdrop.overlay is not None:
+        o_rgb, o_a = backdrop.overlay
+        img = img * (1 - o_a[..., None]) + o_rgb * o_a[..., None]
+        visible = [v * (1 - o_a) for v in visible]
+    return img, visible
+
+
+def finish(img: np.ndarray, style: str | None, rng: np.random.Generator) -> np.ndarray:
+    """Exposure (x 0.9-1.1), the optional style, quantisation to uint8."""
+    img = img * F32(rng.uniform(0.9, 1.1))
+    if style is not None:
+        img = stylize(np.clip(img, 0, 1).astype(F32), style, rng)
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 IDENTITY_CHANGING = ("red", "purple", "cube")  # attribute edits that change colours or shape
