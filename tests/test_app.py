@@ -224,6 +224,33 @@ def test_toy_subject_renders_held_out_references_deterministically(pipe, tmp_pat
         assert paths == [] and status.startswith("**Error:**") and needle in status
 
 
+def test_two_toy_subjects_each_with_its_caption_line(pipe, tmp_path):
+    """Issue 33: "Two toy subjects" loads subject i and i + 1, one caption line each and prompts naming both; the
+    captions reach the pipeline one per reference (the same images as the pipeline given them as a list)."""
+    pytest.importorskip("jointdiff.data.toyworld.pairs", reason="the toy world is not in this install")
+    service = JeDiService(pipe, "tiny", tmp_path / "work")
+    paths, captions, prompts, status = service.toy_pair(3)
+    lines = captions.splitlines()
+    assert len(paths) == 2 and len(lines) == 2 and lines[0] == service.toy(3, 1)[1] and lines[1] == service.toy(4, 1)[1]
+    words = [line.split()[-1] for line in lines]
+    assert all(words[0] in p and words[1] in p and " and " in p for p in prompts.splitlines())
+    assert "one caption line per reference" in status
+    out = service.generate(paths, prompts.splitlines()[0], captions, steps=2, seed=5)
+    expected = pipe(
+        [prompts.splitlines()[0]],
+        reference_images=[PIL.Image.open(p).convert("RGB") for p in paths],
+        reference_prompts=lines,
+        num_inference_steps=2,
+        generator=torch.Generator().manual_seed(5),
+    ).images[0]
+    assert np.array_equal(np.asarray(PIL.Image.open(out.gallery[0][0]).convert("RGB")), np.asarray(expected))
+    with PIL.Image.open(out.gallery[0][0]) as im:
+        assert json.loads(im.text["jointdiff"])["reference_prompts"] == lines
+    bad = service.generate(paths, "a toy", "a\nb\nc", steps=1)
+    assert bad.status.startswith("**Error:**") and "3 reference captions for 2 reference image(s)" in bad.status
+    assert service.toy_pair(-2)[3].startswith("**Error:**")
+
+
 def test_the_page_opens_with_a_held_out_toy_subject_ready(pipe, tmp_path):
     """First contact (issue 31): toy subject 0 as the reference, its caption, two prompts naming it; the page's
     fields hold them, so the first click on Generate personalises."""

@@ -62,3 +62,24 @@ def test_demo_without_a_shipped_model_is_a_one_line_error(tmp_path, monkeypatch,
     monkeypatch.setattr(jointdiff.common.paths, "SHIPPED_MODEL", tmp_path / "none")
     assert main(["demo", "--out", str(tmp_path / "x")]) == 2
     assert "no shipped miniature model" in capsys.readouterr().err
+
+
+def test_two_subject_demo_scores_each_subject_beside_real_and_floor(model, tmp_path, capsys):
+    """Issue 33: `jointdiff demo --two-subjects`: references of two held-out subjects, the scenes with both class
+    words, per-subject scores with the real two-subject renders at 1 and the floor at 0; deterministic."""
+    argv = ["demo", "--two-subjects", "--model", str(model), "--subject", "2", "--out", str(tmp_path / "a")]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "JeDi, references of A and B" in out and "real two-subject renders" in out and "leakage" in out
+    grid = PIL.Image.open(tmp_path / "a" / "grid.png")
+    assert grid.width > 7 * 128  # two references and six scenes
+    from jointdiff.evaluation.demo import run_two_subject_demo
+
+    result = run_two_subject_demo(tmp_path / "b", model=model, subject=2, steps=2)
+    s = result.scores
+    assert s["real two-subject renders"]["PartID (norm)"] == pytest.approx(1.0)
+    assert s["text-only floor"]["PartID (norm)"] == pytest.approx(0.0)
+    assert s["real two-subject renders"]["PartID A"] > s["text-only floor"]["PartID A"] + 0.3
+    assert all(" and a" in p or " and an" in p for p in result.prompts)
+    assert main(["demo", "--two-subjects", "--model", str(model), "--ref", "x.png"]) == 2
+    assert "--two-subjects runs on two held-out toy subjects" in capsys.readouterr().err

@@ -74,6 +74,18 @@ def parse_prompts(text: str | None) -> list[str]:
     return prompts
 
 
+def parse_reference_captions(text: str | None, references: int) -> list[str]:
+    """The references' captions: none, one line for all, or one line per reference in upload order (several
+    subjects, issue 33: "a dog" for the dog's image, "a teapot" for the teapot's)."""
+    lines = [line.strip() for line in (text or "").splitlines() if line.strip()]
+    if len(lines) > 1 and len(lines) != references:
+        raise ValueError(
+            f"got {len(lines)} reference captions for {references} reference image(s): give one line for all, or one "
+            "line per reference in upload order"
+        )
+    return lines
+
+
 def check_steps_and_seed(steps: Any, seed: Any) -> tuple[int, int]:
     """Steps in ``1..MAX_STEPS`` and a seed in ``0..2**63-1``, as ints (API callers can send anything)."""
     try:
@@ -111,6 +123,30 @@ def toy_references(index: Any, count: Any, resolution: int, out: Path) -> tuple[
         paths.append(out / f"{toy.subject.name}-{k}.png")
         view.pil().save(paths[-1])
     return paths, with_article(" ".join(w for w in ("a", toy.subject.descriptor, toy.subject.class_word) if w))
+
+
+def toy_pair_references(index: Any, resolution: int, out: Path) -> tuple[list[Path], list[str], list[str]]:
+    """Two held-out toy subjects, ``index`` and the next (issue 33): one render of each as PNGs, one caption each,
+    and prompts that name both."""
+    try:
+        from jointdiff.data.toyworld.captions import with_article
+        from jointdiff.data.toyworld.pairs import pair_phrase
+    except ImportError as e:
+        raise ValueError(f"the toy world is not available in this install ({e})") from None
+    try:
+        i = float(index)
+    except (TypeError, ValueError):
+        i = -1.0
+    if i != int(i) or i < 0:
+        raise ValueError(f"toy subject must be a non-negative integer, got {index}")
+    paths, captions = [], []
+    for k in (int(i), int(i) + 1):
+        found, caption = toy_references(k, 1, resolution, out)
+        paths += found
+        captions.append(caption)
+    both = pair_phrase(*(c.split(" ", 1)[1] for c in captions))  # "a green toy" -> "green toy"
+    prompts = [f"a {both} on the beach", f"a {both} in the snow"]
+    return paths, captions, [with_article(p) for p in prompts]
 
 
 def write_results(

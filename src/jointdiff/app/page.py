@@ -70,11 +70,12 @@ def _jedi_tab(gr: Any, jedi: JeDiService) -> None:
 
     first = jedi.first_contact()  # a held-out toy subject and prompts ready: the first click personalises
     with gr.Column():
-        refs, preview, toy_index, toy_count, toy_button = _reference_inputs(gr, first.references)
+        refs, preview, toy_index, toy_count, toy_button, pair_button = _reference_inputs(gr, first.references)
         ref_prompt = gr.Textbox(
             first.caption,
-            label="Reference caption (optional)",
+            label="Reference captions (optional): one line for all, or one per reference (two subjects: one each)",
             placeholder="a photo of a toy",
+            lines=2,
             elem_id="reference-caption",
         )
         prompts = gr.Textbox(
@@ -92,6 +93,7 @@ def _jedi_tab(gr: Any, jedi: JeDiService) -> None:
         )
     refs.change(check, refs, [preview, status], api_name="check_references")
     toy_button.click(jedi.toy, [toy_index, toy_count], [refs, ref_prompt, status], api_name="toy_subject")
+    pair_button.click(jedi.toy_pair, [toy_index], [refs, ref_prompt, prompts, status], api_name="toy_pair")
     button.click(
         generate,
         [refs, prompts, ref_prompt, *settings],
@@ -104,7 +106,7 @@ def _jedi_tab(gr: Any, jedi: JeDiService) -> None:
 
 def _reference_inputs(gr: Any, initial: list[str]) -> tuple[Any, ...]:
     """The references (``initial`` paths shown first): uploads, their preview, and the held-out toy subject picker
-    (index, views, button)."""
+    (index, views, button; a second button takes that subject and the next, two subjects in one image)."""
     refs = gr.File(
         initial or None, label=f"Reference images (1-{MAX_REFERENCES})", file_count="multiple", elem_id="references"
     )
@@ -123,7 +125,8 @@ def _reference_inputs(gr: Any, initial: list[str]) -> tuple[Any, ...]:
         )
         toy_count = gr.Slider(1, MAX_REFERENCES, 1, step=1, label="views", scale=2, elem_id="toy-count")
         toy_button = gr.Button("Use toy subject", elem_id="toy", scale=1)
-    return refs, preview, toy_index, toy_count, toy_button
+        pair_button = gr.Button("Two toy subjects", elem_id="toy-pair", scale=1)
+    return refs, preview, toy_index, toy_count, toy_button, pair_button
 
 
 def _generation_settings(gr: Any) -> tuple[Any, ...]:

@@ -18,7 +18,9 @@ from jointdiff.app.files import (
     ResultFolders,
     check_steps_and_seed,
     parse_prompts,
+    parse_reference_captions,
     read_references,
+    toy_pair_references,
     toy_references,
     write_results,
 )
@@ -91,6 +93,17 @@ class JeDiService:
             return [], "", _failure(e).status
         return [str(p) for p in paths], caption, f"toy-world subject {int(float(index))}: {caption}"
 
+    def toy_pair(self, index: Any) -> tuple[list[str], str, str, str]:
+        """Two held-out toy subjects (``index`` and the next) as references, one caption line each, prompts naming
+        both, and a status (issue 33); never raises."""
+        try:
+            size = max(64, self.pipe.unet.config.sample_size * self.pipe.vae_scale_factor)
+            paths, captions, prompts = toy_pair_references(index, size, self.results.new())
+        except Exception as e:
+            return [], "", "", _failure(e).status
+        status = f"two toy-world subjects, {' and '.join(captions)}: one caption line per reference"
+        return [str(p) for p in paths], "\n".join(captions), "\n".join(prompts), status
+
     def first_contact(self) -> FirstContact:
         """What the page opens with, so the first click on Generate personalises: held-out toy subject 0 as the
         reference, its caption, two prompts with it, and a status line that says so. Without the toy world (an
@@ -121,12 +134,13 @@ class JeDiService:
         try:
             refs = read_references(files)
             targets = parse_prompts(prompts)
+            captions = parse_reference_captions(reference_prompt, len(refs))  # one for all, or one per reference
             steps, seed = check_steps_and_seed(steps, seed)
             two_scales = guidance in STRATEGIES and STRATEGIES[guidance].two_scales  # eq. 4: text and image scales
             settings = {
                 "model": self.model_name,
                 "references": [Path(p).name for p in files or []],
-                "reference_prompts": [reference_prompt] if reference_prompt else [],
+                "reference_prompts": captions,
                 "steps": steps,
                 "guidance": guidance,
                 "guidance_scale": float(guidance_scale),
@@ -143,7 +157,7 @@ class JeDiService:
                 images = self.pipe(
                     targets,
                     reference_images=refs or None,
-                    reference_prompts=reference_prompt or None,
+                    reference_prompts=captions or None,
                     num_inference_steps=steps,
                     guidance_scale=float(guidance_scale),
                     image_guidance_scale=settings["image_guidance_scale"],

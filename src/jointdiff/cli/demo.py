@@ -12,6 +12,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from jointdiff.common.images import load_image
     from jointdiff.evaluation.demo import closing_lines, format_scores, run_demo
 
+    if args.two_subjects:
+        return _two_subjects(args)
     refs = [load_image(p) for p in args.ref]
     result = run_demo(
         args.out,
@@ -23,6 +25,22 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     print(format_scores(result))
+    print(f"{result.grid}  ({result.seconds:.1f} s)")
+    print("\n".join(closing_lines(shipped=args.model is None)))
+    return 0
+
+
+def _two_subjects(args: argparse.Namespace) -> int:
+    from jointdiff.evaluation.demo import closing_lines, format_pair_scores, run_two_subject_demo
+
+    if args.ref or args.prompt or args.class_word != "toy":
+        raise ValueError(
+            "--two-subjects runs on two held-out toy subjects (--subject and the next); for your own images: "
+            'jointdiff generate --ref A.png --ref-prompt "a dog" --ref B.png --ref-prompt "a teapot" --prompt '
+            '"a dog and a teapot on the beach"'
+        )
+    result = run_two_subject_demo(args.out, model=args.model, subject=args.subject, seed=args.seed)
+    print(format_pair_scores(result))
     print(f"{result.grid}  ({result.seconds:.1f} s)")
     print("\n".join(closing_lines(shipped=args.model is None)))
     return 0
@@ -42,4 +60,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo-out", help="output directory (grid.png and the images)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="jointdiff model directory (default: the shipped miniature)")
+    p.add_argument(
+        "--two-subjects",
+        action="store_true",
+        help="two held-out toy subjects in one image (--subject and the next), one reference each",
+    )
     p.set_defaults(func=_cmd_demo)

@@ -172,7 +172,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "stock inpainting U-Net); jedi reads an unrecorded 9-channel U-Net in JeDi's channel order",
     )
     p.add_argument("--ref", action="append", default=[], metavar="IMG", help="reference image; repeat for several")
-    p.add_argument("--ref-prompt", action="append", default=[], metavar="TEXT", help="caption of the references")
+    p.add_argument(
+        "--ref-prompt",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="caption of the references: one for all, or one per --ref in order (two subjects: --ref dog.png "
+        '--ref-prompt "a dog" --ref pot.png --ref-prompt "a teapot")',
+    )
     p.add_argument("--prompt", action="append", default=[], metavar="TEXT", help="one per target; repeat")
     p.add_argument(
         "--prompt-sets",

@@ -17,7 +17,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from jointdiff.jedi.guidance import DEFAULT  # joint guidance (eq. 3), the measured default
 
@@ -102,10 +102,14 @@ def score_demo(
 
 
 def draw_demo(
-    out: Path, reference: PIL.Image.Image, made: list[PIL.Image.Image], plain: list[PIL.Image.Image], prompts: list[str]
+    out: Path,
+    references: list[PIL.Image.Image],
+    made: list[PIL.Image.Image],
+    plain: list[PIL.Image.Image],
+    prompts: list[str],
 ) -> Path:
-    """Each image as ``NN-jedi.png`` / ``NN-no-reference.png`` and the captioned ``grid.png`` (the reference, then
-    the scenes; below, the scenes without it) in ``out``; returns the grid's path."""
+    """Each image as ``NN-jedi.png`` / ``NN-no-reference.png`` and the captioned ``grid.png`` (the references, then
+    the scenes; below, the scenes without them) in ``out``; returns the grid's path."""
     import PIL.Image
 
     from jointdiff.common.images import captioned_grid
@@ -114,13 +118,31 @@ def draw_demo(
     for k, (a, b) in enumerate(zip(made, plain, strict=True)):
         a.save(out / f"{k:02d}-jedi.png")
         b.save(out / f"{k:02d}-no-reference.png")
+    names = ["reference"] if len(references) == 1 else [f"reference {chr(65 + i)}" for i in range(len(references))]
+    blank = [(PIL.Image.new("RGB", r.size, "white"), "") for r in references]
     rows = [
-        [(reference, "reference")] + [(im, p) for im, p in zip(made, prompts, strict=True)],
-        [(PIL.Image.new("RGB", reference.size, "white"), "")] + [(im, "no reference") for im in plain],
+        list(zip(references, names, strict=True)) + [(im, p) for im, p in zip(made, prompts, strict=True)],
+        blank + [(im, "no reference") for im in plain],
     ]
     grid = out / "grid.png"
     captioned_grid(rows, cell=128).save(grid)
     return grid
+
+
+def _load(model: str | Path | None) -> Any:
+    """The demo's pipeline: ``model`` or the shipped miniature, progress bars off."""
+    from jointdiff.common.paths import shipped_model
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
+
+    path = Path(model) if model is not None else shipped_model()
+    if path is None:
+        raise ValueError(
+            "no shipped miniature model in this install (src/jointdiff/weights/miniature): pass --model DIR "
+            "or train one (docs/miniature.md)"
+        )
+    pipe = JointDiffusionPipeline.from_pretrained(str(path))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
 
 
 def run_demo(
@@ -135,25 +157,73 @@ def run_demo(
     guidance_scale: float = DEFAULT.scale,
 ) -> DemoResult:
     """Generate, score and draw the demo into ``out`` (``grid.png``); see the module docstring."""
-    from jointdiff.common.paths import shipped_model
     from jointdiff.evaluation.toy.probe import generate_pairs
-    from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
     t0 = time.perf_counter()
-    path = Path(model) if model is not None else shipped_model()
-    if path is None:
-        raise ValueError(
-            "no shipped miniature model in this install (src/jointdiff/weights/miniature): pass --model DIR "
-            "or train one (docs/miniature.md)"
-        )
+    pipe = _load(model)
     who = demo_subject(references, subject, class_word)
     prompts = prompts or who.prompts()
-    pipe = JointDiffusionPipeline.from_pretrained(str(path))
-    pipe.set_progress_bar_config(disable=True)
     made, plain = generate_pairs(pipe, prompts, who.real[0], who.class_word, steps, guidance_scale, seed)
     scores = score_demo(made, plain, prompts, who, seed)
-    grid = draw_demo(Path(out), who.real[0], made, plain, prompts)
+    grid = draw_demo(Path(out), [who.real[0]], made, plain, prompts)
     return DemoResult(grid, prompts, scores, time.perf_counter() - t0)
+
+
+def run_two_subject_demo(
+    out: str | Path,
+    model: str | Path | None = None,
+    subject: int = 0,
+    seed: int = 0,
+    steps: int = DEMO_STEPS,
+    guidance_scale: float = DEFAULT.scale,
+) -> DemoResult:
+    """Two held-out toy subjects in one image (issue 33): the report part's subjects ``subject`` (A) and the next
+    (B), one reference each with its own caption, the demo's scenes with both class words; with the references and
+    without them, each subject scored in its own region (``jointdiff.evaluation.toy.pairs``) beside the real
+    two-subject renders and the text-only floor. Writes ``grid.png`` (and the images) into ``out``."""
+    from jointdiff.data.toyworld.subjects import make_subject, subject_seed
+    from jointdiff.evaluation.toy.benchmark import PARTS, real_subject
+    from jointdiff.evaluation.toy.evaluators import load_toy_dual, load_toy_parts, load_toy_segmenter
+    from jointdiff.evaluation.toy.pairs import TEMPLATES, PairCase, PairScorer, pair_prompts, render_pairs, summarise
+    from jointdiff.evaluation.toy.probe import with_and_without
+
+    t0 = time.perf_counter()
+    if subject < 0:
+        raise ValueError(f"--subject must be >= 0, got {subject}")
+    pipe = _load(model)
+    a, b = (
+        real_subject(make_subject(subject_seed("eval", PARTS["report"] + i)), images=1, resolution=64, gallery=5)
+        for i in (subject, subject + 1)
+    )
+    case = PairCase(a, b)
+    templates = [TEMPLATES[k] for k in DEMO_SCENES]
+    prompts = pair_prompts(case, templates)
+    captions = [f"a photo of a {a.class_word}", f"a photo of a {b.class_word}"]
+    made, plain = with_and_without(pipe, prompts, [a.images[0], b.images[0]], captions, steps, guidance_scale, seed)
+    scorer = PairScorer(load_toy_parts(), load_toy_segmenter(), load_toy_dual())
+    real, floor = render_pairs(case, templates, 64, seed=seed), render_pairs(case, templates, 64, floor=True, seed=seed)
+    rows = {
+        "JeDi, references of A and B": scorer.score_two(case, made, prompts),
+        "same model, no reference": scorer.score_two(case, plain, prompts),
+        "real two-subject renders": scorer.score_two(case, [v.pil() for v in real], prompts, [v.masks for v in real]),
+        "text-only floor": scorer.score_two(case, [v.pil() for v in floor], prompts, [v.masks for v in floor]),
+    }
+    summary = summarise({k: {case.name: v} for k, v in rows.items()}, "real two-subject renders", "text-only floor")
+    grid = draw_demo(Path(out), [a.images[0], b.images[0]], made, plain, prompts)
+    return DemoResult(grid, prompts, summary, time.perf_counter() - t0)
+
+
+def format_pair_scores(result: DemoResult) -> str:
+    """The two-subject demo's score table: per subject PartID, normalised, leakage, found, CLIP-T."""
+    columns = ("PartID A", "PartID B", "PartID (norm)", "leakage", "found", "CLIP-T")
+    lines = [f"{'':30s}" + "".join(f" {c:>13s}" for c in columns)]
+    for name, row in result.scores.items():
+        lines.append(f"{name:30s}" + "".join(f" {'-':>13s}" if row[c] is None else f" {row[c]:13.3f}" for c in columns))
+    lines.append(
+        "each subject scored in its own region against real views never given (normalised: floor 0, real 1); "
+        "leakage: a subject's region against the other subject's views; found: share of the two subjects found"
+    )
+    return "\n".join(lines)
 
 
 def format_scores(result: DemoResult) -> str:

@@ -33,6 +33,20 @@ def generate_pairs(
 ) -> tuple[list[PIL.Image.Image], list[PIL.Image.Image]]:
     """Every prompt with ``reference`` (captioned "a photo of a <class word>") and without it, from the same
     initial noise (prompt ``k``: seed ``seed * 1000 + k``) and the same sampler seed."""
+    return with_and_without(pipe, prompts, [reference], [f"a photo of a {class_word}"], steps, guidance_scale, seed)
+
+
+def with_and_without(
+    pipe: Any,
+    prompts: list[str],
+    references: list[PIL.Image.Image],
+    captions: list[str],
+    steps: int,
+    guidance_scale: float,
+    seed: int = 0,
+) -> tuple[list[PIL.Image.Image], list[PIL.Image.Image]]:
+    """Every prompt with the ``references`` (one caption each: several subjects, issue 33) and without them, from
+    the same initial noise (prompt ``k``: seed ``seed * 1000 + k``) and the same sampler seed."""
     c, side = pipe.joint_unet.layout.latent_channels, pipe.unet.config.sample_size
     common = {"num_inference_steps": steps, "guidance_scale": guidance_scale, "output_type": "pil"}
     with_ref: list[PIL.Image.Image] = []
@@ -41,8 +55,8 @@ def generate_pairs(
         noise = torch.randn((1, 1, c, side, side), generator=torch.Generator().manual_seed(seed * 1000 + k))
         with_ref += pipe(
             [prompt],
-            reference_images=[reference],
-            reference_prompts=[f"a photo of a {class_word}"],
+            reference_images=list(references),
+            reference_prompts=list(captions),
             latents=noise,
             generator=torch.Generator().manual_seed(seed),
             **common,
