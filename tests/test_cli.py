@@ -149,6 +149,21 @@ def test_generate_two_subjects_each_reference_with_its_own_caption(joint_dir, tm
     assert not np.array_equal(image, run("swapped", ("a teapot", "a dog"))[0])
 
 
+def test_evaluate_swaps_the_sampler_and_records_it(joint_dir):
+    """``--scheduler`` (issue 31's sampler curve): the harness's pipeline samples with it; run.json records it only
+    when set, so runs made before the option compare as before."""
+    from jointdiff.evaluation.methods import load_jedi
+    from jointdiff.evaluation.options import MethodOptions
+
+    method = load_jedi(MethodOptions(model=str(joint_dir), scheduler="unipc"))
+    assert type(method.pipe.scheduler).__name__ == "UniPCMultistepScheduler"
+    assert type(load_jedi(MethodOptions(model=str(joint_dir))).pipe.scheduler).__name__ == "DDIMScheduler"
+    assert MethodOptions(scheduler="dpmpp").settings()["scheduler"] == "dpmpp"
+    assert "scheduler" not in MethodOptions().settings()
+    with pytest.raises(ValueError, match="scheduler must be one of"):
+        MethodOptions(scheduler="heun")
+
+
 @pytest.mark.parametrize(
     ("extra", "needle"),
     [
@@ -233,6 +248,7 @@ def test_the_parser_loads_no_torch():
         ("blend", "BlendConfig", {"--steps": "num_inference_steps", "--cag-fraction": "cag_fraction"}),
         ("evaluate", "EvalConfig", {"--num-inputs": "num_random", "--against": "against", "--max-prompts": None}),
         ("evaluate", "MethodOptions", {"--steps": "steps", "--dtype": "dtype", "--reference-caption": None}),
+        ("evaluate", "MethodOptions", {"--scheduler": None}),
     ],
 )
 def test_options_come_from_the_typed_configs(command, config, options):

@@ -56,7 +56,7 @@ def _method_options(p: argparse.ArgumentParser) -> None:
     """How a method generates (``MethodOptions``): the model, steps, the guidance settings, batch and size."""
     add_arguments(p, MethodOptions, ["model", "steps"])
     Guidance.add_arguments(p)  # jedi: the guidance settings
-    add_arguments(p, MethodOptions, ["batch_size", "resolution", "reference_caption", "layout"])
+    add_arguments(p, MethodOptions, ["batch_size", "resolution", "reference_caption", "layout", "scheduler"])
     Coupling.add_arguments(p)  # jedi: the training-free options of the coupled attention (issue 32)
 
 

@@ -70,6 +70,10 @@ def _jedi_pipeline(options: MethodOptions, method: str) -> Any:
     if options.layout is not None:
         kwargs["layout"] = options.layout
     pipe = JointDiffusionPipeline.from_pretrained(options.model, **kwargs).to(options.device)
+    if options.scheduler is not None:
+        from jointdiff.jedi.schedulers import make_scheduler
+
+        pipe.scheduler = make_scheduler(options.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

@@ -14,6 +14,7 @@ from jointdiff.common.config import from_args as config_from_args
 from jointdiff.jedi.coupling import DEFAULT_COUPLING, Coupling
 from jointdiff.jedi.guidance import DEFAULT, DEFAULT_NAMES, Guidance
 from jointdiff.jedi.layouts import LAYOUTS
+from jointdiff.jedi.schedulers import SCHEDULERS
 
 # run.json records the generation settings flat, the guidance under the pipeline's argument names in this order
 # (as when they were five fields of MethodOptions): a cached run compares, and is written, as before.
@@ -43,6 +44,9 @@ class MethodOptions:
         metadata=doc("jedi: the U-Net's input layout (default: the saved one, else auto; issue 32)", LAYOUTS),
     )
     coupling: Coupling = DEFAULT_COUPLING  # the training-free options of the coupled attention (it checks itself)
+    scheduler: str | None = field(
+        default=None, metadata=doc("jedi: the sampler (default: the model's own scheduler)", tuple(SCHEDULERS))
+    )
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -53,6 +57,8 @@ class MethodOptions:
             raise ValueError(f"coupling must be a Coupling, got {type(self.coupling).__name__}")
         if self.layout not in (None, *LAYOUTS):
             raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
+        if self.scheduler not in (None, *SCHEDULERS):
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> MethodOptions:
@@ -64,8 +70,9 @@ class MethodOptions:
 
     def settings(self) -> dict[str, Any]:
         """The generation settings a run records and compares (run.json): flat, the guidance under the pipeline's
-        argument names; the device is not one (it does not change images). The layout and the coupling options
-        appear only where they differ from the defaults, so a run made before they existed compares as before."""
+        argument names; the device is not one (it does not change images). The layout, the scheduler and the coupling
+        options appear only where they differ from the defaults, so a run made before they existed compares as
+        before."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name == "guidance":
@@ -74,9 +81,9 @@ class MethodOptions:
             elif f.name == "coupling":
                 if self.coupling != DEFAULT_COUPLING:
                     out |= self.coupling.settings()
-            elif f.name == "layout":
-                if self.layout is not None:
-                    out["layout"] = self.layout
+            elif f.name in ("layout", "scheduler"):
+                if getattr(self, f.name) is not None:
+                    out[f.name] = getattr(self, f.name)
             elif f.name != "device":
                 out[f.name] = getattr(self, f.name)
         return out

@@ -26,6 +26,7 @@ SCHEDULERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
     "euler": _diffusers("EulerDiscreteScheduler"),
     "euler_a": _diffusers("EulerAncestralDiscreteScheduler"),
     "pndm": _diffusers("PNDMScheduler"),
+    "unipc": _diffusers("UniPCMultistepScheduler"),
 }
 
 
