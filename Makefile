@@ -10,7 +10,7 @@ $(BIN)/jointdiff: pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# CPU build of torch, pinned: a looser spec pulls a multi-GB CUDA build on Linux.
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,s3]'  # s3: Ray, so CI runs the local-Ray end-to-end test
+	$(BIN)/pip install -q -e '.[dev,s3,onnx]'  # s3: Ray, so CI runs the local-Ray end-to-end test; onnx: the CPU U-Net
 	touch $@
 
 install: $(BIN)/jointdiff

@@ -23,6 +23,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         prompts=args.prompt or None,
         class_word=args.class_word,
         seed=args.seed,
+        onnx=args.onnx,
     )
     print(format_scores(result))
     print(f"{result.grid}  ({result.seconds:.1f} s)")
@@ -39,7 +40,7 @@ def _two_subjects(args: argparse.Namespace) -> int:
             'jointdiff generate --ref A.png --ref-prompt "a dog" --ref B.png --ref-prompt "a teapot" --prompt '
             '"a dog and a teapot on the beach"'
         )
-    result = run_two_subject_demo(args.out, model=args.model, subject=args.subject, seed=args.seed)
+    result = run_two_subject_demo(args.out, model=args.model, subject=args.subject, seed=args.seed, onnx=args.onnx)
     print(format_pair_scores(result))
     print(f"{result.grid}  ({result.seconds:.1f} s)")
     print("\n".join(closing_lines(shipped=args.model is None)))
@@ -60,6 +61,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo-out", help="output directory (grid.png and the images)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="jointdiff model directory (default: the shipped miniature)")
+    p.add_argument(
+        "--onnx",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run the U-Net through ONNX Runtime (auto: when installed; graphs cached on disk)",
+    )
     p.add_argument(
         "--two-subjects",
         action="store_true",

@@ -61,6 +61,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from jointdiff.common.images import load_image
     from jointdiff.common.paths import default_device, shipped_model
     from jointdiff.common.processes import process_state
+    from jointdiff.jedi.onnx import apply_mode
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
     from jointdiff.jedi.schedulers import make_scheduler
 
@@ -86,6 +87,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.scheduler:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     pipe.to(device)
+    onnx = apply_mode(pipe, args.onnx)  # the U-Net through ONNX Runtime where installed (issue 31)
     settings = {
         "model": str(model),
         "layout": pipe.joint_unet.layout.kind,
@@ -96,6 +98,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         **coupling.settings(),
         "negative_prompt": args.negative_prompt,
         "scheduler": type(pipe.scheduler).__name__,
+        "onnx": onnx,
         "seed": args.seed,
         "size": [args.height, args.width],
     }
@@ -193,6 +196,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     Coupling.add_arguments(p)
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="swap the model's scheduler")
+    p.add_argument(
+        "--onnx",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="run the U-Net through ONNX Runtime (auto: when installed, fp32 on the CPU; graphs cached on disk)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the set (of line i: seed + i)")
     p.add_argument("--num-sets", type=int, default=1, help="independent sets (images per prompt)")
     p.add_argument("--height", type=int, default=None)

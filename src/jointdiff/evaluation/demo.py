@@ -129,9 +129,11 @@ def draw_demo(
     return grid
 
 
-def _load(model: str | Path | None) -> Any:
-    """The demo's pipeline: ``model`` or the shipped miniature, progress bars off."""
+def _load(model: str | Path | None, onnx: str = "auto") -> Any:
+    """The demo's pipeline: ``model`` or the shipped miniature, progress bars off, the U-Net through ONNX Runtime
+    where installed (``onnx``: :func:`jointdiff.jedi.onnx.apply_mode`)."""
     from jointdiff.common.paths import shipped_model
+    from jointdiff.jedi.onnx import apply_mode
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
     path = Path(model) if model is not None else shipped_model()
@@ -142,6 +144,7 @@ def _load(model: str | Path | None) -> Any:
         )
     pipe = JointDiffusionPipeline.from_pretrained(str(path))
     pipe.set_progress_bar_config(disable=True)
+    apply_mode(pipe, onnx)
     return pipe
 
 
@@ -155,12 +158,13 @@ def run_demo(
     seed: int = 0,
     steps: int = DEMO_STEPS,
     guidance_scale: float = DEFAULT.scale,
+    onnx: str = "auto",
 ) -> DemoResult:
     """Generate, score and draw the demo into ``out`` (``grid.png``); see the module docstring."""
     from jointdiff.evaluation.toy.probe import generate_pairs
 
     t0 = time.perf_counter()
-    pipe = _load(model)
+    pipe = _load(model, onnx)
     who = demo_subject(references, subject, class_word)
     prompts = prompts or who.prompts()
     made, plain = generate_pairs(pipe, prompts, who.real[0], who.class_word, steps, guidance_scale, seed)
@@ -176,6 +180,7 @@ def run_two_subject_demo(
     seed: int = 0,
     steps: int = DEMO_STEPS,
     guidance_scale: float = DEFAULT.scale,
+    onnx: str = "auto",
 ) -> DemoResult:
     """Two held-out toy subjects in one image (issue 33): the report part's subjects ``subject`` (A) and the next
     (B), one reference each with its own caption, the demo's scenes with both class words; with the references and
@@ -190,7 +195,7 @@ def run_two_subject_demo(
     t0 = time.perf_counter()
     if subject < 0:
         raise ValueError(f"--subject must be >= 0, got {subject}")
-    pipe = _load(model)
+    pipe = _load(model, onnx)
     a, b = (
         real_subject(make_subject(subject_seed("eval", PARTS["report"] + i)), images=1, resolution=64, gallery=5)
         for i in (subject, subject + 1)

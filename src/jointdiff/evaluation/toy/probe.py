@@ -46,22 +46,31 @@ def with_and_without(
     seed: int = 0,
 ) -> tuple[list[PIL.Image.Image], list[PIL.Image.Image]]:
     """Every prompt with the ``references`` (one caption each: several subjects, issue 33) and without them, from
-    the same initial noise (prompt ``k``: seed ``seed * 1000 + k``) and the same sampler seed."""
+    the same initial noise (prompt ``k``: seed ``seed * 1000 + k``) and the same sampler seed. Each prompt is its
+    own set; the sets of a call run side by side in one batch, each with its own generator, so an image is the one
+    a call of its set alone makes (up to float rounding)."""
     c, side = pipe.joint_unet.layout.latent_channels, pipe.unet.config.sample_size
     common = {"num_inference_steps": steps, "guidance_scale": guidance_scale, "output_type": "pil"}
-    with_ref: list[PIL.Image.Image] = []
-    without: list[PIL.Image.Image] = []
-    for k, prompt in enumerate(prompts):
-        noise = torch.randn((1, 1, c, side, side), generator=torch.Generator().manual_seed(seed * 1000 + k))
-        with_ref += pipe(
-            [prompt],
-            reference_images=list(references),
-            reference_prompts=list(captions),
-            latents=noise,
-            generator=torch.Generator().manual_seed(seed),
-            **common,
-        ).images
-        without += pipe([prompt], latents=noise, generator=torch.Generator().manual_seed(seed), **common).images
+    noise = torch.stack(
+        [
+            torch.randn((1, c, side, side), generator=torch.Generator().manual_seed(seed * 1000 + k))
+            for k in range(len(prompts))
+        ]
+    )  # (B sets, 1 target, C, h, w)
+    sets = [[p] for p in prompts]
+
+    def generators() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(seed) for _ in prompts]
+
+    with_ref = pipe(
+        sets,
+        reference_images=list(references),
+        reference_prompts=list(captions),
+        latents=noise,
+        generator=generators(),
+        **common,
+    ).images
+    without = pipe(sets, latents=noise, generator=generators(), **common).images
     return with_ref, without
 
 
