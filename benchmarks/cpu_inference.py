@@ -151,6 +151,22 @@ def main(argv: list[str] | None = None) -> int:
         add("torch.compile (steady calls)", steady, images, compile_s=first - steady)
         del comp
 
+    if "onnx" not in args.skip:
+        import tempfile
+
+        from jointdiff.jedi.onnx import available, use_onnx
+
+        if available():
+            with tempfile.TemporaryDirectory() as tmp:
+                cold = _seconds(run(use_onnx(load(), tmp)))  # exports the call's graphs, opens them, runs
+                ort = use_onnx(load(), tmp)  # a later process: the graphs are on disk
+                warm = _seconds(run(ort))  # opens them, runs
+                steady, images = timed(run(ort), args.repeats, warmup=0)
+                add("onnxruntime U-Net (steady calls)", steady, images, export_s=cold - steady, open_s=warm - steady)
+                del ort
+        else:
+            print("onnxruntime not installed: its row is skipped (pip install onnx onnxruntime)")
+
     flops = call_flops(run(base))
     rate = matmul_rate()
     floor_s = flops / rate
@@ -159,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
     ]
     for r in rows:
-        note = f"compile: {r['compile_s']:.1f} s on the first call" if "compile_s" in r else ""
+        note = f"compile: {r['compile_s']:.1f} s on the first call of a process" if "compile_s" in r else ""
+        if "export_s" in r:
+            note = (
+                f"first call: +{r['export_s']:.1f} s to export and open the graphs (once: cached on disk), "
+                f"+{r['open_s']:.1f} s to open them in a later process"
+            )
         diff = "-" if r["px_diff"] is None else f"{r['px_diff']:.2f}"
         text.append(f"| {r['option']} | {r['s']:.3f} | {r['speedup']:.2f}x | {diff} | {note} |")
     floor = [
