@@ -214,6 +214,28 @@ def test_denoiser_batches_branches_and_drops_reference_slots_in_null_branch(join
     assert torch.allclose(eps[:, 1:], expected, atol=1e-5)
 
 
+def test_two_subjects_full_branch_sees_both_references_with_their_captions_null_branch_neither(joint_unet):
+    """Issue 33: references of two subjects, each slot with its own caption; eq. 3's full branch is the whole set
+    (both references known, each with its caption), its null branch the target alone (both references dropped)."""
+    from jointdiff.jedi.model import JointUNet
+
+    model = JointUNet.with_joint_attention(joint_unet)
+    text = randn(1, 3, 5, 16)  # slot 0: "a dog", slot 1: "a teapot", slot 2: the target's prompt
+    cond = SetConditioning(text=text, null_text=randn(1, 3, 5, 16, seed=2), references=randn(1, 2, 4, 8, 8, seed=3))
+    d = GuidedSetDenoiser(model, cond, Guidance("joint", 5.0, null_reference="drop"))
+    assert d.whole == [FULL] and d.targets_only == [NULL]
+    assert d.known.tolist() == [[True, True, False]]
+    x = randn(1, 3, 4, 8, 8, seed=4)
+    with torch.no_grad():
+        eps = d(x, torch.tensor(500))
+        null = model(x[:, 2:], 500, cond.null_text[:, 2:])
+        reference = torch.cat([cond.references, torch.zeros(1, 1, 4, 8, 8)], 1)
+        full = model(x, 500, text, reference=reference, known=torch.tensor([[True, True, False]]))
+        swapped = model(x, 500, text[:, [1, 0, 2]], reference=reference, known=torch.tensor([[True, True, False]]))
+    assert torch.allclose(eps[:, 2:], null + 5.0 * (full[:, 2:] - null), atol=1e-5)
+    assert not torch.allclose(full[:, 2:], swapped[:, 2:], atol=1e-4)  # which caption goes with which reference matters
+
+
 @pytest.mark.parametrize("strategy", ["joint", "text_first", "image_first", "text_only"])
 def test_targets_only_null_branches_equal_the_slot_masked_whole_set(joint_unet, strategy):
     """``drop``: reference-free branches on the K targets alone give what the whole set with the
