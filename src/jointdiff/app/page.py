@@ -201,9 +201,12 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, bl
 def load_services(
     model: str | os.PathLike, device: str, runs: Sequence[str], work_dir: str | os.PathLike
 ) -> tuple[JeDiService, BlendService]:
-    """Load the JeDi pipeline onto ``device`` and look up DreamBlend."""
+    """Load the JeDi pipeline onto ``device`` (its U-Net through ONNX Runtime where installed and on the CPU) and look
+    up DreamBlend."""
+    from jointdiff.jedi.onnx import apply_mode
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
 
     pipe = JointDiffusionPipeline.from_pretrained(model).to(device)
     pipe.set_progress_bar_config(disable=True)  # progress goes to the page, not the server log
+    apply_mode(pipe, "auto")
     return JeDiService(pipe, str(model), work_dir), BlendService(runs, work_dir)
