@@ -134,7 +134,7 @@ def plot(rows: list[dict], path: Path) -> None:
         (axes[1], "clip_t", "noise_clip_t", "toy CLIP-T"),
     ):
         band = max((r[noise] for r in rows if not math.isnan(r[noise])), default=0.0)
-        ax.axhspan(ref[key] - band, ref[key] + band, color="0.9", label="DDIM 25 +- noise (2 SE)")
+        ax.axhspan(ref[key] - band, ref[key] + band, color="0.9", label="DDIM 25 +- the widest row's noise (2 SE)")
         for sampler in dict.fromkeys(r["sampler"] for r in rows):
             pts = sorted((r["steps"], r[key]) for r in rows if r["sampler"] == sampler)
             ax.plot(*zip(*pts, strict=True), marker="o", label=sampler)
