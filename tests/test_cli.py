@@ -273,3 +273,22 @@ def test_options_come_from_the_typed_configs(command, config, options):
     required = {"blend": ["--run", "r", "--prompt", "p"], "evaluate": ["--method", "jedi"]}[command]
     read = cls.from_args if cls is MethodOptions else lambda args: from_args(cls, args)
     assert read(sub.parse_args(required)) == cls()
+
+
+def test_generate_with_the_shipped_miniature_samples_as_measured(tmp_path, monkeypatch):
+    """Without --model the shipped miniature runs its measured sampler and steps (benchmarks/samplers.md); any
+    other model keeps its own scheduler and 50 steps."""
+    from PIL import Image
+
+    from jointdiff.common.paths import shipped_model
+    from jointdiff.jedi.schedulers import SHIPPED_STEPS
+
+    if shipped_model() is None:
+        pytest.skip("no shipped miniature in this install")
+    monkeypatch.setenv("JOINTDIFF_ONNX_CACHE", str(tmp_path / "onnx"))
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(ref)
+    assert main(["generate", "--ref", str(ref), "--prompt", "a toy on the beach", "--out", str(tmp_path / "o")]) == 0
+    with Image.open(next((tmp_path / "o").glob("00-*.png"))) as im:
+        settings = json.loads(im.text["jointdiff"])
+    assert settings["steps"] == SHIPPED_STEPS and settings["scheduler"] == "DPMSolverMultistepScheduler"

@@ -18,7 +18,7 @@ from jointdiff.common.config import DTYPES
 from jointdiff.jedi.coupling import Coupling
 from jointdiff.jedi.guidance import Guidance
 from jointdiff.jedi.layouts import LAYOUTS
-from jointdiff.jedi.schedulers import SCHEDULERS
+from jointdiff.jedi.schedulers import DEFAULT_STEPS, SCHEDULERS, SHIPPED_SAMPLER, SHIPPED_STEPS
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -67,6 +67,11 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
     # Fail on bad input before loading the model.
     sets = prompt_sets(args)
+    shipped = args.model is None  # the shipped miniature: its measured sampler and steps unless given
+    if args.steps is None:
+        args.steps = SHIPPED_STEPS if shipped else DEFAULT_STEPS
+    if args.scheduler is None and shipped:
+        args.scheduler = SHIPPED_SAMPLER
     if args.steps < 1:
         raise ValueError(f"--steps must be a positive integer, got {args.steps}")
     if args.num_sets < 1:
@@ -191,7 +196,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(split over processes under accelerate launch)",
     )
     p.add_argument("--out", required=True, help="output directory for PNGs and grid.png")
-    p.add_argument("--steps", type=int, default=50, help="denoising steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help=f"denoising steps (default: {DEFAULT_STEPS}; the shipped miniature: {SHIPPED_STEPS} with "
+        f"--scheduler {SHIPPED_SAMPLER}, benchmarks/samplers.md)",
+    )
     Guidance.add_arguments(p)
     Coupling.add_arguments(p)
     p.add_argument("--negative-prompt", default=None)

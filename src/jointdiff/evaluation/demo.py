@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from jointdiff.evaluation.benchmarks import Subject
 
 DEMO_SCENES = (0, 1, 2, 3, 6, 9)  # jungle, snow, beach, cobblestone street, city, purple rug in a forest
-DEMO_STEPS = 25
+DEMO_STEPS = 25  # with --model (its own scheduler); the shipped miniature: SHIPPED_STEPS of SHIPPED_SAMPLER
 
 
 @dataclass
@@ -129,12 +129,22 @@ def draw_demo(
     return grid
 
 
+def _steps(model: str | Path | None, steps: int | None) -> int:
+    """Sampling steps: as given, else the shipped miniature's measured count, else :data:`DEMO_STEPS`."""
+    from jointdiff.jedi.schedulers import SHIPPED_STEPS
+
+    if steps is not None:
+        return steps
+    return SHIPPED_STEPS if model is None else DEMO_STEPS
+
+
 def _load(model: str | Path | None, onnx: str = "auto") -> Any:
-    """The demo's pipeline: ``model`` or the shipped miniature, progress bars off, the U-Net through ONNX Runtime
-    where installed (``onnx``: :func:`jointdiff.jedi.onnx.apply_mode`)."""
+    """The demo's pipeline: ``model`` or the shipped miniature (with its measured sampler), progress bars off, the
+    U-Net through ONNX Runtime where installed (``onnx``: :func:`jointdiff.jedi.onnx.apply_mode`)."""
     from jointdiff.common.paths import shipped_model
     from jointdiff.jedi.onnx import apply_mode
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
+    from jointdiff.jedi.schedulers import SHIPPED_SAMPLER, make_scheduler
 
     path = Path(model) if model is not None else shipped_model()
     if path is None:
@@ -143,6 +153,8 @@ def _load(model: str | Path | None, onnx: str = "auto") -> Any:
             "or train one (docs/miniature.md)"
         )
     pipe = JointDiffusionPipeline.from_pretrained(str(path))
+    if model is None:  # the shipped miniature: its measured sampler (benchmarks/samplers.md)
+        pipe.scheduler = make_scheduler(SHIPPED_SAMPLER, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     apply_mode(pipe, onnx)
     return pipe
@@ -156,7 +168,7 @@ def run_demo(
     prompts: list[str] | None = None,
     class_word: str = "toy",
     seed: int = 0,
-    steps: int = DEMO_STEPS,
+    steps: int | None = None,
     guidance_scale: float = DEFAULT.scale,
     onnx: str = "auto",
 ) -> DemoResult:
@@ -164,7 +176,7 @@ def run_demo(
     from jointdiff.evaluation.toy.probe import generate_pairs
 
     t0 = time.perf_counter()
-    pipe = _load(model, onnx)
+    pipe, steps = _load(model, onnx), _steps(model, steps)
     who = demo_subject(references, subject, class_word)
     prompts = prompts or who.prompts()
     made, plain = generate_pairs(pipe, prompts, who.real[0], who.class_word, steps, guidance_scale, seed)
@@ -178,7 +190,7 @@ def run_two_subject_demo(
     model: str | Path | None = None,
     subject: int = 0,
     seed: int = 0,
-    steps: int = DEMO_STEPS,
+    steps: int | None = None,
     guidance_scale: float = DEFAULT.scale,
     onnx: str = "auto",
 ) -> DemoResult:
@@ -195,7 +207,7 @@ def run_two_subject_demo(
     t0 = time.perf_counter()
     if subject < 0:
         raise ValueError(f"--subject must be >= 0, got {subject}")
-    pipe = _load(model, onnx)
+    pipe, steps = _load(model, onnx), _steps(model, steps)
     a, b = (
         real_subject(make_subject(subject_seed("eval", PARTS["report"] + i)), images=1, resolution=64, gallery=5)
         for i in (subject, subject + 1)

@@ -30,6 +30,12 @@ SCHEDULERS: dict[str, Callable[[Mapping[str, Any]], Any]] = {
 }
 
 
+# The shipped miniature's sampling: the fewest steps within the noise of 25 DDIM steps, measured by the ruler on the
+# tuning subjects (benchmarks/samplers.md). Other models keep their own scheduler.
+SHIPPED_SAMPLER, SHIPPED_STEPS = "dpmpp", 6
+DEFAULT_STEPS = 50  # any other model
+
+
 def make_scheduler(name: str, config: Mapping[str, Any]) -> Any:
     """The scheduler called ``name``, with the schedule of ``config`` (e.g. a model's own scheduler config)."""
     if name not in SCHEDULERS:
