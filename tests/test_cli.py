@@ -292,3 +292,25 @@ def test_generate_with_the_shipped_miniature_samples_as_measured(tmp_path, monke
     with Image.open(next((tmp_path / "o").glob("00-*.png"))) as im:
         settings = json.loads(im.text["jointdiff"])
     assert settings["steps"] == SHIPPED_STEPS and settings["scheduler"] == "DPMSolverMultistepScheduler"
+
+
+def test_the_command_exits_fast_after_one_shot_commands_with_everything_written(joint_dir, tmp_path):
+    """`python -m jointdiff generate` ends by os._exit (issue 31: interpreter teardown is ~0.7 s): its PNGs and grid
+    are complete, its output flushed, its exit status kept (0; 2 for a user error)."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(ref)
+    cmd = [sys.executable, "-m", "jointdiff", "generate", "--model", str(joint_dir), "--ref", str(ref)]
+    done = subprocess.run(
+        [*cmd, "--prompt", "a toy", "--steps", "2", "--out", str(tmp_path / "o")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    for png in [*(tmp_path / "o").glob("00-*.png"), tmp_path / "o" / "grid.png"]:
+        with Image.open(png) as im:
+            im.load()  # the whole file is there
+    bad = subprocess.run([*cmd, "--prompt", "a toy", "--steps", "0", "--out", "x"], capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.strip() == "jointdiff: error: --steps must be a positive integer, got 0"

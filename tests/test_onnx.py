@@ -71,3 +71,15 @@ def test_without_onnx_runtime_a_one_line_error(pipe, monkeypatch):
     monkeypatch.setattr(onnx_module, "available", lambda: False)
     with pytest.raises(ValueError, match="pip install onnx onnxruntime"):
         onnx_module.use_onnx(pipe)
+
+
+def test_auto_uses_onnx_only_where_it_pays(pipe):
+    """``--onnx auto``: not for a fresh process's few steps (opening the graphs costs more than they save), yes for a
+    server (steps unknown) and long runs; ``off`` never; a bad mode is a one-line error."""
+    from jointdiff.jedi.onnx import MIN_STEPS, apply_mode
+
+    assert not apply_mode(pipe, "auto", MIN_STEPS - 1) and not isinstance(pipe.joint_unet.unet, OnnxUNet)
+    assert not apply_mode(pipe, "off", 50)
+    assert apply_mode(pipe, "auto", MIN_STEPS) and isinstance(pipe.joint_unet.unet, OnnxUNet)
+    with pytest.raises(ValueError, match="--onnx must be one of"):
+        apply_mode(pipe, "sometimes")

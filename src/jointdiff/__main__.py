@@ -1,7 +1,5 @@
 """``python -m jointdiff`` is the ``jointdiff`` command."""
 
-import sys
+from jointdiff.cli import run
 
-from jointdiff.cli import main
-
-sys.exit(main())
+run()

@@ -65,7 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--onnx",
         choices=["auto", "on", "off"],
         default="auto",
-        help="run the U-Net through ONNX Runtime (auto: when installed; graphs cached on disk)",
+        help="run the U-Net through ONNX Runtime (auto: when installed and at least 12 steps; graphs cached on disk)",
     )
     p.add_argument(
         "--two-subjects",

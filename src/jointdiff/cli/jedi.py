@@ -92,7 +92,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     if args.scheduler:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     pipe.to(device)
-    onnx = apply_mode(pipe, args.onnx)  # the U-Net through ONNX Runtime where installed (issue 31)
+    onnx = apply_mode(pipe, args.onnx, args.steps)  # the U-Net through ONNX Runtime where it pays (issue 31)
     settings = {
         "model": str(model),
         "layout": pipe.joint_unet.layout.kind,
@@ -211,7 +211,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--onnx",
         choices=["auto", "on", "off"],
         default="auto",
-        help="run the U-Net through ONNX Runtime (auto: when installed, fp32 on the CPU; graphs cached on disk)",
+        help="run the U-Net through ONNX Runtime (auto: when installed, fp32 on the CPU, at least 12 steps; graphs "
+        "cached on disk)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the set (of line i: seed + i)")
     p.add_argument("--num-sets", type=int, default=1, help="independent sets (images per prompt)")

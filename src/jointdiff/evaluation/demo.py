@@ -138,7 +138,7 @@ def _steps(model: str | Path | None, steps: int | None) -> int:
     return SHIPPED_STEPS if model is None else DEMO_STEPS
 
 
-def _load(model: str | Path | None, onnx: str = "auto") -> Any:
+def _load(model: str | Path | None, onnx: str = "auto", steps: int | None = None) -> Any:
     """The demo's pipeline: ``model`` or the shipped miniature (with its measured sampler), progress bars off, the
     U-Net through ONNX Runtime where installed (``onnx``: :func:`jointdiff.jedi.onnx.apply_mode`)."""
     from jointdiff.common.paths import shipped_model
@@ -156,7 +156,7 @@ def _load(model: str | Path | None, onnx: str = "auto") -> Any:
     if model is None:  # the shipped miniature: its measured sampler (benchmarks/samplers.md)
         pipe.scheduler = make_scheduler(SHIPPED_SAMPLER, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    apply_mode(pipe, onnx)
+    apply_mode(pipe, onnx, steps)
     return pipe
 
 
@@ -176,7 +176,8 @@ def run_demo(
     from jointdiff.evaluation.toy.probe import generate_pairs
 
     t0 = time.perf_counter()
-    pipe, steps = _load(model, onnx), _steps(model, steps)
+    steps = _steps(model, steps)
+    pipe = _load(model, onnx, steps)
     who = demo_subject(references, subject, class_word)
     prompts = prompts or who.prompts()
     made, plain = generate_pairs(pipe, prompts, who.real[0], who.class_word, steps, guidance_scale, seed)
@@ -207,7 +208,8 @@ def run_two_subject_demo(
     t0 = time.perf_counter()
     if subject < 0:
         raise ValueError(f"--subject must be >= 0, got {subject}")
-    pipe, steps = _load(model, onnx), _steps(model, steps)
+    steps = _steps(model, steps)
+    pipe = _load(model, onnx, steps)
     a, b = (
         real_subject(make_subject(subject_seed("eval", PARTS["report"] + i)), images=1, resolution=64, gallery=5)
         for i in (subject, subject + 1)

@@ -174,14 +174,18 @@ def use_onnx(pipe: Any, directory: str | os.PathLike | None = None) -> Any:
 
 
 ONNX_MODES = ("auto", "on", "off")
+MIN_STEPS = 12  # auto: fewer steps in a fresh process, and opening the graphs costs more than they save
 
 
-def apply_mode(pipe: Any, mode: str = "auto") -> bool:
+def apply_mode(pipe: Any, mode: str = "auto", steps: int | None = None) -> bool:
     """``--onnx``: ``on`` runs the U-Net through ONNX Runtime (an error if it is not installed), ``off`` never,
-    ``auto`` where it is installed and the pipeline runs fp32 on the CPU. Returns whether it is in use."""
+    ``auto`` where it is installed, the pipeline runs fp32 on the CPU and the call runs at least :data:`MIN_STEPS`
+    steps (``steps`` None: a server's many calls). Measured in ``benchmarks/speed.md``: for the shipped miniature's 6
+    steps a fresh process is 0.3 s slower with ONNX Runtime (opening two graphs), at 25 steps it is faster.
+    Returns whether it is in use."""
     if mode not in ONNX_MODES:
         raise ValueError(f"--onnx must be one of {', '.join(ONNX_MODES)}, got {mode!r}")
-    fits = pipe.unet.device.type == "cpu" and pipe.unet.dtype == torch.float32
+    fits = pipe.unet.device.type == "cpu" and pipe.unet.dtype == torch.float32 and (steps is None or steps >= MIN_STEPS)
     if mode == "on" or (mode == "auto" and fits and available()):
         use_onnx(pipe)
         return True
