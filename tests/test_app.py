@@ -265,6 +265,26 @@ def test_the_page_opens_with_a_held_out_toy_subject_ready(pipe, tmp_path):
     assert out.status.startswith("2 image(s)") and len(out.gallery) == 2
 
 
+def test_serving_the_shipped_miniature_samples_as_measured(tmp_path, monkeypatch):
+    """Issue 31: the page of the shipped miniature starts at its measured steps with its measured sampler; any other
+    model at 30 steps with its own scheduler."""
+    gr = pytest.importorskip("gradio", reason="gradio not installed (pip install 'jointdiff[app]')")
+
+    from jointdiff.common.paths import shipped_model
+    from jointdiff.jedi.schedulers import SHIPPED_STEPS
+
+    if shipped_model() is None:
+        pytest.skip("no shipped miniature in this install")
+    monkeypatch.setenv("JOINTDIFF_ONNX_CACHE", str(tmp_path / "onnx"))
+    jedi, blend = app.load_services(str(shipped_model()), "cpu", [], tmp_path / "work", shipped=True)
+    assert type(jedi.pipe.scheduler).__name__ == "DPMSolverMultistepScheduler" and jedi.default_steps == SHIPPED_STEPS
+    page = _build(jedi, blend)
+    steps = next(b for b in page.blocks.values() if isinstance(b, gr.Slider) and b.elem_id == "steps")
+    assert steps.value == SHIPPED_STEPS
+    other, _ = app.load_services(str(shipped_model()), "cpu", [], tmp_path / "w2")
+    assert type(other.pipe.scheduler).__name__ == "DDIMScheduler" and other.default_steps == 30
+
+
 # -- DreamBlend ------------------------------------------------------------------------------------
 
 

@@ -81,7 +81,7 @@ def _jedi_tab(gr: Any, jedi: JeDiService) -> None:
         prompts = gr.Textbox(
             label="Prompts, one per line (one image each)", lines=3, value=first.prompts, elem_id="prompts"
         )
-        settings = _generation_settings(gr)  # guidance, scale, image_scale, steps, seed
+        settings = _generation_settings(gr, jedi.default_steps)  # guidance, scale, image_scale, steps, seed
         button = gr.Button("Generate", variant="primary", elem_id="generate")
     with gr.Column():
         status = gr.Markdown(first.status, elem_id="status")
@@ -129,14 +129,14 @@ def _reference_inputs(gr: Any, initial: list[str]) -> tuple[Any, ...]:
     return refs, preview, toy_index, toy_count, toy_button, pair_button
 
 
-def _generation_settings(gr: Any) -> tuple[Any, ...]:
+def _generation_settings(gr: Any, steps_default: int = 30) -> tuple[Any, ...]:
     """Guidance strategy and scales (eq. 3 / eq. 4, the defaults of ``Guidance``), steps and seed."""
     guidance = gr.Radio(GUIDANCE_CHOICES, value=DEFAULT.strategy, label="Guidance strategy")
     with gr.Row():
         scale = gr.Slider(1.0, 20.0, DEFAULT.scale, step=0.5, label="Guidance scale (eq. 3; text scale of eq. 4)")
         image_scale = gr.Slider(1.0, 20.0, DEFAULT.scale, step=0.5, label="Image guidance scale (eq. 4 only)")
     with gr.Row():
-        steps = gr.Slider(1, MAX_STEPS, 30, step=1, label="Steps", elem_id="steps")
+        steps = gr.Slider(1, MAX_STEPS, steps_default, step=1, label="Steps", elem_id="steps")
         seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="seed")
     return guidance, scale, image_scale, steps, seed
 
@@ -199,14 +199,22 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, bl
 
 
 def load_services(
-    model: str | os.PathLike, device: str, runs: Sequence[str], work_dir: str | os.PathLike
+    model: str | os.PathLike,
+    device: str,
+    runs: Sequence[str],
+    work_dir: str | os.PathLike,
+    shipped: bool = False,
 ) -> tuple[JeDiService, BlendService]:
-    """Load the JeDi pipeline onto ``device`` (its U-Net through ONNX Runtime where installed and on the CPU) and look
-    up DreamBlend."""
+    """Load the JeDi pipeline onto ``device`` (its U-Net through ONNX Runtime where installed and on the CPU; the
+    shipped miniature with its measured sampler and steps) and look up DreamBlend."""
     from jointdiff.jedi.onnx import apply_mode
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
+    from jointdiff.jedi.schedulers import SHIPPED_SAMPLER, SHIPPED_STEPS, make_scheduler
 
     pipe = JointDiffusionPipeline.from_pretrained(model).to(device)
     pipe.set_progress_bar_config(disable=True)  # progress goes to the page, not the server log
-    apply_mode(pipe, "auto")
-    return JeDiService(pipe, str(model), work_dir), BlendService(runs, work_dir)
+    if shipped:
+        pipe.scheduler = make_scheduler(SHIPPED_SAMPLER, pipe.scheduler.config)
+    apply_mode(pipe, "auto")  # a server: many calls, so ONNX Runtime pays where installed
+    steps = SHIPPED_STEPS if shipped else 30
+    return JeDiService(pipe, str(model), work_dir, default_steps=steps), BlendService(runs, work_dir)

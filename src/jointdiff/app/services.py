@@ -66,9 +66,12 @@ class FirstContact:
 class JeDiService:
     """JeDi generation for the app (sec. 3.3): checks uploads, runs the pipeline, writes the PNGs."""
 
-    def __init__(self, pipe: JointDiffusionPipeline, model_name: str, work_dir: str | os.PathLike) -> None:
+    def __init__(
+        self, pipe: JointDiffusionPipeline, model_name: str, work_dir: str | os.PathLike, default_steps: int = 30
+    ) -> None:
         self.pipe = pipe
         self.model_name = model_name
+        self.default_steps = default_steps  # the page's initial steps (the shipped miniature: its measured count)
         self.results = ResultFolders(Path(work_dir) / "jedi")
         self.lock = threading.Lock()  # the queue already serialises model events; this guards other callers
 

@@ -27,7 +27,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ValueError("the web app needs gradio: pip install 'jointdiff[app]'")
     work_dir = tempfile.mkdtemp(prefix="jointdiff-serve-")
     atexit.register(shutil.rmtree, work_dir, ignore_errors=True)
-    jedi, blend = load_services(model, args.device or default_device(), args.run, work_dir)
+    jedi, blend = load_services(model, args.device or default_device(), args.run, work_dir, shipped=args.model is None)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"jointdiff: serving on {args.host}: anyone who can reach port {args.port} can run the model")
     launch(build_app(jedi, blend), args.host, args.port, block=True)
