@@ -363,9 +363,11 @@ def profile_rows(args: argparse.Namespace, device: torch.device, dtype: torch.dt
 
 
 def cli_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """What a user waits for: ``jointdiff generate`` (the CLI's defaults, one reference, K targets;
-    and the same prompts without a reference) and ``jointdiff demo``, each a fresh process timed
-    from start to exit (``--repeats`` times, the median). The reference is held-out toy subject 0."""
+    """What a user waits for (issue 31): ``jointdiff generate`` (the CLI's defaults: for the shipped miniature
+    DPM-Solver++ in 6 steps; one reference, K targets) and ``jointdiff demo``, each a fresh process timed from
+    start to exit (``--repeats`` times, the median), with ``--onnx off`` and ``auto`` (the default); the import
+    floor (fresh processes that only import); and the web app's first click on a warm server (the page's first
+    contact: held-out toy subject 0, two prompts, its default steps). The reference is held-out toy subject 0."""
     import tempfile
 
     from jointdiff.data.toyworld.captions import prompt_templates
@@ -375,35 +377,76 @@ def cli_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     toy = real_subject(make_subject(subject_seed("eval", 0)), images=1, resolution=64)
     model = [] if args.model is None else ["--model", args.model]
     rows = []
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+
+    def wall(cmd: list[str]) -> float:
+        walls = []
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+            if proc.returncode:
+                raise SystemExit(f"{' '.join(cmd[:4])} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+            walls.append(time.perf_counter() - t0)
+        return statistics.median(walls)
+
+    for label, code in (
+        ("import torch", "import torch"),
+        ("import torch, torch._dynamo (diffusers and transformers import it)", "import torch._dynamo"),
+        ("import the pipeline (torch, diffusers, transformers, peft)", "import jointdiff.jedi.pipeline"),
+    ):
+        w = wall([sys.executable, "-c", f"{code}; import os; os._exit(0)"])  # ends as the one-shot commands do
+        rows.append({"command": f"floor: {label}", "images": 0, "wall_s": w, "s_per_image": None})
+        print(json.dumps(rows[-1]), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "reference.png"
         toy.images[0].save(ref)
+        env["JOINTDIFF_ONNX_CACHE"] = f"{tmp}/onnx"
         commands = []
         for k in args.targets:
             scenes = [t.format(toy.class_word) for t in prompt_templates(toy.live)[:k]]
             prompts = [a for scene in scenes for a in ("--prompt", scene)]
-            gen = ["generate", *model, *prompts, "--out", f"{tmp}/out"]
-            commands.append((f"generate, 1 reference, {k} target(s)", k, [*gen, "--ref", str(ref)]))
-            commands.append((f"generate, no reference, {k} image(s)", k, gen))
+            gen = ["generate", *model, *prompts, "--out", f"{tmp}/out", "--ref", str(ref)]
+            commands.append((f"generate, 1 reference, {k} target(s)", k, gen))
         commands.append(
             ("demo (12 images: 6 with the reference, 6 without)", 12, ["demo", *model, "--out", f"{tmp}/d"])
         )
-        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         for label, images, cmd in commands:
-            walls = []
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                proc = subprocess.run(
-                    [sys.executable, "-m", "jointdiff", *cmd], capture_output=True, text=True, env=env
-                )
-                if proc.returncode:
-                    raise SystemExit(f"jointdiff {cmd[0]} failed: {(proc.stderr.strip().splitlines() or ['?'])[-1]}")
-                walls.append(time.perf_counter() - t0)
-            wall = statistics.median(walls)
-            row = {"command": label, "images": images, "wall_s": wall, "s_per_image": wall / images}
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+            for onnx in ("off", "auto"):
+                w = wall([sys.executable, "-m", "jointdiff", *cmd, "--onnx", onnx])
+                row = {"command": f"{label}, --onnx {onnx}", "images": images, "wall_s": w, "s_per_image": w / images}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+        rows.append(first_click(args, Path(tmp)))
+        print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def first_click(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    """The web app's first Generate on a warm server: the page's first contact (held-out toy subject 0 as the
+    reference, two prompts, the default steps), timed in the service as the click runs it (the median of
+    ``--repeats`` clicks after the first, and the first)."""
+    from jointdiff.app.page import load_services
+    from jointdiff.common.paths import shipped_model
+
+    model = args.model or str(shipped_model())
+    jedi, _ = load_services(model, "cpu", [], tmp / "serve", shipped=args.model is None)
+    first = jedi.first_contact()
+
+    def click() -> float:
+        t0 = time.perf_counter()
+        out = jedi.generate(first.references, first.prompts, first.caption, steps=jedi.default_steps, seed=0)
+        if not out.gallery:
+            raise SystemExit(f"the first click failed: {out.status}")
+        return time.perf_counter() - t0
+
+    cold = click()
+    warm = statistics.median(click() for _ in range(args.repeats))
+    return {
+        "command": f"web app, first click on a warm server (2 images; the very first {cold:.2f} s)",
+        "images": 2,
+        "wall_s": warm,
+        "s_per_image": warm / 2,
+    }
 
 
 # --------------------------------------------------------------------------- memory (item 4)
