@@ -365,7 +365,7 @@ def profile_rows(args: argparse.Namespace, device: torch.device, dtype: torch.dt
 def cli_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
     """What a user waits for (issue 31): ``jointdiff generate`` (the CLI's defaults: for the shipped miniature
     DPM-Solver++ in 6 steps; one reference, K targets) and ``jointdiff demo``, each a fresh process timed from
-    start to exit (``--repeats`` times, the median), with ``--onnx off`` and ``auto`` (the default); the import
+    start to exit (``--repeats`` times, the median), with ``--onnx off`` (the default) and ``on``; the import
     floor (fresh processes that only import); and the web app's first click on a warm server (the page's first
     contact: held-out toy subject 0, two prompts, its default steps). The reference is held-out toy subject 0."""
     import tempfile
@@ -411,7 +411,7 @@ def cli_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
             ("demo (12 images: 6 with the reference, 6 without)", 12, ["demo", *model, "--out", f"{tmp}/d"])
         )
         for label, images, cmd in commands:
-            for onnx in ("off", "auto"):
+            for onnx in ("off", "on"):
                 w = wall([sys.executable, "-m", "jointdiff", *cmd, "--onnx", onnx])
                 row = {"command": f"{label}, --onnx {onnx}", "images": images, "wall_s": w, "s_per_image": w / images}
                 print(json.dumps(row), flush=True)

@@ -292,6 +292,9 @@ def test_generate_with_the_shipped_miniature_samples_as_measured(tmp_path, monke
     with Image.open(next((tmp_path / "o").glob("00-*.png"))) as im:
         settings = json.loads(im.text["jointdiff"])
     assert settings["steps"] == SHIPPED_STEPS and settings["scheduler"] == "DPMSolverMultistepScheduler"
+    from jointdiff.jedi.cpu import native_bf16
+
+    assert settings["dtype"] == ("bfloat16" if native_bf16() else "float32")  # jointdiff/jedi/cpu.py
 
 
 def test_the_command_exits_fast_after_one_shot_commands_with_everything_written(joint_dir, tmp_path):

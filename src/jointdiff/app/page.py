@@ -205,16 +205,16 @@ def load_services(
     work_dir: str | os.PathLike,
     shipped: bool = False,
 ) -> tuple[JeDiService, BlendService]:
-    """Load the JeDi pipeline onto ``device`` (its U-Net through ONNX Runtime where installed and on the CPU; the
-    shipped miniature with its measured sampler and steps) and look up DreamBlend."""
-    from jointdiff.jedi.onnx import apply_mode
+    """Load the JeDi pipeline onto ``device`` (the shipped miniature with its measured dtype, sampler and steps) and
+    look up DreamBlend."""
+    from jointdiff.jedi.cpu import shipped_cpu_dtype
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
     from jointdiff.jedi.schedulers import SHIPPED_SAMPLER, SHIPPED_STEPS, make_scheduler
 
-    pipe = JointDiffusionPipeline.from_pretrained(model).to(device)
+    dtype = {"torch_dtype": shipped_cpu_dtype()} if shipped and device == "cpu" else {}  # jointdiff/jedi/cpu.py
+    pipe = JointDiffusionPipeline.from_pretrained(model, **dtype).to(device)
     pipe.set_progress_bar_config(disable=True)  # progress goes to the page, not the server log
     if shipped:
         pipe.scheduler = make_scheduler(SHIPPED_SAMPLER, pipe.scheduler.config)
-    apply_mode(pipe, "auto")  # a server: many calls, so ONNX Runtime pays where installed
     steps = SHIPPED_STEPS if shipped else 30
     return JeDiService(pipe, str(model), work_dir, default_steps=steps), BlendService(runs, work_dir)

@@ -63,9 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help="jointdiff model directory (default: the shipped miniature)")
     p.add_argument(
         "--onnx",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="run the U-Net through ONNX Runtime (auto: when installed and at least 12 steps; graphs cached on disk)",
+        choices=["on", "off"],
+        default="off",
+        help="run the U-Net through ONNX Runtime (optional extra 'onnx'; graphs cached on disk)",
     )
     p.add_argument(
         "--two-subjects",

@@ -61,6 +61,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from jointdiff.common.images import load_image
     from jointdiff.common.paths import default_device, shipped_model
     from jointdiff.common.processes import process_state
+    from jointdiff.jedi.cpu import shipped_cpu_dtype
     from jointdiff.jedi.onnx import apply_mode
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
     from jointdiff.jedi.schedulers import make_scheduler
@@ -88,11 +89,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise ValueError("no model given and this install ships none yet; pass --model DIR (a jointdiff model)")
     device = args.device or default_device()
     processes = process_state(cpu=str(device) == "cpu")  # one process unless launched with several
-    pipe = JointDiffusionPipeline.from_pretrained(str(model), layout=args.layout, use_safetensors=not args.allow_pickle)
+    # the shipped miniature in its measured CPU dtype (jedi/cpu.py); ONNX Runtime serves fp32 only
+    dtype = {"torch_dtype": shipped_cpu_dtype()} if shipped and str(device) == "cpu" and args.onnx == "off" else {}
+    pipe = JointDiffusionPipeline.from_pretrained(
+        str(model), layout=args.layout, use_safetensors=not args.allow_pickle, **dtype
+    )
     if args.scheduler:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     pipe.to(device)
-    onnx = apply_mode(pipe, args.onnx, args.steps)  # the U-Net through ONNX Runtime where it pays (issue 31)
+    onnx = apply_mode(pipe, args.onnx)  # the U-Net through ONNX Runtime, when asked (issue 31)
     settings = {
         "model": str(model),
         "layout": pipe.joint_unet.layout.kind,
@@ -104,6 +109,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         "negative_prompt": args.negative_prompt,
         "scheduler": type(pipe.scheduler).__name__,
         "onnx": onnx,
+        "dtype": str(pipe.unet.dtype).removeprefix("torch."),
         "seed": args.seed,
         "size": [args.height, args.width],
     }
@@ -209,10 +215,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="swap the model's scheduler")
     p.add_argument(
         "--onnx",
-        choices=["auto", "on", "off"],
-        default="auto",
-        help="run the U-Net through ONNX Runtime (auto: when installed, fp32 on the CPU, at least 12 steps; graphs "
-        "cached on disk)",
+        choices=["on", "off"],
+        default="off",
+        help="run the U-Net through ONNX Runtime (optional extra 'onnx'; 1.2x on this project's CPU, "
+        "benchmarks/cpu_inference.md; graphs cached on disk)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the set (of line i: seed + i)")
     p.add_argument("--num-sets", type=int, default=1, help="independent sets (images per prompt)")

@@ -138,10 +138,13 @@ def _steps(model: str | Path | None, steps: int | None) -> int:
     return SHIPPED_STEPS if model is None else DEMO_STEPS
 
 
-def _load(model: str | Path | None, onnx: str = "auto", steps: int | None = None) -> Any:
-    """The demo's pipeline: ``model`` or the shipped miniature (with its measured sampler), progress bars off, the
-    U-Net through ONNX Runtime where installed (``onnx``: :func:`jointdiff.jedi.onnx.apply_mode`)."""
+def _load(model: str | Path | None, onnx: str = "off") -> Any:
+    """The demo's pipeline: ``model`` or the shipped miniature (its measured dtype and sampler), progress bars off, the
+    U-Net through ONNX Runtime if asked (``onnx``: :func:`jointdiff.jedi.onnx.apply_mode`)."""
+    import torch
+
     from jointdiff.common.paths import shipped_model
+    from jointdiff.jedi.cpu import shipped_cpu_dtype
     from jointdiff.jedi.onnx import apply_mode
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
     from jointdiff.jedi.schedulers import SHIPPED_SAMPLER, make_scheduler
@@ -152,11 +155,14 @@ def _load(model: str | Path | None, onnx: str = "auto", steps: int | None = None
             "no shipped miniature model in this install (src/jointdiff/weights/miniature): pass --model DIR "
             "or train one (docs/miniature.md)"
         )
-    pipe = JointDiffusionPipeline.from_pretrained(str(path))
-    if model is None:  # the shipped miniature: its measured sampler (benchmarks/samplers.md)
+    if model is None:  # the shipped miniature: its measured dtype and sampler (jointdiff.jedi.cpu, samplers.md)
+        dtype = shipped_cpu_dtype() if onnx == "off" else torch.float32  # ONNX Runtime serves fp32 only
+        pipe = JointDiffusionPipeline.from_pretrained(str(path), torch_dtype=dtype)
         pipe.scheduler = make_scheduler(SHIPPED_SAMPLER, pipe.scheduler.config)
+    else:
+        pipe = JointDiffusionPipeline.from_pretrained(str(path))
     pipe.set_progress_bar_config(disable=True)
-    apply_mode(pipe, onnx, steps)
+    apply_mode(pipe, onnx)
     return pipe
 
 
@@ -170,14 +176,14 @@ def run_demo(
     seed: int = 0,
     steps: int | None = None,
     guidance_scale: float = DEFAULT.scale,
-    onnx: str = "auto",
+    onnx: str = "off",
 ) -> DemoResult:
     """Generate, score and draw the demo into ``out`` (``grid.png``); see the module docstring."""
     from jointdiff.evaluation.toy.probe import generate_pairs
 
     t0 = time.perf_counter()
     steps = _steps(model, steps)
-    pipe = _load(model, onnx, steps)
+    pipe = _load(model, onnx)
     who = demo_subject(references, subject, class_word)
     prompts = prompts or who.prompts()
     made, plain = generate_pairs(pipe, prompts, who.real[0], who.class_word, steps, guidance_scale, seed)
@@ -193,7 +199,7 @@ def run_two_subject_demo(
     seed: int = 0,
     steps: int | None = None,
     guidance_scale: float = DEFAULT.scale,
-    onnx: str = "auto",
+    onnx: str = "off",
 ) -> DemoResult:
     """Two held-out toy subjects in one image (issue 33): the report part's subjects ``subject`` (A) and the next
     (B), one reference each with its own caption, the demo's scenes with both class words; with the references and
@@ -209,7 +215,7 @@ def run_two_subject_demo(
     if subject < 0:
         raise ValueError(f"--subject must be >= 0, got {subject}")
     steps = _steps(model, steps)
-    pipe = _load(model, onnx, steps)
+    pipe = _load(model, onnx)
     a, b = (
         real_subject(make_subject(subject_seed("eval", PARTS["report"] + i)), images=1, resolution=64, gallery=5)
         for i in (subject, subject + 1)
