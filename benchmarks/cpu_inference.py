@@ -70,6 +70,32 @@ def call_flops(call: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
+class TimedUNet(torch.nn.Module):
+    """The joint U-Net's call, timed: ``seconds`` accumulates the time spent in it (the rest is the pipeline)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__()
+        self.inner, self.seconds = inner, 0.0
+
+    @property
+    def config(self) -> Any:
+        return self.inner.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.dtype
+
+    @property
+    def attn_processors(self) -> Any:
+        return self.inner.attn_processors
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        t0 = time.perf_counter()
+        out = self.inner(*args, **kwargs)
+        self.seconds += time.perf_counter() - t0
+        return out
+
+
 def pixels(images: list[Any]) -> np.ndarray:
     return np.stack([np.asarray(im.convert("RGB"), dtype=np.float32) for im in images])
 
@@ -105,27 +131,40 @@ def main(argv: list[str] | None = None) -> int:
         return pipe
 
     def run(pipe: Any) -> Callable[[], list[Any]]:
+        if not isinstance(pipe.joint_unet.unet, TimedUNet):
+            pipe.joint_unet.unet = TimedUNet(pipe.joint_unet.unet)
+        timer = pipe.joint_unet.unet
+
         def call() -> list[Any]:
-            return pipe(
+            timer.seconds = 0.0
+            unet_seconds.append(0.0)
+            out = pipe(
                 sets,
                 reference_images=[toy.images[0]],
                 reference_prompts=[f"a photo of a {toy.class_word}"],
                 num_inference_steps=args.steps,
                 generator=[torch.Generator().manual_seed(k) for k in range(len(sets))],
             ).images
+            unet_seconds[-1] = timer.seconds
+            return out
 
         return call
 
     rows: list[dict[str, Any]] = []
+    unet_seconds: list[float] = []  # per call: the time in the U-Net (the last ``repeats`` are a row's)
     base = load()
     base_s, base_images = timed(run(base), args.repeats)
     ref_px = pixels(base_images)
-    rows.append({"option": "fp32 (baseline)", "s": base_s, "speedup": 1.0, "px_diff": 0.0})
+    base_unet = statistics.median(unet_seconds[-args.repeats :])
+    rows.append({"option": "fp32 (baseline)", "s": base_s, "speedup": 1.0, "px_diff": 0.0, "unet_s": base_unet})
     print(json.dumps(rows[-1]), flush=True)
 
     def add(option: str, seconds: float, images: list[Any] | None, **extra: Any) -> None:
         diff = float(np.abs(pixels(images) - ref_px).mean()) if images is not None else None
-        rows.append({"option": option, "s": seconds, "speedup": base_s / seconds, "px_diff": diff, **extra})
+        unet = statistics.median(unet_seconds[-args.repeats :])
+        rows.append(
+            {"option": option, "s": seconds, "speedup": base_s / seconds, "px_diff": diff, "unet_s": unet, **extra}
+        )
         print(json.dumps(rows[-1]), flush=True)
 
     cl = load()
@@ -171,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     rate = matmul_rate()
     floor_s = flops / rate
     text = [
-        "| option | s per call | speedup vs fp32 | mean abs pixel diff vs fp32 (0-255) | note |",
-        "|---|---|---|---|---|",
+        "| option | s per call | speedup vs fp32 | s in the U-Net | U-Net speedup | mean abs pixel diff vs fp32 (0-255) "
+        "| note |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         note = f"compile: {r['compile_s']:.1f} s on the first call of a process" if "compile_s" in r else ""
@@ -182,7 +222,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"+{r['open_s']:.1f} s to open them in a later process"
             )
         diff = "-" if r["px_diff"] is None else f"{r['px_diff']:.2f}"
-        text.append(f"| {r['option']} | {r['s']:.3f} | {r['speedup']:.2f}x | {diff} | {note} |")
+        unet = f"{r['unet_s']:.3f} | {base_unet / r['unet_s']:.2f}x"
+        text.append(f"| {r['option']} | {r['s']:.3f} | {r['speedup']:.2f}x | {unet} | {diff} | {note} |")
     floor = [
         f"Floor: one call is {flops / 1e9:.2f} GFLOP; a 2048 x 2048 fp32 matmul runs at {rate / 1e9:.1f} GFLOP/s "
         f"here, so the compute floor is {floor_s:.3f} s against {base_s:.3f} s measured: **{base_s / floor_s:.1f}x "
