@@ -281,8 +281,10 @@ def test_serving_the_shipped_miniature_samples_as_measured(tmp_path, monkeypatch
     page = _build(jedi, blend)
     steps = next(b for b in page.blocks.values() if isinstance(b, gr.Slider) and b.elem_id == "steps")
     assert steps.value == SHIPPED_STEPS
+    assert "knows only the toy world" in _markdowns(page)  # the page says in one line what the miniature can do
     other, _ = app.load_services(str(shipped_model()), "cpu", [], tmp_path / "w2")
     assert type(other.pipe.scheduler).__name__ == "DDIMScheduler" and other.default_steps == 30
+    assert "toy world" not in _markdowns(_build(other, blend))
 
 
 # -- DreamBlend ------------------------------------------------------------------------------------

@@ -32,7 +32,10 @@ def build_app(jedi: JeDiService, blend: BlendService) -> gr.Blocks:
     import gradio as gr
 
     with gr.Blocks(title="jointdiff", analytics_enabled=False, delete_cache=(3600, 3600)) as demo:
-        gr.Markdown(f"## jointdiff: personalised generation\nModel: `{jedi.model_name}`. {LIMITS}")
+        scope = f"\n\n{jedi.scope}" if jedi.scope else ""
+        gr.Markdown(
+            f"## jointdiff: personalised generation\nModel: `{jedi.model_name}`. {LIMITS}{scope}", elem_id="about"
+        )
         with gr.Tab("JeDi", id="jedi"), gr.Row():
             _jedi_tab(gr, jedi)
         with gr.Tab("DreamBlend", id="dreamblend"):
@@ -216,5 +219,11 @@ def load_services(
     pipe.set_progress_bar_config(disable=True)  # progress goes to the page, not the server log
     if shipped:
         pipe.scheduler = make_scheduler(SHIPPED_SAMPLER, pipe.scheduler.config)
-    steps = SHIPPED_STEPS if shipped else 30
-    return JeDiService(pipe, str(model), work_dir, default_steps=steps), BlendService(runs, work_dir)
+    from jointdiff.evaluation.demo import MINIATURE_SCOPE
+
+    steps, scope = (
+        (SHIPPED_STEPS, MINIATURE_SCOPE.replace("runs with --model DIR", "runs with jointdiff serve --model DIR"))
+        if shipped
+        else (30, "")
+    )
+    return JeDiService(pipe, str(model), work_dir, steps, scope), BlendService(runs, work_dir)

@@ -67,11 +67,17 @@ class JeDiService:
     """JeDi generation for the app (sec. 3.3): checks uploads, runs the pipeline, writes the PNGs."""
 
     def __init__(
-        self, pipe: JointDiffusionPipeline, model_name: str, work_dir: str | os.PathLike, default_steps: int = 30
+        self,
+        pipe: JointDiffusionPipeline,
+        model_name: str,
+        work_dir: str | os.PathLike,
+        default_steps: int = 30,
+        scope: str = "",
     ) -> None:
         self.pipe = pipe
         self.model_name = model_name
         self.default_steps = default_steps  # the page's initial steps (the shipped miniature: its measured count)
+        self.scope = scope  # one line on what the model can and cannot do (the shipped miniature: toy world only)
         self.results = ResultFolders(Path(work_dir) / "jedi")
         self.lock = threading.Lock()  # the queue already serialises model events; this guards other callers
 

@@ -27,7 +27,8 @@ from jointdiff.evaluation.benchmarks import Subject
 from jointdiff.evaluation.options import MethodOptions
 
 
-def _spec(subject: Subject) -> SubjectSpec:
+def toy_spec(subject: Subject) -> SubjectSpec:
+    """The toy-world spec of a benchmark subject (from its ``meta["seed"]``); ValueError for any other subject."""
     if "seed" not in subject.meta:
         raise ValueError(f"subject {subject.name!r} is not a toy-world subject (no meta['seed'])")
     return make_subject(int(subject.meta["seed"]))
@@ -154,7 +155,7 @@ class ToyRealMethod:
         self, subject: Subject, references: list[PIL.Image.Image], prompts: list[str], seed: int
     ) -> list[PIL.Image.Image]:
         """One render per prompt; each depends only on (subject, prompt, seed)."""
-        spec = _spec(subject)
+        spec = toy_spec(subject)
         res = self.resolution or int(subject.meta.get("resolution", 64))
         out = []
         for prompt in prompts:

@@ -36,7 +36,7 @@ from jointdiff.data.toyworld.pairs import PairView, pair_phrase, render_pair_vie
 from jointdiff.data.toyworld.subjects import SubjectSpec
 from jointdiff.evaluation.benchmarks import Subject
 from jointdiff.evaluation.metrics import text_alignment
-from jointdiff.evaluation.toy.benchmark import ToyTextOnlyMethod, _spec
+from jointdiff.evaluation.toy.benchmark import ToyTextOnlyMethod, toy_spec
 
 MIN_AREA = 0.01  # of the image: smaller components are noise
 MIN_SPLIT = 0.25  # of a component: each half of a split holds at least this much
@@ -180,7 +180,7 @@ class PairCase:
 
     def specs(self) -> tuple[SubjectSpec, SubjectSpec]:
         """The toy-world specs of A and B."""
-        return _spec(self.a), _spec(self.b)
+        return toy_spec(self.a), toy_spec(self.b)
 
 
 def pair_cases(subjects: Sequence[Subject]) -> list[PairCase]:
@@ -221,7 +221,7 @@ def render_singles(
     case: PairCase, templates: Sequence[str], resolution: int, floor: bool = False, seed: int = 0
 ) -> list[View]:
     """Real renders of subject A alone under each template's scene (``floor``: another subject of its class)."""
-    a = _spec(case.a)
+    a = toy_spec(case.a)
     out = []
     for k, template in enumerate(templates):
         condition = parse_prompt(template.format(a.class_word)).condition
