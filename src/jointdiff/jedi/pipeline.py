@@ -42,6 +42,16 @@ class JointDiffusionPipelineOutput(BaseOutput):
     images: list[PIL.Image.Image] | np.ndarray | torch.Tensor
 
 
+def _dtype_argument() -> str:
+    """The name this diffusers gives the dtype of ``from_pretrained``: ``dtype`` since it deprecated ``torch_dtype``."""
+    from diffusers.utils import deprecation_utils
+
+    return "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+
+
+DTYPE_ARGUMENT = _dtype_argument()
+
+
 def _as_list(x: Any) -> list[Any]:
     return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
 
@@ -98,6 +108,9 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         ``use_safetensors`` is None or False. ``layout`` forces the input layout (default: the saved one, else
         ``auto``)."""
         source = os.fspath(pretrained_model_name_or_path)
+        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)  # either name, as diffusers takes both
+        if dtype is not None:
+            kwargs[DTYPE_ARGUMENT] = dtype
         if not os.path.isdir(source) and not is_hub_id(source):
             raise ValueError(f"no such model directory: {source}")
         revision = kwargs.get("revision")
@@ -118,13 +131,13 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
                     ) from None
                 raise
         found = detect_layout(unet_config, layout or "auto", source)  # a plain text-to-image model fails here
-        unknown = set(kwargs) - {"use_safetensors", "torch_dtype", "revision", "variant"}
+        unknown = set(kwargs) - {"use_safetensors", DTYPE_ARGUMENT, "revision", "variant"}
         if unknown:
             raise ValueError(f"{source}: {', '.join(sorted(unknown))} not supported when loading a stock model")
         components = load_base_components(
             source,
             allow_pickle=kwargs.get("use_safetensors", True) is not True,
-            torch_dtype=kwargs.get("torch_dtype"),
+            torch_dtype=kwargs.get(DTYPE_ARGUMENT),
             revision=revision,
             variant=kwargs.get("variant"),
         )
