@@ -28,6 +28,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jointdiff.jedi.schedulers import SHIPPED_SAMPLER, SHIPPED_STEPS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # (name, label, kind): kind "two" rows are scored per subject in two-subject scenes, "one" rows on A alone
@@ -82,9 +84,11 @@ def score_all(args: argparse.Namespace, cases: list[Any], templates: list[str]) 
     from jointdiff.evaluation.toy.evaluators import load_toy_dual, load_toy_parts, load_toy_segmenter
     from jointdiff.evaluation.toy.pairs import PairScorer, pair_prompts, render_pairs, render_singles, single_prompts
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
+    from jointdiff.jedi.schedulers import make_scheduler
 
     scorer = PairScorer(load_toy_parts(), load_toy_segmenter(), load_toy_dual())
     pipe = JointDiffusionPipeline.from_pretrained(args.model)
+    pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     rows: dict[str, dict[str, list[dict]]] = {name: {} for name, _, _ in ROWS}
     shown: dict[str, dict[str, list[Any]]] = {name: {} for name, _, _ in ROWS}
@@ -177,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subjects", type=int, default=8, help="held-out subjects; each is A once and B once")
     p.add_argument("--part", default="report", choices=["tuning", "report"])
     p.add_argument("--max-prompts", type=int, default=None, help="only the first N scene prompts (quick looks)")
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--steps", type=int, default=SHIPPED_STEPS, help="sampling steps (default: the miniature's)")
+    p.add_argument("--scheduler", default=SHIPPED_SAMPLER, help="sampler (default: the miniature's, samplers.md)")
     p.add_argument("--scale", type=float, default=5.0, help="eq. 3 lambda (joint guidance); text-only for no refs")
     p.add_argument("--batch-size", type=int, default=20, help="prompts generated side by side")
     p.add_argument("--resolution", type=int, default=64)
@@ -212,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             "# Two subjects in one image (issue 33)",
             "",
             f"Model `{args.model}`; {len(cases)} cases of the {args.part} subjects, {len(templates)} scene prompts, "
-            f"{args.steps} DDIM steps, joint guidance lambda = {args.scale}, seed {args.seed}; "
+            f"{args.steps} steps of {args.scheduler}, joint guidance lambda = {args.scale}, seed {args.seed}; "
             f"{platform.processor() or platform.machine()}, {started:%Y-%m-%d}.",
             "",
             "    " + " ".join(["python", "benchmarks/two_subjects.py", *(argv if argv is not None else sys.argv[1:])]),
