@@ -25,7 +25,7 @@ from jointdiff.data.toyworld.captions import (
     NEUTRAL_PROMPTS,
     SCENE_PROMPTS,
     STYLES,
-    TEMPLATES,
+    caption,
     sample_descriptor,
     with_article,
 )
@@ -92,17 +92,12 @@ def pair_phrase(a: str, b: str) -> str:
 def pair_caption(
     condition: str, class_words: tuple[str, str], descriptors: tuple[str, str] = ("", ""), style: str | None = None
 ) -> str:
-    """The caption of a two-subject view: the condition's template with both subjects, the style in front."""
+    """The caption of a two-subject view: the condition's template with both subjects, the style in front
+    (:func:`jointdiff.data.toyworld.captions.caption` with the phrase of both)."""
     if condition not in PAIR_CONDITIONS:
         raise ValueError(f"condition {condition!r} is not a scene or neutral setting (two subjects: {PAIR_CONDITIONS})")
     a, b = (f"{d} {c}".strip() for d, c in zip(descriptors, class_words, strict=True))
-    template = "a {}" if style is not None and condition == "studio" else TEMPLATES[condition]
-    text = with_article(template.format(pair_phrase(a, b)))
-    if style is not None:
-        if style not in STYLES:
-            raise ValueError(f"unknown style {style!r}; choose one of: {', '.join(STYLES)}")
-        text = f"{STYLES[style]} of {text}"
-    return text
+    return caption(condition, pair_phrase(a, b), "", style)
 
 
 def split_phrase(phrase: str) -> list[str]:
@@ -237,24 +232,7 @@ def make_pair_set(
 
 def short_caption(view: View | PairView, subjects: tuple[SubjectSpec, SubjectSpec], shows: str) -> str:
     """The caption with class words only ("a dog and a teapot on the beach"), as the short training captions."""
-    from jointdiff.data.toyworld.captions import caption
-
     if shows == "ab":
         return pair_caption(view.condition, (subjects[0].class_word, subjects[1].class_word), ("", ""), view.style)
     s = subjects[0] if shows == "a" else subjects[1]
     return caption(view.condition, s.class_word, "", view.style)
-
-
-__all__ = [
-    "PAIR_CONDITIONS",
-    "PairSet",
-    "PairView",
-    "make_pair_set",
-    "pair_caption",
-    "pair_phrase",
-    "partner_index",
-    "render_pair_view",
-    "short_caption",
-    "split_phrase",
-    "view_plan",
-]
