@@ -92,6 +92,8 @@ def test_assignment_identity_and_leakage_on_hand_made_features():
     one = score_regions(_crops_from(feats), image, [r1], galleries, assign=True)
     assert one.found == 1 and one.identity == (None, pytest.approx(0.9)) and one.leakage == (None, pytest.approx(0.2))
     assert score_regions(_crops_from(feats), image, [], galleries, assign=True).identity == (None, None)
+    hidden = score_regions(_crops_from(feats), image, [np.zeros_like(r1), r2], galleries, assign=False)
+    assert hidden.found == 1 and hidden.identity == (None, pytest.approx(0.1))  # A out of sight; r2 is B here
 
 
 def test_summary_normalises_per_case_and_counts_missing_subjects_at_the_floor():

@@ -137,27 +137,30 @@ def score_regions(
     assign: bool,
 ) -> PairScore:
     """Scores of one image whose subject regions are ``found`` (in A, B order when ``assign`` is False: exact
-    masks; else assigned by identity, step 3). ``crops`` turns (own, other) region pairs of ``image`` into
-    L2-normalised part-aware features; ``galleries`` hold each subject's real views' features."""
+    masks, where an empty mask is a subject out of sight; else assigned by identity, step 3). ``crops`` turns (own,
+    other) region pairs of ``image`` into L2-normalised part-aware features; ``galleries`` hold each subject's real
+    views' features."""
     found = list(found)[:2]
-    if not found:
+    if not assign:  # exact masks, A then B: score the subjects in sight
+        seen = [i for i, m in enumerate(found) if m.any()]
+        slots = seen
+        pairs = [(found[i], found[1 - i] if len(found) == 2 else None) for i in seen]
+    else:
+        slots = []
+        pairs = [(m, found[1 - i] if len(found) == 2 else None) for i, m in enumerate(found)]
+    if not pairs:
         return PairScore(identity=(None, None), leakage=(None, None), found=0)
-    pairs = [(m, found[1 - i] if len(found) == 2 else None) for i, m in enumerate(found)]
     feats = crops(pairs)  # (r, d)
     sim = torch.stack([(feats @ g.T).mean(1) for g in galleries], 1)  # (r regions, 2 subjects)
-    if len(found) == 2:
-        keep = not assign or sim[0, 0] + sim[1, 1] >= sim[0, 1] + sim[1, 0]
-        a, b = (0, 1) if keep else (1, 0)
-        return PairScore(
-            identity=(float(sim[a, 0]), float(sim[b, 1])), leakage=(float(sim[a, 1]), float(sim[b, 0])), found=2
-        )
-    if not assign:
-        raise ValueError("exact masks: both subjects' regions are needed")
-    which = int(sim[0].argmax())  # the one region is the subject it matches better
+    if assign and len(pairs) == 2:  # the assignment with the larger summed identity
+        slots = [0, 1] if sim[0, 0] + sim[1, 1] >= sim[0, 1] + sim[1, 0] else [1, 0]
+    elif assign:  # one region: the subject it matches better
+        slots = [int(sim[0].argmax())]
     identity: list[float | None] = [None, None]
     leakage: list[float | None] = [None, None]
-    identity[which], leakage[which] = float(sim[0, which]), float(sim[0, 1 - which])
-    return PairScore(identity=(identity[0], identity[1]), leakage=(leakage[0], leakage[1]), found=1)
+    for row, subject in enumerate(slots):
+        identity[subject], leakage[subject] = float(sim[row, subject]), float(sim[row, 1 - subject])
+    return PairScore(identity=(identity[0], identity[1]), leakage=(leakage[0], leakage[1]), found=len(slots))
 
 
 # --------------------------------------------------------------------------------------------------------------------
