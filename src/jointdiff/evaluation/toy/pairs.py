@@ -304,7 +304,7 @@ class PairScorer:
         clip_t = self._clip_t(images, prompts)
         rows = []
         for image, regs, ct in zip(images, found, clip_t, strict=True):
-            if not regs:
+            if not regs or not regs[0].any():  # nothing segmented, or the subject out of sight
                 rows.append({"id_a": None, "found": 0, "clip_t": ct})
                 continue
             arr = np.asarray(image.convert("RGB"))
