@@ -140,3 +140,19 @@ def test_real_renders_score_above_the_floor_with_the_shipped_evaluators():
     assert np.mean(own) > np.mean(floor) + 0.4
     assert np.mean(leak) < np.mean(floor) + 0.1
     assert np.mean(found) >= 1.8
+
+
+def test_pair_probe_measures_the_shipped_miniature_on_tuning_pairs():
+    """The ``toyworld_pairs`` monitor's probe: keys, ranges, and determinism (2 tuning subjects: one pair, 2 steps)."""
+    from jointdiff.common.paths import shipped_model
+    from jointdiff.evaluation.toy.pairs import pair_probe
+    from jointdiff.jedi.pipeline import JointDiffusionPipeline
+
+    if shipped_model() is None:
+        pytest.skip("no shipped miniature in this install")
+    pipe = JointDiffusionPipeline.from_pretrained(str(shipped_model()))
+    pipe.set_progress_bar_config(disable=True)
+    out = pair_probe(pipe, subjects=2, steps=2)
+    assert set(out) == {"pairs_normalised", "pairs_identity", "pairs_found", "pairs_leakage"}
+    assert 0.0 <= out["pairs_found"] <= 1.0 and -1.0 <= out["pairs_identity"] <= 1.0
+    assert pair_probe(pipe, subjects=2, steps=2) == out

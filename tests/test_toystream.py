@@ -161,3 +161,18 @@ def test_training_on_the_stream_resumes_exactly(base, tmp_path):
     assert full.finished and not part.finished and rest.finished
     assert np.isfinite(full.losses).all()
     assert part.losses + rest.losses == pytest.approx(full.losses, rel=1e-5)
+
+
+def test_training_on_two_subject_sets(base, tmp_path):
+    """Issue 33: a run mixing two-subject sets in trains (finite losses) and resumes exactly like any toyworld run."""
+    root, _ = base
+    sources = (
+        "[{path = 'train:0', format = 'toyworld', max_set_size = 2},"
+        " {path = 'train:40', format = 'toyworld', two_subjects = true, max_set_size = 3}]"
+    )
+    extra = {"train.max_steps": "3", "data.sources": sources, "data.set_size": "[2, 3]"}
+    full = train(load_config(None, _overrides(root, tmp_path / "a", **extra)))
+    part = train(load_config(None, _overrides(root, tmp_path / "b", **extra, **{"train.stop_after": "1"})))
+    rest = train(load_config(None, _overrides(root, tmp_path / "b", **extra)))
+    assert full.finished and not part.finished and rest.finished
+    assert np.isfinite(full.losses).all() and list(part.losses) + list(rest.losses) == list(full.losses)

@@ -285,10 +285,11 @@ class MonitorConfig:
     """Measurements of the EMA model during training, logged beside the loss (logs/metrics.jsonl)."""
 
     every: int = field(default=0, metadata=doc("measure every this many optimizer steps (0: never)"))
-    kind: Literal["toyworld"] = field(
+    kind: Literal["toyworld", "toyworld_pairs"] = field(
         default="toyworld",
         metadata=doc(
-            "'toyworld': reference effect, toy identity with / without the reference and CLIP-T on held-out toy subjects"
+            "'toyworld': reference effect, toy identity with / without the reference and CLIP-T on held-out toy "
+            "subjects; 'toyworld_pairs': that and two subjects in one image (per-subject PartID, found, leakage)"
         ),
     )
     subjects: int = field(default=4, metadata=doc("held-out subjects measured (4 prompts each)"))

@@ -45,8 +45,20 @@ def _toyworld_monitor(pipe: Any, config: Config) -> dict[str, float]:
     return reference_probe(pipe, subjects=m.subjects, steps=m.steps, guidance_scale=m.guidance_scale)
 
 
+def _toyworld_pairs_monitor(pipe: Any, config: Config) -> dict[str, float]:
+    """The reference probe and the two-subject probe (issue 33, :func:`jointdiff.evaluation.toy.pairs.pair_probe`)."""
+    from jointdiff.evaluation.toy.pairs import pair_probe
+
+    m = config.monitor
+    two = pair_probe(pipe, subjects=m.subjects, steps=m.steps, guidance_scale=m.guidance_scale)
+    return _toyworld_monitor(pipe, config) | two
+
+
 # monitor.kind -> measurement of a pipeline (lazy imports inside): add a monitor with one line.
-MONITORS: dict[str, Callable[[Any, Config], dict[str, float]]] = {"toyworld": _toyworld_monitor}
+MONITORS: dict[str, Callable[[Any, Config], dict[str, float]]] = {
+    "toyworld": _toyworld_monitor,
+    "toyworld_pairs": _toyworld_pairs_monitor,
+}
 
 
 def run_monitor(

@@ -355,3 +355,38 @@ def summarise(
 
 def _found_rate(row: dict[str, Any], slots: int) -> float:
     return min(row["found"], slots) / slots
+
+
+PROBE_SCENES = (0, 2, 6, 16)  # jungle, beach, city, mirror: the two-subject probe's prompts
+
+
+@torch.no_grad()
+def pair_probe(
+    pipe: Any, subjects: int = 4, steps: int = 20, guidance_scale: float = 5.0, seed: int = 0
+) -> dict[str, float]:
+    """Two subjects in training (the ``toyworld_pairs`` monitor): the first ``subjects`` tuning subjects paired with
+    the next (:func:`pair_cases`), :data:`PROBE_SCENES` with both class words, both references with their own
+    captions; per-subject normalised PartID against the real two-subject renders and the floor of the same scenes
+    (``pairs_normalised``), the share of subjects found, leakage and the raw identity."""
+    from jointdiff.evaluation.toy.benchmark import ToyWorldBenchmark
+    from jointdiff.evaluation.toy.evaluators import load_toy_dual, load_toy_parts, load_toy_segmenter
+    from jointdiff.evaluation.toy.probe import with_and_without
+
+    cases = pair_cases(ToyWorldBenchmark(subjects=subjects, images=2, part="tuning").subjects())
+    templates = [TEMPLATES[k] for k in PROBE_SCENES]
+    scorer = PairScorer(load_toy_parts(), load_toy_segmenter(), load_toy_dual())
+    rows: dict[str, dict[str, list[dict[str, Any]]]] = {"model": {}, "real": {}, "floor": {}}
+    for case in cases:
+        prompts = pair_prompts(case, templates)
+        captions = [f"a photo of a {case.a.class_word}", f"a photo of a {case.b.class_word}"]
+        refs = [case.a.images[0], case.b.images[0]]
+        made, _ = with_and_without(pipe, prompts, refs, captions, steps, guidance_scale, seed)
+        real, floor = render_pairs(case, templates, 64), render_pairs(case, templates, 64, floor=True)
+        rows["model"][case.name] = scorer.score_two(case, made, prompts)
+        rows["real"][case.name] = scorer.score_two(case, [v.pil() for v in real], prompts, [v.masks for v in real])
+        rows["floor"][case.name] = scorer.score_two(case, [v.pil() for v in floor], prompts, [v.masks for v in floor])
+    s = summarise(rows, real="real", floor="floor")["model"]
+    raw = _mean((s["PartID A"], s["PartID B"]))
+    out = {"pairs_normalised": s["PartID (norm)"], "pairs_identity": raw, "pairs_found": s["found"]}
+    out |= {"pairs_leakage": s.get("leakage")}
+    return {k: round(float(v), 4) for k, v in out.items() if v is not None}
