@@ -210,6 +210,7 @@ def load_services(
 ) -> tuple[JeDiService, BlendService]:
     """Load the JeDi pipeline onto ``device`` (the shipped miniature with its measured dtype, sampler and steps) and
     look up DreamBlend."""
+    from jointdiff.common.paths import MINIATURE_SCOPE
     from jointdiff.jedi.cpu import shipped_cpu_dtype
     from jointdiff.jedi.pipeline import JointDiffusionPipeline
     from jointdiff.jedi.schedulers import SHIPPED_SAMPLER, SHIPPED_STEPS, make_scheduler
@@ -219,11 +220,5 @@ def load_services(
     pipe.set_progress_bar_config(disable=True)  # progress goes to the page, not the server log
     if shipped:
         pipe.scheduler = make_scheduler(SHIPPED_SAMPLER, pipe.scheduler.config)
-    from jointdiff.evaluation.demo import MINIATURE_SCOPE
-
-    steps, scope = (
-        (SHIPPED_STEPS, MINIATURE_SCOPE.replace("runs with --model DIR", "runs with jointdiff serve --model DIR"))
-        if shipped
-        else (30, "")
-    )
+    steps, scope = (SHIPPED_STEPS, MINIATURE_SCOPE) if shipped else (30, "")
     return JeDiService(pipe, str(model), work_dir, steps, scope), BlendService(runs, work_dir)

@@ -30,3 +30,10 @@ def default_device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# What the shipped miniature can and cannot do, in one line (the demo's printout and the web page say it).
+MINIATURE_SCOPE = (
+    "The shipped miniature knows only the toy world (procedural 64 px objects, trained on two CPU cores): it shows "
+    "how JeDi personalises, not photo quality; a real JeDi model runs with --model DIR."
+)

@@ -274,14 +274,12 @@ def format_scores(result: DemoResult) -> str:
     return "\n".join(lines)
 
 
-MINIATURE_SCOPE = (
-    "The shipped miniature knows only the toy world (procedural 64 px objects, trained on two CPU cores): it shows "
-    "how JeDi personalises, not photo quality; a real JeDi model runs with --model DIR."
-)
 OWN_IMAGE = "Your own image: jointdiff demo --ref my.png --class-word dog"
 
 
 def closing_lines(shipped: bool) -> list[str]:
     """What the demo prints last: what the shipped miniature can and cannot do (when it ran), and the one command
     that runs the demo on a user's own image."""
+    from jointdiff.common.paths import MINIATURE_SCOPE
+
     return [MINIATURE_SCOPE, OWN_IMAGE] if shipped else [OWN_IMAGE]
