@@ -108,7 +108,8 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         ``use_safetensors`` is None or False. ``layout`` forces the input layout (default: the saved one, else
         ``auto``)."""
         source = os.fspath(pretrained_model_name_or_path)
-        dtype = kwargs.pop("dtype", None) or kwargs.pop("torch_dtype", None)  # either name, as diffusers takes both
+        given = kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None)  # either name, as diffusers takes both
+        dtype = given[0] if given[0] is not None else given[1]
         if dtype is not None:
             kwargs[DTYPE_ARGUMENT] = dtype
         if not os.path.isdir(source) and not is_hub_id(source):
