@@ -426,3 +426,14 @@ def test_refusals_say_what_to_do_instead(pipe, tmp_path):
     assert "\n" not in str(info.value)
     loaded = JointDiffusionPipeline.from_pretrained(tmp_path, use_safetensors=None)
     assert isinstance(loaded, JointDiffusionPipeline)
+
+
+def test_from_pretrained_takes_dtype_by_either_name_without_a_warning(pipe, tmp_path):
+    import warnings
+
+    pipe.save_pretrained(tmp_path / "m")
+    for name in ("dtype", "torch_dtype"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", FutureWarning)  # diffusers' deprecation of torch_dtype must not show
+            loaded = JointDiffusionPipeline.from_pretrained(tmp_path / "m", **{name: torch.bfloat16})
+        assert loaded.unet.dtype == torch.bfloat16 and loaded.text_encoder.dtype == torch.bfloat16
