@@ -292,6 +292,24 @@ def test_browser_pick_a_toy_world_subject_and_generate(page, tmp_path):
     assert PIL.Image.open(shot).width == 1280
 
 
+def test_browser_two_toy_subjects_one_caption_line_each(page, tmp_path):
+    """Issue 33: "Two toy subjects" loads subjects i and i + 1 as the references, one caption line each, prompts
+    naming both; Generate makes them."""
+    pytest.importorskip("jointdiff.data.toyworld.pairs", reason="the toy world is not in this install")
+    page.fill("#toy-index input", "5")
+    page.click("#toy-pair")
+    assert "one caption line per reference" in _wait_status(page, "caption line")
+    page.wait_for_function("document.querySelectorAll('#reference-preview img').length === 2")
+    captions = page.input_value("#reference-caption textarea").splitlines()
+    prompts = page.input_value("#prompts textarea").splitlines()
+    assert len(captions) == 2 and all(c.split()[-1] in p for c in captions for p in prompts)
+    page.fill("#steps input[type=number]", "3")
+    page.fill("#seed input", "1")
+    page.click("#generate")
+    assert _wait_status(page, "seed 1") == "2 image(s), 3 steps, seed 1"
+    page.wait_for_function("document.querySelectorAll('#gallery img').length === 2")
+
+
 def test_browser_dreamblend_on_a_fine_tuned_run(server, page):
     if not server.dreamblend:
         pytest.skip("DreamBlend is not in this install (the tab says so; tested in test_app.py)")
