@@ -71,6 +71,7 @@ def test_two_subject_demo_scores_each_subject_beside_real_and_floor(model, tmp_p
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "JeDi, references of A and B" in out and "real two-subject renders" in out and "leakage" in out
+    assert out.strip().splitlines()[-1].startswith("Your own two subjects: jointdiff generate --ref")
     grid = PIL.Image.open(tmp_path / "a" / "grid.png")
     assert grid.width > 7 * 128  # two references and six scenes
     from jointdiff.evaluation.demo import run_two_subject_demo

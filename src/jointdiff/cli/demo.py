@@ -43,7 +43,7 @@ def _two_subjects(args: argparse.Namespace) -> int:
     result = run_two_subject_demo(args.out, model=args.model, subject=args.subject, seed=args.seed, onnx=args.onnx)
     print(format_pair_scores(result))
     print(f"{result.grid}  ({result.seconds:.1f} s)")
-    print("\n".join(closing_lines(shipped=args.model is None)))
+    print("\n".join(closing_lines(shipped=args.model is None, two_subjects=True)))
     return 0
 
 

@@ -275,11 +275,16 @@ def format_scores(result: DemoResult) -> str:
 
 
 OWN_IMAGE = "Your own image: jointdiff demo --ref my.png --class-word dog"
+OWN_TWO = (
+    'Your own two subjects: jointdiff generate --ref dog.png --ref-prompt "a dog" --ref pot.png --ref-prompt "a teapot" '
+    '--prompt "a dog and a teapot on the beach" --out out/'
+)
 
 
-def closing_lines(shipped: bool) -> list[str]:
+def closing_lines(shipped: bool, two_subjects: bool = False) -> list[str]:
     """What the demo prints last: what the shipped miniature can and cannot do (when it ran), and the one command
-    that runs the demo on a user's own image."""
+    that runs it on a user's own image(s) (two subjects: `jointdiff generate` with one caption per reference)."""
     from jointdiff.common.paths import MINIATURE_SCOPE
 
-    return [MINIATURE_SCOPE, OWN_IMAGE] if shipped else [OWN_IMAGE]
+    own = OWN_TWO if two_subjects else OWN_IMAGE
+    return [MINIATURE_SCOPE, own] if shipped else [own]
