@@ -94,10 +94,7 @@ def render_view(
     """
     if condition not in KIND:
         raise ValueError(f"unknown condition {condition!r}")
-    if style is not None and style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; choose one of: {', '.join(STYLES)}")
-    if not 8 <= resolution <= 1024:
-        raise ValueError(f"resolution must be in [8, 1024] px, got {resolution}")
+    check_render(style, resolution)
     h = w = resolution
     # 1. The subject as the prompt asks (recoloured, cube shaped, dressed ...).
     edited = apply_condition(subject, condition)
@@ -119,6 +116,14 @@ def render_view(
         scene=scene,
         style=style,
     )
+
+
+def check_render(style: str | None, resolution: int) -> None:
+    """The style and resolution of a render, checked (one-line errors)."""
+    if style is not None and style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose one of: {', '.join(STYLES)}")
+    if not 8 <= resolution <= 1024:
+        raise ValueError(f"resolution must be in [8, 1024] px, got {resolution}")
 
 
 def compose(

@@ -24,7 +24,6 @@ import PIL.Image
 from jointdiff.data.toyworld.captions import (
     NEUTRAL_PROMPTS,
     SCENE_PROMPTS,
-    STYLES,
     caption,
     sample_descriptor,
     with_article,
@@ -32,6 +31,7 @@ from jointdiff.data.toyworld.captions import (
 from jointdiff.data.toyworld.edits import apply_condition
 from jointdiff.data.toyworld.generator import (
     View,
+    check_render,
     compose,
     finish,
     render_view,
@@ -89,13 +89,18 @@ def pair_phrase(a: str, b: str) -> str:
     return with_article(f"{a} and a {b}")
 
 
+def check_pair_condition(condition: str) -> None:
+    """A two-subject view's condition must be a scene or a neutral setting (one-line error)."""
+    if condition not in PAIR_CONDITIONS:
+        raise ValueError(f"condition {condition!r} is not a scene or neutral setting (two subjects: {PAIR_CONDITIONS})")
+
+
 def pair_caption(
     condition: str, class_words: tuple[str, str], descriptors: tuple[str, str] = ("", ""), style: str | None = None
 ) -> str:
     """The caption of a two-subject view: the condition's template with both subjects, the style in front
     (:func:`jointdiff.data.toyworld.captions.caption` with the phrase of both)."""
-    if condition not in PAIR_CONDITIONS:
-        raise ValueError(f"condition {condition!r} is not a scene or neutral setting (two subjects: {PAIR_CONDITIONS})")
+    check_pair_condition(condition)
     a, b = (f"{d} {c}".strip() for d, c in zip(descriptors, class_words, strict=True))
     return caption(condition, pair_phrase(a, b), "", style)
 
@@ -132,12 +137,8 @@ def render_pair_view(
 ) -> PairView:
     """Render subjects A and B together under ``condition`` (a scene or neutral setting) at ``resolution`` px;
     all randomness comes from ``rng``. ``descriptors`` fixes the caption adjectives (default: sampled)."""
-    if condition not in PAIR_CONDITIONS:
-        raise ValueError(f"condition {condition!r} is not a scene or neutral setting (two subjects: {PAIR_CONDITIONS})")
-    if style is not None and style not in STYLES:
-        raise ValueError(f"unknown style {style!r}; choose one of: {', '.join(STYLES)}")
-    if not 8 <= resolution <= 1024:
-        raise ValueError(f"resolution must be in [8, 1024] px, got {resolution}")
+    check_pair_condition(condition)
+    check_render(style, resolution)
     h = w = resolution
     a, b = subjects
     poses = sample_pair_poses(rng, a, b, h, w)

@@ -65,6 +65,11 @@ def components(mask: np.ndarray) -> list[np.ndarray]:
     return sorted(out, key=lambda m: -int(m.sum()))
 
 
+def large_components(mask: np.ndarray) -> list[np.ndarray]:
+    """The components of at least :data:`MIN_AREA` of the image, largest first (smaller ones are noise)."""
+    return [c for c in components(mask) if c.sum() >= MIN_AREA * mask.size]
+
+
 def split_columns(region: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """A region cut in two by 2-means on its pixels' columns (left part first), or None when a part would hold
     less than :data:`MIN_SPLIT` of it."""
@@ -89,7 +94,7 @@ def split_columns(region: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 
 def regions(mask: np.ndarray) -> list[np.ndarray]:
     """Up to two subject regions of a segmented image (module docstring, step 1), largest first."""
-    big = [c for c in components(mask) if c.sum() >= MIN_AREA * mask.size]
+    big = large_components(mask)
     if len(big) >= 2:
         return big[:2]
     if len(big) == 1:
@@ -300,7 +305,10 @@ class PairScorer:
         """One row per image of subject A alone: ``id_a``, ``found``, ``clip_t``; its region is the exact mask or the
         largest segmented component (two components: the larger)."""
         gallery = self.gallery(case.a)
-        found = [[m] for m in masks] if masks is not None else [comps[:1] for comps in self._largest(images)]
+        if masks is not None:
+            found = [[m] for m in masks]
+        else:
+            found = [large_components(m)[:1] for m in self.segmenter.batch(list(images))]
         clip_t = self._clip_t(images, prompts)
         rows = []
         for image, regs, ct in zip(images, found, clip_t, strict=True):
@@ -311,9 +319,6 @@ class PairScorer:
             feats = self._crops(arr)([(regs[0], None)])
             rows.append({"id_a": float((feats @ gallery.T).mean()), "found": 1, "clip_t": ct})
         return rows
-
-    def _largest(self, images: Sequence[PIL.Image.Image]) -> list[list[np.ndarray]]:
-        return [[c for c in components(m) if c.sum() >= MIN_AREA * m.size] for m in self.segmenter.batch(list(images))]
 
     def _clip_t(self, images: Sequence[PIL.Image.Image], prompts: Sequence[str]) -> list[float]:
         feats = self.dual.encode_images([im.convert("RGB") for im in images])
