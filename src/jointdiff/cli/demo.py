@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 
+from jointdiff.cli.jedi import add_onnx_argument
+
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from jointdiff.common.images import load_image
@@ -61,12 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="demo-out", help="output directory (grid.png and the images)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="jointdiff model directory (default: the shipped miniature)")
-    p.add_argument(
-        "--onnx",
-        choices=["on", "off"],
-        default="off",
-        help="run the U-Net through ONNX Runtime (optional extra 'onnx'; graphs cached on disk)",
-    )
+    add_onnx_argument(p)
     p.add_argument(
         "--two-subjects",
         action="store_true",

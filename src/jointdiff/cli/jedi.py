@@ -21,6 +21,17 @@ from jointdiff.jedi.layouts import LAYOUTS
 from jointdiff.jedi.schedulers import DEFAULT_STEPS, SCHEDULERS, SHIPPED_SAMPLER, SHIPPED_STEPS
 
 
+def add_onnx_argument(parser: argparse.ArgumentParser) -> None:
+    """``--onnx`` of the commands that sample (``generate``, ``demo``); :func:`jointdiff.jedi.onnx.apply_mode` reads it."""
+    parser.add_argument(
+        "--onnx",
+        choices=["on", "off"],
+        default="off",
+        help="run the U-Net through ONNX Runtime (optional extra 'onnx'; 1.2x on this project's CPU, "
+        "benchmarks/cpu_inference.md; graphs cached on disk)",
+    )
+
+
 def _cmd_convert(args: argparse.Namespace) -> int:
     from jointdiff.common.config import torch_dtype
     from jointdiff.jedi.convert import convert_pipeline
@@ -213,13 +224,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     Coupling.add_arguments(p)
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="swap the model's scheduler")
-    p.add_argument(
-        "--onnx",
-        choices=["on", "off"],
-        default="off",
-        help="run the U-Net through ONNX Runtime (optional extra 'onnx'; 1.2x on this project's CPU, "
-        "benchmarks/cpu_inference.md; graphs cached on disk)",
-    )
+    add_onnx_argument(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the set (of line i: seed + i)")
     p.add_argument("--num-sets", type=int, default=1, help="independent sets (images per prompt)")
     p.add_argument("--height", type=int, default=None)
