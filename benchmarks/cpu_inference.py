@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from jointdiff.jedi.onnx import UNetStandIn
+
 
 def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> tuple[float, Any]:
     """Median seconds of ``repeats`` calls after ``warmup``, and the last result."""
@@ -70,28 +72,16 @@ def call_flops(call: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-class TimedUNet(torch.nn.Module):
+class TimedUNet(UNetStandIn):
     """The joint U-Net's call, timed: ``seconds`` accumulates the time spent in it (the rest is the pipeline)."""
 
-    def __init__(self, inner: Any) -> None:
+    def __init__(self, unet: Any) -> None:
         super().__init__()
-        self.inner, self.seconds = inner, 0.0
-
-    @property
-    def config(self) -> Any:
-        return self.inner.config
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.inner.dtype
-
-    @property
-    def attn_processors(self) -> Any:
-        return self.inner.attn_processors
+        self.unet, self.seconds = unet, 0.0
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         t0 = time.perf_counter()
-        out = self.inner(*args, **kwargs)
+        out = self.unet(*args, **kwargs)
         self.seconds += time.perf_counter() - t0
         return out
 

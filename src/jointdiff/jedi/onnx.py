@@ -66,20 +66,11 @@ class _Call(nn.Module):
         ).sample
 
 
-class OnnxUNet(nn.Module):
-    """A stand-in for the joint U-Net's call that runs exported graphs in ONNX Runtime (module docstring)."""
+class UNetStandIn(nn.Module):
+    """A module in the pipeline's ``unet`` slot that wraps the joint U-Net ``self.unet``: what the pipeline reads of
+    its U-Net besides the call (config, dtype, device, attention processors) comes from the wrapped one."""
 
-    def __init__(self, unet: nn.Module, directory: str | os.PathLike | None = None, threads: int | None = None) -> None:
-        super().__init__()
-        import onnxruntime as ort
-
-        self.unet = unet  # the PyTorch U-Net: its config, the exports and the calls ONNX cannot serve
-        self.directory = Path(directory) if directory is not None else cache_dir()
-        self.digest = weights_digest(unet)
-        self._ort = ort
-        self._threads = threads or torch.get_num_threads()
-        self.sessions: dict[tuple, Any] = {}
-        self.calls = {"onnx": 0, "torch": 0}  # how many calls each path served
+    unet: nn.Module
 
     @property
     def config(self) -> Any:
@@ -96,6 +87,22 @@ class OnnxUNet(nn.Module):
     @property
     def attn_processors(self) -> dict[str, Any]:
         return self.unet.attn_processors
+
+
+class OnnxUNet(UNetStandIn):
+    """A stand-in for the joint U-Net's call that runs exported graphs in ONNX Runtime (module docstring)."""
+
+    def __init__(self, unet: nn.Module, directory: str | os.PathLike | None = None, threads: int | None = None) -> None:
+        super().__init__()
+        import onnxruntime as ort
+
+        self.unet = unet  # the PyTorch U-Net: its config, the exports and the calls ONNX cannot serve
+        self.directory = Path(directory) if directory is not None else cache_dir()
+        self.digest = weights_digest(unet)
+        self._ort = ort
+        self._threads = threads or torch.get_num_threads()
+        self.sessions: dict[tuple, Any] = {}
+        self.calls = {"onnx": 0, "torch": 0}  # how many calls each path served
 
     def _servable(self, sample: torch.Tensor, added: Any, kwargs: dict[str, Any]) -> bool:
         coupling = kwargs.get("coupling")
