@@ -16,6 +16,8 @@ normalised so the text-only floor is 0 and real renders 1).
 3. **Grid**: reference | training-free (chosen) | trained JeDi | no reference (the inpainting model; the trained JeDi),
    on ``--grid-subjects`` report subjects.
 
+A ``## Reading`` section written by hand at the end of an existing record is kept when the record is rewritten.
+
     python benchmarks/training_free.py --inpainting DIR --record benchmarks/training_free.md
     python benchmarks/training_free.py --inpainting DIR --subjects 2 --tune-subjects 2 --max-prompts 2   # a quick look
 """
@@ -147,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    from jointdiff.evaluation.report import kept_reading
+
     text = [
         "# JeDi without training vs the trained JeDi (issue 32, toy world)",
         "",
@@ -173,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         tw.table(report),
         f"![reference | training-free | trained JeDi | no reference | trained, no reference]({picture.name})",
         "",
+        *kept_reading(out),
     ]
-    out.write_text("\n".join(text))
+    out.write_text("\n".join(text).rstrip("\n") + "\n")
     print(f"wrote {out}, {picture}")
     return 0
 
