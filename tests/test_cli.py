@@ -212,6 +212,20 @@ def test_generate_reads_a_stock_inpainting_model_with_the_training_free_options(
     assert settings["coupled_layers"] == ["down", "up.1"] and settings["coupled_steps"] == 0.5
 
 
+@pytest.mark.parametrize(("model", "steps"), [("inpainting_dir", 0.5), ("joint_dir", 1.0)])
+def test_generate_couples_as_the_model_layout_says_by_default(request, tmp_path, model, steps):
+    """Without --coupled-steps: a stock inpainting model couples the first half of the steps, a JeDi model every
+    step (recorded in the PNG's settings)."""
+    from PIL import Image
+
+    ref = tmp_path / "ref.png"
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(ref)
+    args = ["generate", "--model", str(request.getfixturevalue(model)), "--ref", str(ref), "--prompt", "a toy"]
+    assert main([*args, "--steps", "2", "--out", str(tmp_path / "out")]) == 0
+    with Image.open(sorted((tmp_path / "out").glob("00-*.png"))[0]) as im:
+        assert json.loads(im.text["jointdiff"])["coupled_steps"] == steps
+
+
 @pytest.mark.parametrize(
     ("model", "extra", "needle"),
     [

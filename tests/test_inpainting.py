@@ -166,17 +166,36 @@ def test_training_free_options_on_the_stock_model(pipe):
     def run(refs=None, **options):
         return pipe(prompts, reference_images=refs, generator=torch.Generator().manual_seed(2), **kw, **options).images
 
-    alone, coupled = run(), run([_image(5)])
+    alone, coupled = run(coupled_steps=1.0), run([_image(5)], coupled_steps=1.0)  # JeDi's coupling, every step
     assert abs(run([_image(5)], coupled_steps=0.0) - run(coupled_steps=0.0)).max() < 1e-5
-    assert abs(run([_image(5)], reference_bias=-math.inf) - alone).max() < 1e-5
-    assert (run([_image(5)], reference_bias=0.0) == coupled).all()  # the defaults change nothing
+    assert abs(run([_image(5)], reference_bias=-math.inf, coupled_steps=1.0) - alone).max() < 1e-5
+    assert (run([_image(5)], reference_bias=0.0, coupled_steps=1.0) == coupled).all()  # JeDi's values change nothing
     # Otherwise the same code path, bit for bit: any difference is the option's (1 of 3 steps coupled).
     for options in ({"reference_bias": 2.0}, {"coupled_layers": ["up"]}, {"coupled_steps": 0.34}):
-        assert abs(run([_image(5)], **options) - coupled).max() > 1e-5, options
+        assert abs(run([_image(5)], **{"coupled_steps": 1.0, **options}) - coupled).max() > 1e-5, options
     with pytest.raises(ValueError, match=r"'down\.5' matches no self-attention"):
         run([_image(5)], coupled_layers="down,down.5")
     with pytest.raises(ValueError, match="unknown coupled layer"):
         run([_image(5)], coupled_layers=["left"])
+
+
+def test_a_stock_inpainting_model_couples_the_first_half_of_the_steps_by_default(pipe):
+    """The stock layout's default (chosen in benchmarks/training_free.md): coupled in ceil(0.5 S) of S steps, so the
+    default call is the explicit ``coupled_steps=0.5`` call and differs from JeDi's every-step coupling; a JeDi
+    model keeps JeDi's coupled attention."""
+    from jointdiff.jedi.coupling import DEFAULT_COUPLING, STOCK_INPAINTING_COUPLING, Coupling, default_for
+
+    assert default_for("inpainting") == STOCK_INPAINTING_COUPLING == Coupling(steps=0.5)
+    assert default_for("jedi") == DEFAULT_COUPLING == Coupling()
+    prompts, kw = ["a toy", "a toy in snow"], {"num_inference_steps": 4, "output_type": "np", "guidance_scale": 3.0}
+
+    def run(**options):
+        gen = torch.Generator().manual_seed(3)
+        return pipe(prompts, reference_images=[_image(5)], generator=gen, **kw, **options).images
+
+    default = run()
+    assert (default == run(coupled_steps=0.5)).all()
+    assert abs(default - run(coupled_steps=1.0)).max() > 1e-5 and abs(default - run(coupled_steps=0.25)).max() > 1e-5
 
 
 def test_from_pretrained_recognises_forces_and_keeps_the_layout(inpainting_dir, tmp_path):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jointdiff.common.config import DTYPES
-from jointdiff.jedi.coupling import Coupling
+from jointdiff.jedi.coupling import Coupling, default_for
 from jointdiff.jedi.guidance import Guidance
 from jointdiff.jedi.layouts import LAYOUTS
 from jointdiff.jedi.schedulers import DEFAULT_STEPS, SCHEDULERS, SHIPPED_SAMPLER, SHIPPED_STEPS
@@ -109,6 +109,9 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     pipe.to(device)
     onnx = apply_mode(pipe, args.onnx)  # the U-Net through ONNX Runtime, when asked (issue 31)
+    if args.coupled_steps is None:  # the model's own default: a stock inpainting model couples the early steps
+        args.coupled_steps = default_for(pipe.joint_unet.layout.kind).steps
+        coupling = Coupling.from_args(args)
     settings = {
         "model": str(model),
         "layout": pipe.joint_unet.layout.kind,
@@ -221,7 +224,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         f"--scheduler {SHIPPED_SAMPLER}, benchmarks/samplers.md)",
     )
     Guidance.add_arguments(p)
-    Coupling.add_arguments(p)
+    Coupling.add_arguments(p, by_layout=True)
     p.add_argument("--negative-prompt", default=None)
     p.add_argument("--scheduler", choices=sorted(SCHEDULERS), default=None, help="swap the model's scheduler")
     add_onnx_argument(p)

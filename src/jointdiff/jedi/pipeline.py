@@ -26,7 +26,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from jointdiff.common.paths import is_hub_id
 from jointdiff.jedi.attention import has_joint_attention
-from jointdiff.jedi.coupling import DEFAULT_COUPLING, Coupling
+from jointdiff.jedi.coupling import DEFAULT_COUPLING, Coupling, default_for
 from jointdiff.jedi.encoding import SDParts, fully_masked_latent
 from jointdiff.jedi.guidance import DEFAULT, Guidance
 from jointdiff.jedi.layouts import detect_layout
@@ -241,11 +241,16 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         return text, null.expand(text.shape[0], -1, -1, -1)
 
     def check_coupling(
-        self, reference_bias: float, coupled_layers: tuple[str, ...] | list[str] | str | None, coupled_steps: float
+        self,
+        reference_bias: float,
+        coupled_layers: tuple[str, ...] | list[str] | str | None,
+        coupled_steps: float | None,
     ) -> Coupling:
         """The training-free options of the coupled attention, checked (:class:`jointdiff.jedi.coupling.Coupling`)
         and matched against this U-Net's blocks; the denoiser couples in the early steps only where
-        ``coupled_steps < 1``."""
+        ``coupled_steps < 1``. ``coupled_steps`` None: this layout's default (:func:`jointdiff.jedi.coupling.default_for`)."""
+        if coupled_steps is None:
+            coupled_steps = default_for(self.joint_unet.layout.kind).steps
         coupling = Coupling.of(
             reference_bias=reference_bias, coupled_layers=coupled_layers, coupled_steps=coupled_steps
         )
@@ -307,7 +312,7 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         reference_attention: str = DEFAULT.reference_attention,
         reference_bias: float = DEFAULT_COUPLING.reference_bias,
         coupled_layers: tuple[str, ...] | list[str] | str | None = None,
-        coupled_steps: float = DEFAULT_COUPLING.steps,
+        coupled_steps: float | None = None,
         negative_prompt: str | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -335,7 +340,9 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
             reference_bias, coupled_layers, coupled_steps: the training-free options of the coupled attention,
                 :class:`jointdiff.jedi.coupling.Coupling` (checked there): beta added to the targets' logits on
                 reference keys, the coupled U-Net blocks (default: every block), the early fraction of the steps
-                that couple. The defaults are JeDi's coupled attention.
+                that couple (default: every step for a JeDi model, the first half for a stock inpainting model,
+                chosen on the toy world's tuning subjects, ``benchmarks/training_free.md``). The other defaults are
+                JeDi's coupled attention.
             negative_prompt: the null text of the targets (default "").
             height, width: output size in pixels (default: the U-Net's sample size).
             num_images_per_prompt: independent sets generated in one batch (per-set prompt lists: 1).
