@@ -8,6 +8,9 @@ score PartID (``parts_*``): their tables carry two more columns and the plot sho
 
     python benchmarks/miniature_curve.py --run runs/mini/train \\
         --table benchmarks/miniature_curve.md --plot benchmarks/miniature_curve.png
+
+A run that continues an earlier version's weights can be drawn after it (``--before TABLE --before-label
+NAME``): the earlier table's curve first, this run's CPU-hours counted on from its last row.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", required=True, help="markdown record (read, merged, rewritten)")
     parser.add_argument("--plot", required=True, help="PNG to draw")
     parser.add_argument("--threads", default="2 threads", help="how the run was timed (the plot's x label)")
+    parser.add_argument("--before", default=None, help="an earlier version's table (this run continues its weights)")
+    parser.add_argument("--before-label", default="earlier version", help="its legend name")
+    parser.add_argument("--label", default="JeDi", help="this run's legend name")
     args = parser.parse_args(argv)
     table = Path(args.table)
     rows = {int(r["step"]): r for r in read_table(table)}
@@ -78,11 +84,26 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    hours = [r["cpu_hours"] for r in ordered]
+    before = read_table(Path(args.before)) if args.before else []
+    if args.before and not before:
+        raise SystemExit(f"no rows in {args.before}")
+    offset = before[-1]["cpu_hours"] if before else 0.0
+    hours = [offset + r["cpu_hours"] for r in ordered]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
     key, name = ("parts_normalised", "PartID") if parts else ("normalised", "identity")
-    a.plot(hours, [r[f"{key}_ref"] for r in ordered], "o-", label="JeDi, 1 reference")
-    a.plot(hours, [r[f"{key}_noref"] for r in ordered], "s--", label="no reference (text only)")
+    if before:
+        if not all(f"{key}_ref" in r for r in before):
+            raise SystemExit(f"{args.before} has no {name} columns")
+        early = [r["cpu_hours"] for r in before]
+        a.plot(early, [r[f"{key}_ref"] for r in before], "o-", color="0.6", label=f"{args.before_label}, 1 reference")
+        a.plot(
+            early, [r[f"{key}_noref"] for r in before], "s--", color="0.75", label=f"{args.before_label}, no reference"
+        )
+        b.plot(early, [r["reference_effect"] for r in before], "o-", color="0.6", label=args.before_label)
+        for ax in (a, b):
+            ax.axvline(offset, color="grey", lw=0.8, ls="--")
+    a.plot(hours, [r[f"{key}_ref"] for r in ordered], "o-", color="C0", label=f"{args.label}, 1 reference")
+    a.plot(hours, [r[f"{key}_noref"] for r in ordered], "s--", color="C1", label=f"{args.label}, no reference")
     a.axhline(0.5, color="grey", lw=0.8, ls=":")
     a.set(
         xlabel=f"CPU-hours ({args.threads})",
@@ -90,7 +111,9 @@ def main(argv: list[str] | None = None) -> int:
         title=f"{name}, 4 held-out subjects",
     )
     a.legend()
-    b.plot(hours, [r["reference_effect"] for r in ordered], "o-", color="C2")
+    b.plot(hours, [r["reference_effect"] for r in ordered], "o-", color="C2", label=args.label)
+    if before:
+        b.legend()
     b.set(
         xlabel=f"CPU-hours ({args.threads})",
         ylabel="mean |with - without| (pixels in [0, 1])",
