@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     text = [table(two, "two"), "", table(one, "one"), "", *claims(summary)]
     print("\n".join(text))
     if args.record:
+        args.record.parent.mkdir(parents=True, exist_ok=True)
         grid_path = args.record.with_name(args.record.stem + "_grid.png")
         grid(cases, shown, templates, grid_path, args.grid_cases)
         head = [

@@ -222,6 +222,9 @@ def run_ray(
                     if not lost_worker(e) or attempt == config.ray.retries:
                         raise
                     todo = _after_lost_worker(out, todo, report, reported, bar)
+                    if not todo:  # the lost stream's prefetch wrote every shard before it failed
+                        log.warning("s3: a Ray worker was lost (%s) after every shard was written", _first_line(e))
+                        break
                     log.warning(
                         "s3: a Ray worker was lost (%s); rerunning the %d unwritten shard(s)", _first_line(e), len(todo)
                     )
