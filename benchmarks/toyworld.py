@@ -440,7 +440,10 @@ def main(argv: list[str] | None = None) -> int:
         f"![strategies]({grid.name})",
         "",
     ]
-    out.write_text("\n".join(text))
+    from jointdiff.evaluation.report import kept_reading
+
+    reading = kept_reading(out)  # the hand-written reading survives a rewrite of the measured part
+    out.write_text("\n".join(text + ([*reading, ""] if reading else [])))
     print(f"wrote {out}, {plot}, {grid}")
     return 0
 
