@@ -6,6 +6,7 @@ worker processes (4.5 min measured on two busy shared cores) and runs only with 
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import pytest
@@ -59,31 +60,38 @@ def test_local_ray_fused_matches_local_mode_and_resumes(tiny, tmp_path, local_ra
     assert (again.written, again.skipped) == (0, 4)
 
 
-def test_a_lost_worker_reruns_only_the_unwritten_shards(tiny, tmp_path, local_ray, monkeypatch, caplog):
-    """The first stream dies after two shards are written and one reported (as when Ray loses an actor): the run
-    accounts the second from its counts on disk, reruns the shards not written, and ends with the single-process
-    output: planned, written, counts, totals and manifest all equal."""
+def lose_a_worker_in_the_first_stream(monkeypatch, written: int | None) -> list[list[str]]:
+    """Patch the Ray pipeline so that its first stream writes ``written`` shards (None: all of them), reports the
+    first and then fails as when Ray loses an actor; later streams run normally. Returns the shard ids each stream
+    was built with."""
     from jointdiff.data.s3 import pipeline_ray
 
     real, calls = pipeline_ray.build_dataset, []
 
-    class DiesAfterTwoShards:
+    class DiesAfterWriting:
         def __init__(self, ds):
             self.ds = ds
 
         def iter_rows(self):
-            rows = iter(self.ds.iter_rows())
-            first, _second = next(rows), next(rows)  # both shards are on disk; only the first is reported
-            yield first
+            rows = list(itertools.islice(self.ds.iter_rows(), written))  # on disk; only the first is reported
+            yield rows[0]
             raise ray.exceptions.ActorDiedError()
 
     def build(config, shards, out):
         calls.append([s.shard_id for s in shards])
         ds = real(config, shards, out)
-        return DiesAfterTwoShards(ds) if len(calls) == 1 else ds
+        return DiesAfterWriting(ds) if len(calls) == 1 else ds
 
     monkeypatch.setattr(pipeline_ray, "build_dataset", build)
-    with caplog.at_level("WARNING", logger=pipeline_ray.__name__):
+    return calls
+
+
+def test_a_lost_worker_reruns_only_the_unwritten_shards(tiny, tmp_path, local_ray, monkeypatch, caplog):
+    """The first stream dies after two shards are written and one reported (as when Ray loses an actor): the run
+    accounts the second from its counts on disk, reruns the shards not written, and ends with the single-process
+    output: planned, written, counts, totals and manifest all equal."""
+    calls = lose_a_worker_in_the_first_stream(monkeypatch, written=2)
+    with caplog.at_level("WARNING", logger="jointdiff.data.s3.pipeline_ray"):
         run_both(tiny, tmp_path, {"fuse": True, "actor_cpus": 0.5, "task_cpus": 0.5})
     # The rerun holds the shards not on disk: two, or fewer when the dead stream's prefetch wrote more meanwhile
     # (then reported from disk, or as `exists` in the rerun: the counts above are exact either way); none (no
@@ -100,26 +108,8 @@ def test_a_lost_worker_reruns_only_the_unwritten_shards(tiny, tmp_path, local_ra
 def test_a_worker_lost_after_every_shard_was_written_reruns_nothing(tiny, tmp_path, local_ray, monkeypatch, caplog):
     """The stream fails after all four shards are on disk and one was reported: the other three are accounted from
     their counts on disk, no empty rerun is started, and the output equals the single-process run's."""
-    from jointdiff.data.s3 import pipeline_ray
-
-    real, calls = pipeline_ray.build_dataset, []
-
-    class DiesAfterEveryShard:
-        def __init__(self, ds):
-            self.ds = ds
-
-        def iter_rows(self):
-            rows = list(self.ds.iter_rows())  # every shard is written; only the first is reported
-            yield rows[0]
-            raise ray.exceptions.ActorDiedError()
-
-    def build(config, shards, out):
-        calls.append([s.shard_id for s in shards])
-        ds = real(config, shards, out)
-        return DiesAfterEveryShard(ds) if len(calls) == 1 else ds
-
-    monkeypatch.setattr(pipeline_ray, "build_dataset", build)
-    with caplog.at_level("WARNING", logger=pipeline_ray.__name__):
+    calls = lose_a_worker_in_the_first_stream(monkeypatch, written=None)
+    with caplog.at_level("WARNING", logger="jointdiff.data.s3.pipeline_ray"):
         run_both(tiny, tmp_path, {"fuse": True, "actor_cpus": 0.5, "task_cpus": 0.5})
     assert len(calls) == 1 and len(calls[0]) == 4 and "after every shard was written" in caplog.text
 
