@@ -126,6 +126,9 @@ def test_cli_options_come_from_the_settings_type():
     argv = ["--guidance", "image_first", "--guidance-scale", "3", "--image-guidance-scale", "6"]
     argv += ["--null-reference", "mask", "--reference-attention", "isolated"]
     assert Guidance.from_args(parser.parse_args(argv)) == Guidance("image_first", 3.0, 6.0, "mask", "isolated")
+    argv += ["--guidance-rescale", "0.7", "--guidance-start", "0.2", "--guidance-stop", "0.9"]
+    expected = Guidance("image_first", 3.0, 6.0, "mask", "isolated", rescale=0.7, start=0.2, stop=0.9)
+    assert Guidance.from_args(parser.parse_args(argv)) == expected
     assert Guidance.from_args(parser.parse_args([])) == Guidance()
     with pytest.raises(SystemExit):
         parser.parse_args(["--guidance", "both"])
@@ -145,3 +148,53 @@ def test_guidance_choices_and_defaults_live_in_one_module():
         code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
         for name in names:
             assert f'"{name}"' not in code.replace('``"', ""), f"{path.relative_to(root)} spells {name!r}"
+
+
+def test_guidance_rescale_on_hand_made_tensors():
+    """Lin et al. 2024 eq. 15-16 per image: phi = 1 gives each guided image the standard deviation of the full
+    prediction, phi = 0.5 the mean of that and the plain guided image, phi = 0 leaves eq. 3 unchanged."""
+    null = torch.zeros(1, 2, 1, 2, 2)
+    full = torch.tensor([[1.0, -1.0, 1.0, -1.0], [2.0, 0.0, 2.0, 0.0]]).reshape(1, 2, 1, 2, 2)
+    eps = {NULL: null, FULL: full}
+    plain = Guidance("joint", 5.0).combine(eps)
+    assert torch.equal(plain, 5.0 * full)  # eq. 3 with eps^0 = 0
+    rescaled = Guidance("joint", 5.0, rescale=1.0).combine(eps)
+    # image 0: std(5 full) = 5 std(full): divided by 5; image 1 (mean 1): the same factor, the mean shrinks with it
+    assert torch.allclose(rescaled, full, atol=1e-6)
+    half = Guidance("joint", 5.0, rescale=0.5).combine(eps)
+    assert torch.allclose(half, 0.5 * full + 0.5 * 5.0 * full, atol=1e-6)
+    per_image = Guidance("joint", 5.0, rescale=1.0).combine(
+        {NULL: null, FULL: full * torch.tensor([1.0, 3.0]).reshape(1, 2, 1, 1, 1)}
+    )
+    assert torch.allclose(
+        per_image.flatten(2).std(-1), (full * torch.tensor([1.0, 3.0]).reshape(1, 2, 1, 1, 1)).flatten(2).std(-1)
+    )
+    assert torch.equal(Guidance("joint", 5.0, rescale=0.0).combine(eps), plain)
+
+
+@pytest.mark.parametrize(("start", "stop", "steps"), [(0.0, 1.0, 25), (0.2, 0.8, 25), (0.0, 0.5, 7), (0.35, 1.0, 50)])
+def test_guidance_interval_steps_match_diffusers_guiders(start, stop, steps):
+    """The guided steps are those of diffusers' ClassifierFreeGuidance with the same start / stop."""
+    from diffusers.guiders import ClassifierFreeGuidance
+
+    guider = ClassifierFreeGuidance(guidance_scale=5.0, start=start, stop=stop)
+    expected = []
+    for i in range(steps):
+        guider.set_state(step=i, num_inference_steps=steps, timestep=torch.tensor(999 - i))
+        expected.append(guider._is_cfg_enabled())
+    assert Guidance(start=start, stop=stop).guided_steps(steps) == expected
+    assert Guidance(start=start, stop=stop).limited == (start > 0 or stop < 1)
+
+
+def test_guidance_rescale_and_interval_are_checked_and_round_trip():
+    g = Guidance("joint", 5.0, rescale=0.7, start=0.1, stop=0.9)
+    assert Guidance.of(**g.settings()) == g
+    assert g.unguided().branches() == (FULL,) and not g.unguided().limited
+    for kwargs, needle in (
+        ({"rescale": 1.5}, "guidance rescale must be in"),
+        ({"rescale": -0.1}, "guidance rescale must be in"),
+        ({"start": 0.5, "stop": 0.5}, "guidance interval needs"),
+        ({"stop": 1.2}, "guidance interval needs"),
+    ):
+        with pytest.raises(ValueError, match=needle):
+            Guidance(**kwargs)

@@ -437,3 +437,47 @@ def test_from_pretrained_takes_dtype_by_either_name_without_a_warning(pipe, tmp_
             warnings.simplefilter("error", FutureWarning)  # diffusers' deprecation of torch_dtype must not show
             loaded = JointDiffusionPipeline.from_pretrained(tmp_path / "m", **{name: torch.bfloat16})
         assert loaded.unet.dtype == torch.bfloat16 and loaded.text_encoder.dtype == torch.bfloat16
+
+
+def test_guidance_interval_guides_its_steps_and_takes_the_full_branch_alone_elsewhere(joint_unet):
+    """Issue 27: with ``start`` / ``stop`` the guided steps give what guidance everywhere gives, the others the
+    full branch alone, in a U-Net call of the full branch only (one branch: cheaper)."""
+    from jointdiff.jedi.model import JointUNet
+
+    model = JointUNet.with_joint_attention(joint_unet)
+    cond = SetConditioning(
+        text=randn(1, 3, 5, 16), null_text=randn(1, 3, 5, 16, seed=2), references=randn(1, 1, 4, 8, 8, seed=3)
+    )
+    x = randn(1, 3, 4, 8, 8, seed=4)
+    timesteps = torch.tensor([900, 700, 500, 300, 100])  # start 0.2, stop 0.8 of 5 steps: steps 1 to 3 guided
+    limited = GuidedSetDenoiser(model, cond, Guidance("joint", 5.0, start=0.2, stop=0.8), timesteps=timesteps)
+    everywhere = GuidedSetDenoiser(model, cond, Guidance("joint", 5.0))
+    unguided = GuidedSetDenoiser(model, cond, Guidance("joint", 1.0))
+    seen: list[int] = []  # images per U-Net call
+    hook = model.unet.register_forward_hook(lambda _m, args, _out: seen.append(args[0].shape[0]))
+    with torch.no_grad():
+        for t, guided in zip(timesteps, (False, True, True, True, False), strict=True):
+            seen.clear()
+            eps = limited(x, t)
+            assert seen == ([3 + 2] if guided else [3])  # full set + the null branch's targets, or the full set only
+            expected = everywhere(x, t) if guided else unguided(x, t)
+            assert torch.allclose(eps, expected, atol=1e-6)
+    hook.remove()
+    with pytest.raises(ValueError, match="guidance interval needs the sampler's timesteps"):
+        GuidedSetDenoiser(model, cond, Guidance("joint", 5.0, stop=0.5))
+
+
+def test_pipeline_takes_guidance_rescale_and_interval(pipe):
+    """The pipeline's new guidance options are off by default (the default run is unchanged), change the images
+    when set, and reject bad values with one line."""
+    kw = {"num_inference_steps": 4, "output_type": "np", "reference_images": [_image(5)]}
+
+    def run(**options) -> np.ndarray:
+        return pipe(["a toy", "a toy in snow"], generator=torch.Generator().manual_seed(1), **kw, **options).images
+
+    default = run()
+    assert (run(guidance_rescale=0.0, guidance_start=0.0, guidance_stop=1.0) == default).all()
+    assert abs(run(guidance_rescale=0.7) - default).max() > 1e-5
+    assert abs(run(guidance_start=0.5) - default).max() > 1e-5
+    with pytest.raises(ValueError, match="guidance interval needs"):
+        pipe("a toy", guidance_start=0.9, guidance_stop=0.1, **kw)

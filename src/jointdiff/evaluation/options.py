@@ -19,6 +19,9 @@ from jointdiff.jedi.schedulers import SCHEDULERS
 # run.json records the generation settings flat, the guidance under the pipeline's argument names in this order
 # (as when they were five fields of MethodOptions): a cached run compares, and is written, as before.
 RUN_GUIDANCE_KEYS = ("guidance_scale", "image_guidance_scale", "guidance", "null_reference", "reference_attention")
+DEFAULT_SETTINGS = (
+    DEFAULT.settings()
+)  # guidance keys beyond RUN_GUIDANCE_KEYS are recorded where they differ from these
 COUPLING_NAMES = ("reference_bias", "coupled_layers", "coupled_steps")  # Coupling.add_arguments' dests
 
 
@@ -71,13 +74,14 @@ class MethodOptions:
     def settings(self) -> dict[str, Any]:
         """The generation settings a run records and compares (run.json): flat, the guidance under the pipeline's
         argument names; the device is not one (it does not change images). The layout, the scheduler and the coupling
-        options appear only where they differ from the defaults, so a run made before they existed compares as
-        before."""
+        options, guidance rescale and the guidance interval appear only where they differ from the defaults, so a run
+        made before they existed compares as before."""
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             if f.name == "guidance":
                 guidance = self.guidance.settings()
                 out |= {k: guidance[k] for k in RUN_GUIDANCE_KEYS}
+                out |= {k: v for k, v in guidance.items() if k not in RUN_GUIDANCE_KEYS and v != DEFAULT_SETTINGS[k]}
             elif f.name == "coupling":
                 if self.coupling != DEFAULT_COUPLING:
                     out |= self.coupling.settings()

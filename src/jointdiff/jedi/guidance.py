@@ -7,13 +7,21 @@ A *branch* is one conditioning of the U-Net: text on/off x references on/off. Ea
 Scales are named by the condition they amplify, so they keep their meaning across strategies:
 ``text_scale`` multiplies a difference that adds the text, ``image_scale`` one that adds the
 references. With ``text_scale == image_scale`` both two-stage strategies reduce to eq. 3.
+
+Two options act on any strategy's result, both off by default (issue 27, the image-quality levers that
+the ecosystem documents for strong guidance): *guidance rescale* (Lin et al. 2024, "Common Diffusion Noise
+Schedules and Sample Steps Are Flawed", sec. 3.4, eq. 15-16; diffusers' ``guidance_rescale``) pulls each
+guided target's standard deviation back towards the fully conditioned prediction's, and a *guidance
+interval* (Kynkaanniemi et al. 2024, "Applying Guidance in a Limited Interval Improves Sample and
+Distribution Quality in Diffusion Models"; diffusers' guiders' ``start`` / ``stop``) guides only a range of
+the denoising steps and takes the fully conditioned prediction alone (one branch, cheaper) elsewhere.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pure functions of tensors: importing this module loads no torch (CLI choices come from here)
@@ -42,6 +50,15 @@ NULL_REFERENCE_MODES = ("drop", "mask")
 # lets references attend among themselves only (targets still attend to references and targets), so a
 # reference's features depend on neither the targets nor the branch and are computed once per step.
 REFERENCE_ATTENTION_MODES = ("joint", "isolated")
+
+
+def rescale_guidance(guided: torch.Tensor, full: torch.Tensor, phi: float) -> torch.Tensor:
+    """Guidance rescale (Lin et al. 2024, sec. 3.4, eq. 15-16) per image of ``(B, N, C, h, w)`` predictions:
+    ``phi * guided * std(full) / std(guided) + (1 - phi) * guided``, the standard deviations over each image's
+    ``(C, h, w)``; diffusers' ``rescale_noise_cfg`` on the images flattened into its batch."""
+    from diffusers.guiders.guider_utils import rescale_noise_cfg
+
+    return rescale_noise_cfg(guided.flatten(0, 1), full.flatten(0, 1), phi).unflatten(0, guided.shape[:2])
 
 
 def cfg(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
@@ -121,6 +138,9 @@ class Guidance:
     image_scale: float | None = None  # the reference scale of eq. 4 (None: the text scale, then eq. 4 is eq. 3)
     null_reference: str = "drop"  # reference slots in reference-free branches: drop | mask
     reference_attention: str = "joint"  # joint (as trained) | isolated (references attend among themselves)
+    rescale: float = 0.0  # phi of Lin et al. eq. 16 (diffusers' guidance_rescale): 0 off, 1 the full rescale
+    start: float = 0.0  # guide the steps i with int(start * n) <= i < int(stop * n) of n (diffusers' guiders)
+    stop: float = 1.0
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -138,6 +158,12 @@ class Guidance:
             raise ValueError(
                 f"reference_attention must be one of {REFERENCE_ATTENTION_MODES}, got {self.reference_attention!r}"
             )
+        if not 0.0 <= self.rescale <= 1.0:
+            raise ValueError(f"guidance rescale must be in [0, 1], got {self.rescale}")
+        if not 0.0 <= self.start < self.stop <= 1.0:
+            raise ValueError(
+                f"the guidance interval needs 0 <= start < stop <= 1 (fractions of the steps), got {self.start}, {self.stop}"
+            )
 
     @property
     def image(self) -> float:
@@ -154,6 +180,21 @@ class Guidance:
         """References attend among themselves only (``reference_attention="isolated"``)."""
         return self.reference_attention == "isolated"
 
+    @property
+    def limited(self) -> bool:
+        """Guidance covers only part of the denoising steps (``start > 0`` or ``stop < 1``)."""
+        return self.start > 0.0 or self.stop < 1.0
+
+    def guided_steps(self, steps: int) -> list[bool]:
+        """Per denoising step of ``steps``, whether it is guided: ``int(start * n) <= i < int(stop * n)``, the rule
+        of diffusers' guiders, so ``start = 0.2, stop = 0.8`` of 25 steps guides steps 5 to 19."""
+        lo, hi = int(self.start * steps), int(self.stop * steps)
+        return [lo <= i < hi for i in range(steps)]
+
+    def unguided(self) -> Guidance:
+        """These settings on the steps outside the interval: the fully conditioned prediction alone (scale 1)."""
+        return replace(self, scale=1.0, image_scale=None, rescale=0.0, start=0.0, stop=1.0)
+
     def branches(self) -> tuple[Branch, ...]:
         """The branches to evaluate; only the full branch when every scale in use is 1 (no guidance)."""
         strategy = STRATEGIES[self.strategy]
@@ -164,7 +205,8 @@ class Guidance:
         """The guided prediction from the branch predictions (eq. 3 / eq. 4 / text-only CFG)."""
         if set(eps) == {FULL}:
             return eps[FULL]
-        return STRATEGIES[self.strategy].mix(eps, self.scale, self.image)
+        guided = STRATEGIES[self.strategy].mix(eps, self.scale, self.image)
+        return guided if self.rescale == 0.0 else rescale_guidance(guided, eps[FULL], self.rescale)
 
     def settings(self) -> dict[str, Any]:
         """The settings as saved with each generated PNG (the pipeline's argument names)."""
@@ -174,12 +216,22 @@ class Guidance:
             "image_guidance_scale": self.image_scale,
             "null_reference": self.null_reference,
             "reference_attention": self.reference_attention,
+            "guidance_rescale": self.rescale,
+            "guidance_start": self.start,
+            "guidance_stop": self.stop,
         }
 
     @classmethod
     def of(cls, **kwargs: Any) -> Guidance:
         """From the pipeline's argument names (:meth:`settings`' keys); None leaves a field at its default."""
-        names = {"guidance": "strategy", "guidance_scale": "scale", "image_guidance_scale": "image_scale"}
+        names = {
+            "guidance": "strategy",
+            "guidance_scale": "scale",
+            "image_guidance_scale": "image_scale",
+            "guidance_rescale": "rescale",
+            "guidance_start": "start",
+            "guidance_stop": "stop",
+        }
         fields = {names.get(k, k): v for k, v in kwargs.items() if v is not None}
         return cls(**fields)
 
@@ -209,6 +261,24 @@ class Guidance:
             choices=list(REFERENCE_ATTENTION_MODES),
             default=d.reference_attention,
             help="isolated: references attend among themselves only, computed once per step",
+        )
+        parser.add_argument(
+            "--guidance-rescale",
+            type=float,
+            default=d.rescale,
+            help="phi of guidance rescale (Lin et al. 2024, diffusers' guidance_rescale): 0 off, 1 full",
+        )
+        parser.add_argument(
+            "--guidance-start",
+            type=float,
+            default=d.start,
+            help="guide from this fraction of the denoising steps on (earlier steps: the full prediction alone)",
+        )
+        parser.add_argument(
+            "--guidance-stop",
+            type=float,
+            default=d.stop,
+            help="guide up to this fraction of the denoising steps (later steps: the full prediction alone)",
         )
 
     @classmethod

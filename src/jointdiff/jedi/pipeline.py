@@ -310,6 +310,9 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         guidance: str = DEFAULT.strategy,
         null_reference: str = DEFAULT.null_reference,
         reference_attention: str = DEFAULT.reference_attention,
+        guidance_rescale: float = DEFAULT.rescale,
+        guidance_start: float = DEFAULT.start,
+        guidance_stop: float = DEFAULT.stop,
         reference_bias: float = DEFAULT_COUPLING.reference_bias,
         coupled_layers: tuple[str, ...] | list[str] | str | None = None,
         coupled_steps: float | None = None,
@@ -337,6 +340,10 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
                 guidance settings, :class:`jointdiff.jedi.guidance.Guidance` (checked there): lambda of
                 eq. 3 (the text scale of eq. 4), the reference scale of eq. 4, the strategy, the reference
                 slots of reference-free branches, how the references attend.
+            guidance_rescale, guidance_start, guidance_stop: guidance rescale's phi (Lin et al. 2024, eq. 16; as
+                diffusers' ``guidance_rescale``) and the fractions of the steps that are guided (as diffusers'
+                guiders' ``start`` / ``stop``; the other steps take the fully conditioned prediction alone). Off by
+                default.
             reference_bias, coupled_layers, coupled_steps: the training-free options of the coupled attention,
                 :class:`jointdiff.jedi.coupling.Coupling` (checked there): beta added to the targets' logits on
                 reference keys, the coupled U-Net blocks (default: every block), the early fraction of the steps
@@ -383,6 +390,9 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
             image_guidance_scale=image_guidance_scale,
             null_reference=null_reference,
             reference_attention=reference_attention,
+            guidance_rescale=guidance_rescale,
+            guidance_start=guidance_start,
+            guidance_stop=guidance_stop,
         )
         coupling = self.check_coupling(reference_bias, coupled_layers, coupled_steps)
 

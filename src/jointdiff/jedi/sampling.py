@@ -55,6 +55,8 @@ class GuidedSetDenoiser:
 
     ``coupling`` (:class:`jointdiff.jedi.coupling.Coupling`, None: JeDi's) holds the training-free options; with
     ``coupling.steps < 1`` the steps with ``t`` below the last coupled one of ``timesteps`` attend per image.
+    With a guidance interval (``guidance.limited``) the steps of ``timesteps`` outside it take the fully conditioned
+    prediction alone, one branch (:meth:`Guidance.unguided`).
     """
 
     def __init__(
@@ -73,6 +75,14 @@ class GuidedSetDenoiser:
             steps = [float(t) for t in timesteps]
             m = coupling.coupled_steps(len(steps))
             self.last_coupled = steps[m - 1] if m else math.inf  # timesteps decrease: t >= it couples
+        self.plain: GuidedSetDenoiser | None = None  # the denoiser of the steps outside the guidance interval
+        self.guided_t: set[float] = set()
+        if guidance.limited:
+            if timesteps is None:
+                raise ValueError("a guidance interval needs the sampler's timesteps")
+            steps = [float(t) for t in timesteps]
+            self.guided_t = {t for t, on in zip(steps, guidance.guided_steps(len(steps)), strict=True) if on}
+            self.plain = GuidedSetDenoiser(model, cond, guidance.unguided(), coupling, steps)
         self.branches = guidance.branches()
         b, n = cond.references.shape[:2]
         big_n = cond.text.shape[1]
@@ -119,6 +129,8 @@ class GuidedSetDenoiser:
         Reference slots hold a value the replacement trick discards (with ``drop``, reference-free
         branches contribute zeros there: those slots are not in their sets).
         """
+        if self.plain is not None and float(t) not in self.guided_t:
+            return self.plain(x, t)
         n, empty = self.n, self.cond.empty
         groups, branches = [], []
         if self.whole:  # (nb*B, N, ...): every branch that sees the whole set
