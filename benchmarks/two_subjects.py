@@ -45,6 +45,17 @@ ROWS = (
     ("single", "Miniature, reference of A, A alone", "one"),
 )
 REFS = {"both": "ab", "a_only": "a", "none": "", "single": "a"}
+# with --region-bias: the references of A and B with the region bias (each target column attends to its reference)
+REGION_ROW = ("both_regions", "Miniature, references of A and B, region bias {:g}", "two")
+
+
+def rows_of(args: argparse.Namespace) -> tuple[tuple[str, str, str], ...]:
+    """The rows of this run: :data:`ROWS`, and the region-bias row after "both" where ``--region-bias`` is set."""
+    if not args.region_bias:
+        return ROWS
+    name, label, kind = REGION_ROW
+    i = [r[0] for r in ROWS].index("both") + 1
+    return (*ROWS[:i], (name, label.format(args.region_bias), kind), *ROWS[i:])
 
 
 def generate(pipe: Any, case: Any, prompts: list[str], refs: str, args: argparse.Namespace, out: Path) -> list[Any]:
@@ -63,6 +74,8 @@ def generate(pipe: Any, case: Any, prompts: list[str], refs: str, args: argparse
     captions = [f"a photo of a {subjects[r].class_word}" for r in refs]
     with_refs = {"reference_images": images, "reference_prompts": captions} if refs else {}
     guidance = {"guidance": "joint", "guidance_scale": args.scale} if refs else {"guidance_scale": args.scale}
+    if out.parent.name == REGION_ROW[0]:
+        guidance["region_bias"] = args.region_bias
     for start in range(0, len(todo), args.batch_size):
         chunk = todo[start : start + args.batch_size]
         result = pipe(
@@ -90,8 +103,9 @@ def score_all(args: argparse.Namespace, cases: list[Any], templates: list[str]) 
     pipe = JointDiffusionPipeline.from_pretrained(args.model)
     pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
-    rows: dict[str, dict[str, list[dict]]] = {name: {} for name, _, _ in ROWS}
-    shown: dict[str, dict[str, list[Any]]] = {name: {} for name, _, _ in ROWS}
+    refs_of = REFS | ({REGION_ROW[0]: "ab"} if args.region_bias else {})
+    rows: dict[str, dict[str, list[dict]]] = {name: {} for name, _, _ in rows_of(args)}
+    shown: dict[str, dict[str, list[Any]]] = {name: {} for name, _, _ in rows_of(args)}
     for case in tqdm(cases, desc="cases", unit="case"):
         two, one = pair_prompts(case, templates), single_prompts(case, templates)
         real = render_pairs(case, templates, args.resolution)
@@ -100,12 +114,12 @@ def score_all(args: argparse.Namespace, cases: list[Any], templates: list[str]) 
         floor_one = render_singles(case, templates, args.resolution, floor=True)
         made = {
             name: generate(pipe, case, one if name == "single" else two, refs, args, args.work / name / case.name)
-            for name, refs in REFS.items()
+            for name, refs in refs_of.items()
         }
         rows["real"][case.name] = scorer.score_two(case, [v.pil() for v in real], two, [v.masks for v in real])
         rows["real_seg"][case.name] = scorer.score_two(case, [v.pil() for v in real], two)
         rows["floor"][case.name] = scorer.score_two(case, [v.pil() for v in floor], two, [v.masks for v in floor])
-        for name in ("both", "a_only", "none"):
+        for name in [n for n in ("both", REGION_ROW[0], "a_only", "none") if n in made]:
             rows[name][case.name] = scorer.score_two(case, made[name], two)
         rows["real_one"][case.name] = scorer.score_one(
             case, [v.pil() for v in real_one], one, [v.mask for v in real_one]
@@ -124,19 +138,20 @@ def fmt(x: float | None, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def table(summary: dict[str, dict], kind: str) -> str:
+def table(summary: dict[str, dict], kind: str, rows: tuple[tuple[str, str, str], ...] = ROWS) -> str:
     """The markdown table of the rows of one kind."""
     cols = ["PartID A", "PartID B", "PartID (norm)", "found", "leakage", "CLIP-T"] if kind == "two" else None
     cols = cols or ["PartID A", "PartID (norm)", "found", "CLIP-T"]
     lines = ["| Row | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
-    for name, label, k in ROWS:
+    for name, label, k in rows:
         if k == kind:
             lines.append(f"| {label} | " + " | ".join(fmt(summary[name].get(c)) for c in cols) + " |")
     return "\n".join(lines)
 
 
 def grid(cases: list[Any], shown: dict, templates: list[str], path: Path, count: int) -> None:
-    """Reference A | reference B | the real scene | the model with both references (three scenes) | A's only | none."""
+    """Reference A | reference B | the real scene | the model with both references (three scenes; with the region
+    bias, three more) | A's only | none."""
     from jointdiff.common.images import save_grid
     from jointdiff.evaluation.toy.pairs import pair_prompts
 
@@ -148,6 +163,8 @@ def grid(cases: list[Any], shown: dict, templates: list[str], path: Path, count:
         row.append((case.b.images[0], f"reference B ({case.b.class_word})"))
         row.append((shown["real"][case.name][ks[0]], f"real render: {prompts[ks[0]]}"))
         row += [(shown["both"][case.name][k], f"A + B refs: {prompts[k]}") for k in ks]
+        if REGION_ROW[0] in shown:
+            row += [(shown[REGION_ROW[0]][case.name][k], f"A + B refs, regions: {prompts[k]}") for k in ks]
         row.append((shown["a_only"][case.name][ks[0]], "A's ref only"))
         row.append((shown["none"][case.name][ks[0]], "no reference"))
         rows.append([(im.convert("RGB").resize((128, 128), 0), cap) for im, cap in row])
@@ -155,22 +172,25 @@ def grid(cases: list[Any], shown: dict, templates: list[str], path: Path, count:
 
 
 def claims(summary: dict[str, dict]) -> list[str]:
-    """The issue's measurable claims, each with its numbers."""
-    both, single = summary["both"]["PartID (norm)"], summary["single"]["PartID (norm)"]
+    """The issue's measurable claims, each with its numbers (for the region-bias row too, where there is one)."""
     out = []
-    if both is not None and single:
-        ratio = both / single
-        verdict = "holds" if ratio >= 0.7 else "does not hold"
-        out.append(
-            f"- Per-subject identity in two-subject scenes at least 0.7x the single-subject identity: **{verdict}** "
-            f"(normalised PartID {both:.3f} with both references vs {single:.3f} with one, ratio {ratio:.2f})."
-        )
-    leak, real_leak = summary["both"].get("leakage"), summary["real"].get("leakage")
-    if leak is not None and real_leak is not None:
-        out.append(
-            f"- Leakage (a subject's region against the other subject's real views): {leak:.3f} with both references, "
-            f"{real_leak:.3f} in real renders, {fmt(summary['floor'].get('leakage'))} at the floor."
-        )
+    for name, how in (("both", "with both references"), (REGION_ROW[0], "with both references and the region bias")):
+        if name not in summary:
+            continue
+        both, single = summary[name]["PartID (norm)"], summary["single"]["PartID (norm)"]
+        if both is not None and single:
+            ratio = both / single
+            verdict = "holds" if ratio >= 0.7 else "does not hold"
+            out.append(
+                f"- Per-subject identity in two-subject scenes at least 0.7x the single-subject identity, {how}: "
+                f"**{verdict}** (normalised PartID {both:.3f} vs {single:.3f} with one, ratio {ratio:.2f})."
+            )
+        leak, real_leak = summary[name].get("leakage"), summary["real"].get("leakage")
+        if leak is not None and real_leak is not None:
+            out.append(
+                f"- Leakage (a subject's region against the other subject's real views), {how}: {leak:.3f}; "
+                f"{real_leak:.3f} in real renders, {fmt(summary['floor'].get('leakage'))} at the floor."
+            )
     return out
 
 
@@ -188,10 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--grid-cases", type=int, default=6)
+    p.add_argument(
+        "--region-bias",
+        type=float,
+        default=0.0,
+        help="also the row with both references and this region bias (each target column attends to its reference)",
+    )
     p.add_argument("--record", type=Path, default=None, help="write the markdown record here (grid beside it)")
     args = p.parse_args(argv)
     if args.subjects < 2 or args.steps < 1 or args.batch_size < 1 or (args.max_prompts or 1) < 1:
         p.error("--subjects >= 2, --steps, --batch-size and --max-prompts >= 1")
+    if args.region_bias < 0:
+        p.error("--region-bias must be >= 0")
     if not Path(args.model).is_dir():
         p.error(f"--model: no such directory: {args.model}")
 
@@ -203,12 +231,13 @@ def main(argv: list[str] | None = None) -> int:
     templates = list(TEMPLATES[: args.max_prompts] if args.max_prompts else TEMPLATES)
     started = datetime.datetime.now(datetime.timezone.utc)
     rows, shown = score_all(args, cases, templates)
-    two = summarise({n: rows[n] for n, _, k in ROWS if k == "two"}, real="real", floor="floor")
-    one = summarise({n: rows[n] for n, _, k in ROWS if k == "one"}, real="real_one", floor="floor_one", slots=("a",))
+    spec = rows_of(args)
+    two = summarise({n: rows[n] for n, _, k in spec if k == "two"}, real="real", floor="floor")
+    one = summarise({n: rows[n] for n, _, k in spec if k == "one"}, real="real_one", floor="floor_one", slots=("a",))
     summary = two | one
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "summary.json").write_text(json.dumps(summary, indent=2))
-    text = [table(two, "two"), "", table(one, "one"), "", *claims(summary)]
+    text = [table(two, "two", spec), "", table(one, "one", spec), "", *claims(summary)]
     print("\n".join(text))
     if args.record:
         args.record.parent.mkdir(parents=True, exist_ok=True)

@@ -202,3 +202,76 @@ def test_steps_fraction_couples_the_first_steps_only(joint_unet):
         GuidedSetDenoiser(model, cond, Guidance(), Coupling(steps=0.5))
     with pytest.raises(ValueError, match="matches no self-attention of this U-Net"):
         model.check_coupling(Coupling(layers=("down.3",)))
+
+
+def _attention_by_hand(attn: Attention, x: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """One set ``x`` (N, L, C): softmax over all N*L keys of ``q k / sqrt(d) + bias`` (``(N*L, N*L)``), V, output."""
+    n, length, _ = x.shape
+    tokens = x.reshape(1, n * length, C)
+    q, k, v = attn.to_q(tokens), attn.to_k(tokens), attn.to_v(tokens)
+    d = q.shape[-1] // attn.heads
+    q, k, v = (t.reshape(1, n * length, attn.heads, d).transpose(1, 2) for t in (q, k, v))
+    w = torch.softmax(q @ k.transpose(-1, -2) / d**0.5 + bias, dim=-1)
+    o = (w @ v).transpose(1, 2).reshape(1, n * length, attn.heads * d)
+    return attn.to_out[0](o).reshape(n, length, C)
+
+
+def test_region_bias_hand_made_matrix():
+    """Issue 33: two references (slots 0 and 2) and a 2x2 target grid: reference 0 owns column 0, reference 1
+    column 1; a query there gets -gamma on every key of the other reference, 0 on its own and on the targets."""
+    from jointdiff.jedi.attention import region_bias
+
+    refs = torch.tensor([True, False, True])  # slot 1 is a target
+    bias = region_bias(refs, 4, 2.0, torch.float32, torch.device("cpu"))  # (L=4, N*L=12)
+    column = torch.tensor([0, 1, 0, 1])  # token t of a 2x2 grid, row-major: x = t % 2
+    for t in range(4):
+        keys = bias[t].reshape(3, 4)  # per slot
+        other = 2 if column[t] == 0 else 0
+        assert (keys[other] == -2.0).all() and (keys[2 - other] == 0).all() and (keys[1] == 0).all()
+    three = region_bias(torch.tensor([True, True, True, False]), 9, math.inf, torch.float32, torch.device("cpu"))
+    owner = [next(i for i in range(3) if three[t].reshape(4, 9)[i, 0] == 0) for t in range(9)]
+    assert owner == [0, 1, 2] * 3  # three references: three columns of a 3x3 grid
+    with pytest.raises(ValueError, match="square token grids"):
+        region_bias(refs, 6, 1.0, torch.float32, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.5, math.inf])
+def test_region_bias_through_the_coupled_processor_equals_the_equation(attn, gamma):
+    """Two sets, references of two subjects and one target each (a 3x3 grid): the processor's output equals the
+    attention written out with the region bias; gamma 0 is JeDi's coupled attention; with one reference the
+    region bias changes nothing."""
+    from jointdiff.jedi.attention import region_bias
+
+    length = 9
+    x = randn(6, length, C, seed=3)
+    refs = torch.tensor([True, True, False, True, True, False])
+    proc = CoupledAttnProcessor(block="down.0")
+    out = proc(attn, x, set_size=3, coupling=Coupling(region_bias=gamma), reference_slots=refs)
+    pattern = refs[:3]
+    bias = torch.zeros(3 * length, 3 * length)
+    bias[2 * length :] = region_bias(pattern, length, gamma, torch.float32, torch.device("cpu"))  # target queries
+    for s in range(2):
+        expected = _attention_by_hand(attn, x[3 * s : 3 * s + 3], bias)
+        assert torch.allclose(out[3 * s : 3 * s + 3], expected, atol=1e-5)
+    if gamma == 0.0:
+        assert torch.allclose(out, proc(attn, x, set_size=3), atol=1e-6)
+    if gamma == math.inf:  # reference 0's columns (x * 2 // 3 == 0: x = 0, 1) do not see reference 1 at all
+        x2 = x.clone()
+        x2[1] = randn(length, C, seed=8)
+        changed = proc(attn, x2, set_size=3, coupling=Coupling(region_bias=gamma), reference_slots=refs)
+        own = torch.arange(length) % 3 * 2 // 3 == 0
+        assert own.tolist() == [True, True, False] * 3
+        assert torch.allclose(changed[2, own], out[2, own], atol=1e-5)
+        assert not torch.allclose(changed[2, ~own], out[2, ~own], atol=1e-4)
+    one = torch.tensor([True, False, False, True, False, False])
+    plain = proc(attn, x, set_size=3, reference_slots=one)
+    assert torch.allclose(proc(attn, x, set_size=3, coupling=Coupling(region_bias=gamma), reference_slots=one), plain)
+
+
+def test_region_bias_is_checked():
+    assert Coupling.of(region_bias=2.0).region_bias == 2.0 and Coupling.of(
+        **Coupling(region_bias=3.0).settings()
+    ) == Coupling(region_bias=3.0)
+    for bad in (-1.0, math.nan):
+        with pytest.raises(ValueError, match="region bias must be >= 0"):
+            Coupling(region_bias=bad)

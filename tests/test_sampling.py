@@ -481,3 +481,23 @@ def test_pipeline_takes_guidance_rescale_and_interval(pipe):
     assert abs(run(guidance_start=0.5) - default).max() > 1e-5
     with pytest.raises(ValueError, match="guidance interval needs"):
         pipe("a toy", guidance_start=0.9, guidance_stop=0.1, **kw)
+
+
+def test_pipeline_region_bias_binds_references_of_two_subjects_to_columns(pipe):
+    """Issue 33: with references of two subjects the region bias changes the targets; with one reference it changes
+    nothing (one reference owns the whole image); non-square images and isolated references are refused."""
+    kw = {"num_inference_steps": 3, "output_type": "np"}
+
+    def run(refs: list, **options) -> np.ndarray:
+        gen = torch.Generator().manual_seed(2)
+        return pipe(["a dog and a teapot"], reference_images=refs, generator=gen, **kw, **options).images
+
+    two = [_image(5), _image(6)]
+    assert abs(run(two, region_bias=4.0) - run(two)).max() > 1e-5
+    assert (run(two, region_bias=0.0) == run(two)).all()
+    assert (run([_image(5)], region_bias=4.0) == run([_image(5)])).all()
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    with pytest.raises(ValueError, match="needs square images"):
+        pipe("a toy", reference_images=two, region_bias=1.0, height=size, width=2 * size, **kw)
+    with pytest.raises(ValueError, match="joint reference attention"):
+        pipe("a toy", reference_images=two, region_bias=1.0, reference_attention="isolated", **kw)

@@ -22,7 +22,7 @@ RUN_GUIDANCE_KEYS = ("guidance_scale", "image_guidance_scale", "guidance", "null
 DEFAULT_SETTINGS = (
     DEFAULT.settings()
 )  # guidance keys beyond RUN_GUIDANCE_KEYS are recorded where they differ from these
-COUPLING_NAMES = ("reference_bias", "coupled_layers", "coupled_steps")  # Coupling.add_arguments' dests
+COUPLING_NAMES = ("reference_bias", "coupled_layers", "coupled_steps", "region_bias")  # Coupling.add_arguments' dests
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ they are computed once per step for all branches ("isolated references", an opti
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +140,7 @@ class CoupledAttnProcessor:
             )
         if not self._couples(coupling):  # a block left uncoupled: every image on its own
             return self.inner(attn, hidden_states, attention_mask=attention_mask, temb=temb)
-        flags = reference_slots if coupling is not None and coupling.reference_bias != 0 else None
+        flags = reference_slots if coupling is not None and coupling.biases_references else None
         if shared_references is not None:
             if attention_mask is not None or slot_mask is not None:
                 raise ValueError("shared references take no attention_mask or slot_mask")
@@ -217,6 +218,9 @@ class CoupledAttnProcessor:
                 which = slots.nonzero().squeeze(1)  # (R,)
                 queries = keys.unflatten(1, (n, length))[:, which].flatten(1, 2)  # (S, N, L, C) -> (S, R*L, C)
                 mask = bias.index_select(0, sets) if bias is not None else None  # (S, 1, N*L)
+                if bias is shifted and coupling.region_bias != 0 and int(pattern.sum()) > 1:
+                    region = region_bias(pattern, length, coupling.region_bias, joint.dtype, joint.device)  # (L, N*L)
+                    mask = mask + region.repeat(len(which), 1)  # (S, 1, N*L) + (R*L, N*L) -> (S, R*L, N*L)
                 o = self.inner(attn, queries, encoder_hidden_states=keys, attention_mask=mask, temb=temb)
                 out[sets[:, None], which[None, :]] = o.unflatten(1, (len(which), length)).to(out.dtype)  # (S, R, L, C)
         return out.flatten(1, 2)  # (B, N, L, C) -> (B, N*L, C)
@@ -259,6 +263,8 @@ class CoupledAttnProcessor:
                 which = torch.arange(start, start + count, device=x.device) % refs.sets
                 keys = torch.cat([context.index_select(0, which), own], dim=1)  # (count, (n+K)*L, C)
                 mask = None  # the reference bias on the references' keys (these queries are all targets)
+                if coupling is not None and coupling.region_bias != 0 and refs.size > 1:
+                    raise ValueError("the region bias needs joint reference attention, not isolated references")
                 if coupling is not None and coupling.reference_bias != 0:
                     on_refs = torch.arange(keys.shape[1], device=x.device) < refs.size * length  # ((n+K)*L,)
                     mask = torch.where(on_refs, coupling.reference_bias, 0.0).to(x.dtype).expand(count, 1, -1)
@@ -294,6 +300,26 @@ class PerImageAttnProcessor:
             attention_mask=attention_mask,
             temb=temb,
         )
+
+
+def region_bias(
+    references: torch.Tensor, length: int, gamma: float, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """The region bias of :class:`jointdiff.jedi.coupling.Coupling` for one target image's queries, ``(L, N*L)``.
+
+    ``references`` (``(N,)`` bool) flags the set's reference slots; with n of them, reference i (slot order) owns
+    the i-th of n equal columns of the target's ``sqrt(L) x sqrt(L)`` token grid, and a query there gets
+    ``-gamma`` on every key of the other references (``-inf`` for ``gamma = inf``), 0 elsewhere."""
+    side = math.isqrt(length)
+    if side * side != length:
+        raise ValueError(f"the region bias needs square token grids (square images), got {length} tokens")
+    slots = references.nonzero().squeeze(1)  # (n,) the reference slots in order
+    rank = torch.full(references.shape, -1, device=device)
+    rank[slots] = torch.arange(len(slots), device=device)  # (N,) reference i at its slot, -1 on targets
+    owner = torch.arange(length, device=device) % side * len(slots) // side  # (L,) the column's reference
+    other = (rank[None, :] >= 0) & (rank[None, :] != owner[:, None])  # (L, N): keys of the other references
+    penalty = torch.where(other, -gamma, 0.0).to(dtype)  # (L, N)
+    return penalty.repeat_interleave(length, dim=1)  # (L, N) -> (L, N*L)
 
 
 def _split(flags: torch.Tensor | None, lengths: list[int]) -> list[torch.Tensor | None]:

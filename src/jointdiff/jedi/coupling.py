@@ -17,6 +17,10 @@ attention exactly as it is, except that a stock inpainting model couples the fir
   self-attention of the other blocks attends per image, as in a set of one.
 - ``steps``: the fraction f of the sampling steps that couple, from the first: ``ceil(f S)`` of S steps;
   the later steps attend per image.
+- ``region_bias`` (gamma >= 0; issue 33, references of several subjects): with n >= 2 references in a set, reference
+  i (in slot order) owns the i-th of n side-by-side columns of every target, and a target query in a column gets
+  ``- gamma`` on the logits of the keys of every *other* reference, so each region copies its own subject;
+  ``inf`` masks them out. With one reference, or ``0``, nothing changes.
 
 Pure Python (no torch), so the command line reads its options without loading the model.
 """
@@ -56,6 +60,7 @@ class Coupling:
     reference_bias: float = 0.0  # beta added to the target queries' logits on reference keys; -inf: ignore them
     layers: tuple[str, ...] = PARTS  # blocks whose attn1 couples: down | mid | up | down.<i> | up.<i>
     steps: float = 1.0  # fraction of the sampling steps, from the first, that couple
+    region_bias: float = 0.0  # gamma subtracted from a target column's logits on the other references' keys
 
     def __post_init__(self) -> None:
         if not isinstance(self.reference_bias, (int, float)) or math.isnan(self.reference_bias):
@@ -69,6 +74,13 @@ class Coupling:
             raise ValueError(f"unknown coupled layer {bad[0]!r}; name down, mid, up or one block like down.1, up.2")
         if not isinstance(self.steps, (int, float)) or not 0.0 <= self.steps <= 1.0:
             raise ValueError(f"coupled steps must be a fraction in [0, 1], got {self.steps!r}")
+        if not isinstance(self.region_bias, (int, float)) or not self.region_bias >= 0:
+            raise ValueError(f"region bias must be >= 0 (inf: mask the other references), got {self.region_bias!r}")
+
+    @property
+    def biases_references(self) -> bool:
+        """Whether the target queries' logits on reference keys change (a reference or a region bias)."""
+        return self.reference_bias != 0 or self.region_bias != 0
 
     def couples(self, block: str) -> bool:
         """Whether the self-attention of ``block`` (:func:`block_id`) is coupled."""
@@ -85,7 +97,12 @@ class Coupling:
 
     def settings(self) -> dict[str, Any]:
         """The options under the pipeline's argument names, as saved with each generated PNG."""
-        return {"reference_bias": self.reference_bias, "coupled_layers": list(self.layers), "coupled_steps": self.steps}
+        return {
+            "reference_bias": self.reference_bias,
+            "coupled_layers": list(self.layers),
+            "coupled_steps": self.steps,
+            "region_bias": self.region_bias,
+        }
 
     @classmethod
     def of(cls, **kwargs: Any) -> Coupling:
@@ -122,12 +139,22 @@ class Coupling:
                 f" (default: 1 for a JeDi model, {STOCK_INPAINTING_COUPLING.steps:g} for a stock inpainting model)"
             )
         parser.add_argument("--coupled-steps", type=float, default=None if by_layout else d.steps, help=steps_help)
+        parser.add_argument(
+            "--region-bias",
+            type=float,
+            default=d.region_bias,
+            help="several references: reference i owns the i-th side-by-side column of each target; gamma subtracted "
+            "there from the other references' logits (0: off; inf: masked)",
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | Any) -> Coupling:
         """The options given by :meth:`add_arguments`' flags (checked here: one-line errors)."""
         return cls.of(
-            reference_bias=args.reference_bias, coupled_layers=args.coupled_layers, coupled_steps=args.coupled_steps
+            reference_bias=args.reference_bias,
+            coupled_layers=args.coupled_layers,
+            coupled_steps=args.coupled_steps,
+            region_bias=getattr(args, "region_bias", None),
         )
 
 

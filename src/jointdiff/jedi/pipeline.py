@@ -28,7 +28,7 @@ from jointdiff.common.paths import is_hub_id
 from jointdiff.jedi.attention import has_joint_attention
 from jointdiff.jedi.coupling import DEFAULT_COUPLING, Coupling, default_for
 from jointdiff.jedi.encoding import SDParts, fully_masked_latent
-from jointdiff.jedi.guidance import DEFAULT, Guidance
+from jointdiff.jedi.guidance import DEFAULT, DEFAULT_NAMES, Guidance
 from jointdiff.jedi.layouts import detect_layout
 from jointdiff.jedi.loading import JOINT_PIPELINE, load_base_components, read_json
 from jointdiff.jedi.model import JointUNet
@@ -245,6 +245,7 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         reference_bias: float,
         coupled_layers: tuple[str, ...] | list[str] | str | None,
         coupled_steps: float | None,
+        region_bias: float = 0.0,
     ) -> Coupling:
         """The training-free options of the coupled attention, checked (:class:`jointdiff.jedi.coupling.Coupling`)
         and matched against this U-Net's blocks; the denoiser couples in the early steps only where
@@ -252,10 +253,22 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         if coupled_steps is None:
             coupled_steps = default_for(self.joint_unet.layout.kind).steps
         coupling = Coupling.of(
-            reference_bias=reference_bias, coupled_layers=coupled_layers, coupled_steps=coupled_steps
+            reference_bias=reference_bias,
+            coupled_layers=coupled_layers,
+            coupled_steps=coupled_steps,
+            region_bias=region_bias,
         )
         self.joint_unet.check_coupling(coupling)
         return coupling
+
+    @staticmethod
+    def check_regions(coupling: Coupling, guidance: Guidance, height: int, width: int) -> None:
+        """The region bias (issue 33) splits square token grids into columns, among references in the coupled
+        attention: square images and joint reference attention."""
+        if coupling.region_bias != 0 and height != width:
+            raise ValueError(f"the region bias needs square images, got {height}x{width}")
+        if coupling.region_bias != 0 and guidance.isolates_references:
+            raise ValueError("the region bias needs joint reference attention, not isolated references")
 
     def empty_latent(self, height: int, width: int, device: torch.device) -> torch.Tensor | None:
         """What an unknown slot's masked-image channels hold, ``(C, h, w)``: for a stock inpainting U-Net the latent
@@ -316,6 +329,7 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
         reference_bias: float = DEFAULT_COUPLING.reference_bias,
         coupled_layers: tuple[str, ...] | list[str] | str | None = None,
         coupled_steps: float | None = None,
+        region_bias: float = DEFAULT_COUPLING.region_bias,
         negative_prompt: str | None = None,
         height: int | None = None,
         width: int | None = None,
@@ -350,6 +364,9 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
                 that couple (default: every step for a JeDi model, the first half for a stock inpainting model,
                 chosen on the toy world's tuning subjects, ``benchmarks/training_free.md``). The other defaults are
                 JeDi's coupled attention.
+            region_bias: references of several subjects (issue 33): reference i owns the i-th of n side-by-side
+                columns of every target, whose queries get ``-region_bias`` on the other references' keys (``inf``:
+                masked; 0, the default: off). Square images, joint reference attention.
             negative_prompt: the null text of the targets (default "").
             height, width: output size in pixels (default: the U-Net's sample size).
             num_images_per_prompt: independent sets generated in one batch (per-set prompt lists: 1).
@@ -384,17 +401,10 @@ class JointDiffusionPipeline(DiffusionPipeline, SDParts):
             output_type,
             tensor_inputs,
         )
-        settings = Guidance.of(
-            guidance=guidance,
-            guidance_scale=guidance_scale,
-            image_guidance_scale=image_guidance_scale,
-            null_reference=null_reference,
-            reference_attention=reference_attention,
-            guidance_rescale=guidance_rescale,
-            guidance_start=guidance_start,
-            guidance_stop=guidance_stop,
-        )
-        coupling = self.check_coupling(reference_bias, coupled_layers, coupled_steps)
+        arguments = locals()  # the guidance settings are this call's arguments of the same names (DEFAULT_NAMES)
+        settings = Guidance.of(**{name: arguments[name] for name in DEFAULT_NAMES})
+        coupling = self.check_coupling(reference_bias, coupled_layers, coupled_steps, region_bias)
+        self.check_regions(coupling, settings, height, width)
 
         # 2. Define call parameters: B sets of n references and K targets
         device, b, k = self._execution_device, num_images_per_prompt * len(sets), len(sets[0])
