@@ -49,6 +49,11 @@ REFS = {"both": "ab", "a_only": "a", "none": "", "single": "a"}
 REGION_ROW = ("both_regions", "Miniature, references of A and B, region bias {:g}", "two")
 
 
+def region_folder(args: argparse.Namespace) -> str:
+    """The folder of the region row's images under ``--work``, one per gamma (``both_regions-4``)."""
+    return f"{REGION_ROW[0]}-{args.region_bias:g}"
+
+
 def rows_of(args: argparse.Namespace) -> tuple[tuple[str, str, str], ...]:
     """The rows of this run: :data:`ROWS`, and the region-bias row after "both" where ``--region-bias`` is set."""
     if not args.region_bias:
@@ -74,7 +79,7 @@ def generate(pipe: Any, case: Any, prompts: list[str], refs: str, args: argparse
     captions = [f"a photo of a {subjects[r].class_word}" for r in refs]
     with_refs = {"reference_images": images, "reference_prompts": captions} if refs else {}
     guidance = {"guidance": "joint", "guidance_scale": args.scale} if refs else {"guidance_scale": args.scale}
-    if out.parent.name == REGION_ROW[0]:
+    if out.parent.name == region_folder(args):
         guidance["region_bias"] = args.region_bias
     for start in range(0, len(todo), args.batch_size):
         chunk = todo[start : start + args.batch_size]
@@ -104,6 +109,10 @@ def score_all(args: argparse.Namespace, cases: list[Any], templates: list[str]) 
     pipe.scheduler = make_scheduler(args.scheduler, pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     refs_of = REFS | ({REGION_ROW[0]: "ab"} if args.region_bias else {})
+
+    def folder(name: str) -> str:  # the region row's images live in a folder of their gamma
+        return region_folder(args) if name == REGION_ROW[0] else name
+
     rows: dict[str, dict[str, list[dict]]] = {name: {} for name, _, _ in rows_of(args)}
     shown: dict[str, dict[str, list[Any]]] = {name: {} for name, _, _ in rows_of(args)}
     for case in tqdm(cases, desc="cases", unit="case"):
@@ -113,7 +122,9 @@ def score_all(args: argparse.Namespace, cases: list[Any], templates: list[str]) 
         real_one = render_singles(case, templates, args.resolution)
         floor_one = render_singles(case, templates, args.resolution, floor=True)
         made = {
-            name: generate(pipe, case, one if name == "single" else two, refs, args, args.work / name / case.name)
+            name: generate(
+                pipe, case, one if name == "single" else two, refs, args, args.work / folder(name) / case.name
+            )
             for name, refs in refs_of.items()
         }
         rows["real"][case.name] = scorer.score_two(case, [v.pil() for v in real], two, [v.masks for v in real])
