@@ -99,7 +99,7 @@ def vae_round_trip(run: Path, model: str, out: Path) -> Path:
     with torch.no_grad():
         for i in range(0, len(paths), 50):
             batch = paths[i : i + 50]
-            x = torch.stack([torch.from_numpy(np.asarray(PIL.Image.open(p).convert("RGB"))) for p in batch])
+            x = torch.stack([torch.from_numpy(np.array(PIL.Image.open(p).convert("RGB"))) for p in batch])
             x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0
             y = vae.decode(vae.encode(x).latent_dist.mode()).sample
             y = ((y.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()

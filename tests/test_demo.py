@@ -84,3 +84,27 @@ def test_two_subject_demo_scores_each_subject_beside_real_and_floor(model, tmp_p
     assert all(" and a" in p or " and an" in p for p in result.prompts)
     assert main(["demo", "--two-subjects", "--model", str(model), "--ref", "x.png"]) == 2
     assert "--two-subjects runs on two held-out toy subjects" in capsys.readouterr().err
+
+
+def test_two_subject_demo_binds_each_reference_to_its_column(model, tmp_path, capsys):
+    """Issue 33: the two-subject demo uses the region bias by default (the measured one); 0 turns it off and gives
+    other images; the flag is refused without --two-subjects and below 0 (one line)."""
+    from jointdiff.evaluation.demo import run_two_subject_demo
+    from jointdiff.jedi.coupling import SEVERAL_SUBJECTS_REGION_BIAS
+
+    assert SEVERAL_SUBJECTS_REGION_BIAS > 0
+    bound = run_two_subject_demo(tmp_path / "a", model=model, subject=2, steps=2)
+    again = run_two_subject_demo(
+        tmp_path / "b", model=model, subject=2, steps=2, region_bias=SEVERAL_SUBJECTS_REGION_BIAS
+    )
+    plain = run_two_subject_demo(tmp_path / "c", model=model, subject=2, steps=2, region_bias=0.0)
+
+    def grid(result) -> np.ndarray:
+        return np.asarray(PIL.Image.open(result.grid))
+
+    assert (grid(bound) == grid(again)).all()  # the default is the measured region bias
+    assert (grid(bound) != grid(plain)).any()  # and it changes the scenes with both references
+    assert main(["demo", "--model", str(model), "--region-bias", "4"]) == 2
+    assert "--region-bias is for --two-subjects" in capsys.readouterr().err
+    assert main(["demo", "--two-subjects", "--model", str(model), "--region-bias", "-1"]) == 2
+    assert "region bias must be >= 0" in capsys.readouterr().err

@@ -62,6 +62,8 @@ def test_calls_onnx_cannot_serve_run_pytorch(pipe, tmp_path):
     use_onnx(pipe, tmp_path)
     np.testing.assert_array_equal(_images(pipe, reference_bias=-1.0), eager)  # training-free options: PyTorch
     assert pipe.joint_unet.unet.calls == {"onnx": 0, "torch": 3}
+    _images(pipe, region_bias=4.0)  # the region bias (issue 33) is not in the exported graph either
+    assert pipe.joint_unet.unet.calls == {"onnx": 0, "torch": 6}
     assert not list(tmp_path.rglob("*.onnx"))
 
 

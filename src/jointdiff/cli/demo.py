@@ -16,6 +16,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     if args.two_subjects:
         return _two_subjects(args)
+    if args.region_bias is not None:
+        raise ValueError("--region-bias is for --two-subjects (references of two subjects)")
     refs = [load_image(p) for p in args.ref]
     result = run_demo(
         args.out,
@@ -35,6 +37,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _two_subjects(args: argparse.Namespace) -> int:
     from jointdiff.evaluation.demo import closing_lines, format_pair_scores, run_two_subject_demo
+    from jointdiff.jedi.coupling import Coupling
 
     if args.ref or args.prompt or args.class_word != "toy":
         raise ValueError(
@@ -42,7 +45,10 @@ def _two_subjects(args: argparse.Namespace) -> int:
             'jointdiff generate --ref A.png --ref-prompt "a dog" --ref B.png --ref-prompt "a teapot" --prompt '
             '"a dog and a teapot on the beach"'
         )
-    result = run_two_subject_demo(args.out, model=args.model, subject=args.subject, seed=args.seed, onnx=args.onnx)
+    regions = {} if args.region_bias is None else {"region_bias": Coupling(region_bias=args.region_bias).region_bias}
+    result = run_two_subject_demo(
+        args.out, model=args.model, subject=args.subject, seed=args.seed, onnx=args.onnx, **regions
+    )
     print(format_pair_scores(result))
     print(f"{result.grid}  ({result.seconds:.1f} s)")
     print("\n".join(closing_lines(shipped=args.model is None, two_subjects=True)))
@@ -68,5 +74,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--two-subjects",
         action="store_true",
         help="two held-out toy subjects in one image (--subject and the next), one reference each",
+    )
+    p.add_argument(
+        "--region-bias",
+        type=float,
+        default=None,
+        help="--two-subjects: the region bias (A's reference owns the left column, B's the right; 0: off; "
+        "default: the measured one)",
     )
     p.set_defaults(func=_cmd_demo)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from jointdiff.jedi.coupling import SEVERAL_SUBJECTS_REGION_BIAS  # two subjects: each column its reference
 from jointdiff.jedi.guidance import DEFAULT  # joint guidance (eq. 3), the measured default
 
 if TYPE_CHECKING:
@@ -200,11 +201,14 @@ def run_two_subject_demo(
     steps: int | None = None,
     guidance_scale: float = DEFAULT.scale,
     onnx: str = "off",
+    region_bias: float = SEVERAL_SUBJECTS_REGION_BIAS,
 ) -> DemoResult:
     """Two held-out toy subjects in one image (issue 33): the report part's subjects ``subject`` (A) and the next
     (B), one reference each with its own caption, the demo's scenes with both class words; with the references and
     without them, each subject scored in its own region (``jointdiff.evaluation.toy.pairs``) beside the real
-    two-subject renders and the text-only floor. Writes ``grid.png`` (and the images) into ``out``."""
+    two-subject renders and the text-only floor. Each target's left column copies A, its right column B (the
+    ``region_bias`` of :class:`jointdiff.jedi.coupling.Coupling`; 0: off). Writes ``grid.png`` (and the images)
+    into ``out``."""
     from jointdiff.data.toyworld.subjects import make_subject, subject_seed
     from jointdiff.evaluation.toy.benchmark import PARTS, real_subject
     from jointdiff.evaluation.toy.evaluators import load_toy_dual, load_toy_parts, load_toy_segmenter
@@ -224,7 +228,10 @@ def run_two_subject_demo(
     templates = [TEMPLATES[k] for k in DEMO_SCENES]
     prompts = pair_prompts(case, templates)
     captions = [f"a photo of a {a.class_word}", f"a photo of a {b.class_word}"]
-    made, plain = with_and_without(pipe, prompts, [a.images[0], b.images[0]], captions, steps, guidance_scale, seed)
+    regions = {"region_bias": region_bias}
+    made, plain = with_and_without(
+        pipe, prompts, [a.images[0], b.images[0]], captions, steps, guidance_scale, seed, regions
+    )
     scorer = PairScorer(load_toy_parts(), load_toy_segmenter(), load_toy_dual())
     real, floor = render_pairs(case, templates, 64, seed=seed), render_pairs(case, templates, 64, floor=True, seed=seed)
     rows = {

@@ -158,6 +158,10 @@ class Coupling:
         )
 
 
+# References of several subjects (issue 33): the region bias of `jointdiff demo --two-subjects` and of the web page's
+# "Two toy subjects"; chosen on 8 tuning pairs (benchmarks/two_subjects_regions.md: 2, 4, 8 and inf within 0.01 of
+# each other in per-subject identity; 8 and inf the lowest leakage; the smaller taken).
+SEVERAL_SUBJECTS_REGION_BIAS = 8.0
 DEFAULT_COUPLING = Coupling()  # JeDi's coupled attention: every block, every step, no reference bias
 # A stock inpainting model used without training couples in the first half of the steps only: chosen on the toy
 # world's 16 tuning subjects by the rule of benchmarks/training_free.md (the highest part-aware identity among the

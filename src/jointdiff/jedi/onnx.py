@@ -10,8 +10,8 @@ an option (``--onnx on``), off by default. :func:`use_onnx` swaps the pipeline's
   (input shapes and set sizes; a sampling call has one or two) and cached on disk under the weights' digest, so
   later processes load it instead of exporting it again;
 - calls it cannot serve exactly (a device other than the CPU, a dtype other than fp32, SDXL's added conditioning,
-  a slot mask, isolated references, or training-free coupling options other than JeDi's own) run the PyTorch
-  U-Net, unchanged.
+  a slot mask, isolated references, or training-free coupling options other than JeDi's own, the region bias
+  included) run the PyTorch U-Net, unchanged.
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ class OnnxUNet(UNetStandIn):
 
     def _servable(self, sample: torch.Tensor, added: Any, kwargs: dict[str, Any]) -> bool:
         coupling = kwargs.get("coupling")
-        plain = coupling is None or (coupling.reference_bias == 0 and coupling.layers == PARTS)
+        plain = coupling is None or (not coupling.biases_references and coupling.layers == PARTS)
         extras = any(kwargs.get(k) is not None for k in ("slot_mask", "shared_references"))
         return sample.device.type == "cpu" and sample.dtype == torch.float32 and not added and plain and not extras
 

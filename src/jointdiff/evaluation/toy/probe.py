@@ -44,11 +44,13 @@ def with_and_without(
     steps: int,
     guidance_scale: float,
     seed: int = 0,
+    reference_options: dict[str, Any] | None = None,
 ) -> tuple[list[PIL.Image.Image], list[PIL.Image.Image]]:
     """Every prompt with the ``references`` (one caption each: several subjects, issue 33) and without them, from
     the same initial noise (prompt ``k``: seed ``seed * 1000 + k``) and the same sampler seed. Each prompt is its
     own set; the sets of a call run side by side in one batch, each with its own generator, so an image is the one
-    a call of its set alone makes (up to float rounding)."""
+    a call of its set alone makes (up to float rounding). ``reference_options``: further pipeline arguments of the
+    call with the references (the region bias of several subjects)."""
     c, side = pipe.joint_unet.layout.latent_channels, pipe.unet.config.sample_size
     common = {"num_inference_steps": steps, "guidance_scale": guidance_scale, "output_type": "pil"}
     noise = torch.stack(
@@ -69,6 +71,7 @@ def with_and_without(
         latents=noise,
         generator=generators(),
         **common,
+        **(reference_options or {}),
     ).images
     without = pipe(sets, latents=noise, generator=generators(), **common).images
     return with_ref, without
