@@ -25,6 +25,7 @@ from jointdiff.app.services import NO_DREAMBLEND, BlendService, JeDiService
 from jointdiff.cli import main
 from jointdiff.common.tiny import save_tiny_base
 from jointdiff.jedi.convert import convert_pipeline
+from jointdiff.jedi.coupling import SEVERAL_SUBJECTS_REGION_BIAS
 from jointdiff.jedi.pipeline import JointDiffusionPipeline
 from jointdiff.testing import save_tiny_run
 
@@ -246,6 +247,18 @@ def test_two_toy_subjects_each_with_its_caption_line(pipe, tmp_path):
     assert np.array_equal(np.asarray(PIL.Image.open(out.gallery[0][0]).convert("RGB")), np.asarray(expected))
     with PIL.Image.open(out.gallery[0][0]) as im:
         assert json.loads(im.text["jointdiff"])["reference_prompts"] == lines
+    bound = service.generate(paths, prompts.splitlines()[0], captions, steps=2, seed=5, one_subject_per_reference=True)
+    expected = pipe(
+        [prompts.splitlines()[0]],
+        reference_images=[PIL.Image.open(p).convert("RGB") for p in paths],
+        reference_prompts=lines,
+        num_inference_steps=2,
+        region_bias=SEVERAL_SUBJECTS_REGION_BIAS,
+        generator=torch.Generator().manual_seed(5),
+    ).images[0]
+    assert np.array_equal(np.asarray(PIL.Image.open(bound.gallery[0][0]).convert("RGB")), np.asarray(expected))
+    with PIL.Image.open(bound.gallery[0][0]) as im:
+        assert json.loads(im.text["jointdiff"])["region_bias"] == SEVERAL_SUBJECTS_REGION_BIAS
     bad = service.generate(paths, "a toy", "a\nb\nc", steps=1)
     assert bad.status.startswith("**Error:**") and "3 reference captions for 2 reference image(s)" in bad.status
     assert service.toy_pair(-2)[3].startswith("**Error:**")
@@ -396,7 +409,9 @@ def test_model_events_share_one_queue_slot(pipe, tmp_path, monkeypatch):
     try:
         client = Client(url, verbose=False)
         ref = handle_file(write(tmp_path / "r.png", png_bytes()))
-        jobs = [client.submit([ref], "a toy", None, "joint", 7.5, 7.5, 1, 0, api_name="/generate") for _ in range(3)]
+        jobs = [
+            client.submit([ref], "a toy", None, "joint", 7.5, 7.5, 1, 0, False, api_name="/generate") for _ in range(3)
+        ]
         jobs += [client.submit(str(tmp_path), "a sks toy", "auto", "auto", 0, 1, api_name="/dreamblend") for _ in "ab"]
         statuses = [job.result(timeout=30)[-1] for job in jobs]
     finally:

@@ -142,7 +142,7 @@ def test_fifty_malformed_uploads_leave_the_server_up(server, tmp_path):
         path = tmp_path / name
         path.write_bytes(data)
         gallery, files, status = client.predict(
-            [handle_file(str(path))], "a toy", None, "joint", 7.5, 7.5, 2, 0, api_name="/generate"
+            [handle_file(str(path))], "a toy", None, "joint", 7.5, 7.5, 2, 0, False, api_name="/generate"
         )
         assert status.startswith("**Error:**") and name in status, (name, status)
         assert gallery == [] and files is None
@@ -157,7 +157,7 @@ def test_fifty_malformed_uploads_leave_the_server_up(server, tmp_path):
     assert server.proc.poll() is None and _get(server.url) == 200
     ref = toy_png(tmp_path / "toy.png")
     gallery, files, status = client.predict(
-        [handle_file(str(ref))], "a toy\na toy in the snow", None, "joint", 7.5, 7.5, 2, 0, api_name="/generate"
+        [handle_file(str(ref))], "a toy\na toy in the snow", None, "joint", 7.5, 7.5, 2, 0, False, api_name="/generate"
     )
     assert status.startswith("2 image(s), 2 steps, seed 0"), status
     assert [item["caption"] for item in gallery] == ["a toy", "a toy in the snow"]
@@ -303,6 +303,7 @@ def test_browser_two_toy_subjects_one_caption_line_each(page, tmp_path):
     captions = page.input_value("#reference-caption textarea").splitlines()
     prompts = page.input_value("#prompts textarea").splitlines()
     assert len(captions) == 2 and all(c.split()[-1] in p for c in captions for p in prompts)
+    assert page.is_checked("#one-subject-per-reference input")  # two subjects: each reference its own column
     page.fill("#steps input[type=number]", "3")
     page.fill("#seed input", "1")
     page.click("#generate")

@@ -64,12 +64,31 @@ def _jedi_tab(gr: Any, jedi: JeDiService) -> None:
         o = jedi.check(files)
         return o.gallery, o.status
 
-    def generate(files, prompts, ref_prompt, guidance, scale, image_scale, steps, seed, progress=gr.Progress()):  # noqa: B008
+    def generate(
+        files,
+        prompts,
+        ref_prompt,
+        guidance,
+        scale,
+        image_scale,
+        steps,
+        seed,
+        per_ref,
+        progress=gr.Progress(),  # noqa: B008
+    ):
         def on_step(i: int, n: int) -> None:
             progress((i, n), desc="denoising", unit="steps")
 
         progress(0, desc="starting")
-        return _shown(jedi.generate(files, prompts, ref_prompt, guidance, scale, image_scale, steps, seed, on_step))
+        out = jedi.generate(files, prompts, ref_prompt, guidance, scale, image_scale, steps, seed, on_step, per_ref)
+        return _shown(out)
+
+    def toy(index: Any, count: Any) -> tuple[Any, ...]:  # one subject: no regions
+        return (*jedi.toy(index, count), False)
+
+    def toy_pair(index: Any) -> tuple[Any, ...]:  # two subjects: each reference its column
+        paths, captions, prompts, status = jedi.toy_pair(index)
+        return paths, captions, prompts, status, bool(paths)
 
     first = jedi.first_contact()  # a held-out toy subject and prompts ready: the first click personalises
     with gr.Column():
@@ -84,6 +103,11 @@ def _jedi_tab(gr: Any, jedi: JeDiService) -> None:
         prompts = gr.Textbox(
             label="Prompts, one per line (one image each)", lines=3, value=first.prompts, elem_id="prompts"
         )
+        per_ref = gr.Checkbox(
+            False,
+            label="One subject per reference: each reference its own column, left to right (two subjects)",
+            elem_id="one-subject-per-reference",
+        )
         settings = _generation_settings(gr, jedi.default_steps)  # guidance, scale, image_scale, steps, seed
         button = gr.Button("Generate", variant="primary", elem_id="generate")
     with gr.Column():
@@ -95,11 +119,11 @@ def _jedi_tab(gr: Any, jedi: JeDiService) -> None:
             elem_id="download",
         )
     refs.change(check, refs, [preview, status], api_name="check_references")
-    toy_button.click(jedi.toy, [toy_index, toy_count], [refs, ref_prompt, status], api_name="toy_subject")
-    pair_button.click(jedi.toy_pair, [toy_index], [refs, ref_prompt, prompts, status], api_name="toy_pair")
+    toy_button.click(toy, [toy_index, toy_count], [refs, ref_prompt, status, per_ref], api_name="toy_subject")
+    pair_button.click(toy_pair, [toy_index], [refs, ref_prompt, prompts, status, per_ref], api_name="toy_pair")
     button.click(
         generate,
-        [refs, prompts, ref_prompt, *settings],
+        [refs, prompts, ref_prompt, *settings, per_ref],
         [gallery, files, status],
         api_name="generate",
         concurrency_id="model",

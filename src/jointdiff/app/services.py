@@ -25,6 +25,7 @@ from jointdiff.app.files import (
     write_results,
 )
 from jointdiff.common.images import save_png
+from jointdiff.jedi.coupling import SEVERAL_SUBJECTS_REGION_BIAS
 from jointdiff.jedi.guidance import DEFAULT, STRATEGIES
 
 if TYPE_CHECKING:
@@ -136,8 +137,11 @@ class JeDiService:
         steps: Any = 30,
         seed: Any = 0,
         on_step: Callable[[int, int], None] | None = None,
+        one_subject_per_reference: bool = False,
     ) -> Outcome:
-        """Generate one image per prompt, all of the references' subject; never raises."""
+        """Generate one image per prompt, all of the references' subject; never raises. With
+        ``one_subject_per_reference`` (references of several subjects, issue 33) reference i owns the i-th
+        side-by-side column of every image (the region bias :data:`SEVERAL_SUBJECTS_REGION_BIAS`)."""
         import torch
 
         try:
@@ -154,6 +158,7 @@ class JeDiService:
                 "guidance": guidance,
                 "guidance_scale": float(guidance_scale),
                 "image_guidance_scale": float(image_guidance_scale) if two_scales else None,
+                "region_bias": SEVERAL_SUBJECTS_REGION_BIAS if one_subject_per_reference else 0.0,
                 "scheduler": type(self.pipe.scheduler).__name__,
                 "seed": seed,
             }
@@ -171,6 +176,7 @@ class JeDiService:
                     guidance_scale=float(guidance_scale),
                     image_guidance_scale=settings["image_guidance_scale"],
                     guidance=guidance,
+                    region_bias=settings["region_bias"],
                     generator=torch.Generator().manual_seed(seed),
                     callback_on_step_end=callback,
                 ).images
