@@ -264,7 +264,11 @@ def main(argv: list[str] | None = None) -> int:
             "    " + " ".join(["python", "benchmarks/two_subjects.py", *(argv if argv is not None else sys.argv[1:])]),
             "",
         ]
-        args.record.write_text("\n".join([*head, *text, "", f"![grid]({grid_path.name})", ""]))
+        from jointdiff.evaluation.report import kept_reading
+
+        reading = kept_reading(args.record)  # the hand-written reading survives a rewrite of the measured part
+        body = [*head, *text, "", f"![grid]({grid_path.name})", ""]
+        args.record.write_text("\n".join(body + ([*reading, ""] if reading else [])))
         print(f"wrote {args.record}, {grid_path}")
     return 0
 
