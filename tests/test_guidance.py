@@ -198,3 +198,16 @@ def test_guidance_rescale_and_interval_are_checked_and_round_trip():
     ):
         with pytest.raises(ValueError, match=needle):
             Guidance(**kwargs)
+
+
+def test_runs_record_the_new_guidance_keys_only_when_set():
+    """A cached evaluate run made before guidance rescale and the interval existed compares equal to a run with them
+    off; a run with one of them set records it (issue 27)."""
+    from jointdiff.evaluation.options import GUIDANCE_OFF, RUN_GUIDANCE_KEYS, MethodOptions
+
+    assert set(GUIDANCE_OFF) == set(Guidance().settings()) - set(RUN_GUIDANCE_KEYS)
+    assert Guidance.of(**GUIDANCE_OFF) == Guidance()  # "off" is the default today
+    plain = MethodOptions().settings()
+    assert not set(GUIDANCE_OFF) & set(plain)
+    started = MethodOptions(guidance=Guidance(start=0.2)).settings()
+    assert started == plain | {"guidance_start": 0.2}

@@ -19,9 +19,9 @@ from jointdiff.jedi.schedulers import SCHEDULERS
 # run.json records the generation settings flat, the guidance under the pipeline's argument names in this order
 # (as when they were five fields of MethodOptions): a cached run compares, and is written, as before.
 RUN_GUIDANCE_KEYS = ("guidance_scale", "image_guidance_scale", "guidance", "null_reference", "reference_attention")
-DEFAULT_SETTINGS = (
-    DEFAULT.settings()
-)  # guidance keys beyond RUN_GUIDANCE_KEYS are recorded where they differ from these
+# The guidance keys beyond RUN_GUIDANCE_KEYS (issue 27) are recorded only where they differ from these values, which
+# every run made before the keys existed had (off): such a run compares as before, whatever the defaults become.
+GUIDANCE_OFF = {"guidance_rescale": 0.0, "guidance_start": 0.0, "guidance_stop": 1.0}
 COUPLING_NAMES = ("reference_bias", "coupled_layers", "coupled_steps", "region_bias")  # Coupling.add_arguments' dests
 
 
@@ -81,7 +81,7 @@ class MethodOptions:
             if f.name == "guidance":
                 guidance = self.guidance.settings()
                 out |= {k: guidance[k] for k in RUN_GUIDANCE_KEYS}
-                out |= {k: v for k, v in guidance.items() if k not in RUN_GUIDANCE_KEYS and v != DEFAULT_SETTINGS[k]}
+                out |= {k: v for k, v in guidance.items() if k not in RUN_GUIDANCE_KEYS and v != GUIDANCE_OFF[k]}
             elif f.name == "coupling":
                 if self.coupling != DEFAULT_COUPLING:
                     out |= self.coupling.settings()
