@@ -361,6 +361,8 @@ def test_the_training_free_options_reach_the_pipeline_and_the_run_settings(tiny_
     o = MethodOptions.from_args(parser.parse_args(argv))
     assert o.coupling == Coupling(float("-inf"), ("down", "up"), 0.5) and o.layout == "jedi"
     assert list(o.settings())[-4:] == ["layout", "reference_bias", "coupled_layers", "coupled_steps"]
+    regions = MethodOptions.from_args(parser.parse_args([*argv, "--region-bias", "8"]))
+    assert regions.settings() == o.settings() | {"region_bias": 8.0}  # recorded only where set (issue 33)
     plain = MethodOptions.from_args(parser.parse_args(argv[:7]))
     assert "reference_bias" not in plain.settings() and "layout" not in plain.settings()
     with pytest.raises(ValueError, match="layout must be one of auto, jedi, inpainting"):

@@ -84,7 +84,8 @@ class MethodOptions:
                 out |= {k: v for k, v in guidance.items() if k not in RUN_GUIDANCE_KEYS and v != GUIDANCE_OFF[k]}
             elif f.name == "coupling":
                 if self.coupling != DEFAULT_COUPLING:
-                    out |= self.coupling.settings()
+                    coupling = self.coupling.settings()  # the region bias (issue 33) only where set, as runs before it
+                    out |= {k: v for k, v in coupling.items() if k != "region_bias" or v != 0}
             elif f.name in ("layout", "scheduler"):
                 if getattr(self, f.name) is not None:
                     out[f.name] = getattr(self, f.name)
