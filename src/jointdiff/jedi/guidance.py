@@ -262,24 +262,12 @@ class Guidance:
             default=d.reference_attention,
             help="isolated: references attend among themselves only, computed once per step",
         )
-        parser.add_argument(
-            "--guidance-rescale",
-            type=float,
-            default=d.rescale,
-            help="phi of guidance rescale (Lin et al. 2024, diffusers' guidance_rescale): 0 off, 1 full",
-        )
-        parser.add_argument(
-            "--guidance-start",
-            type=float,
-            default=d.start,
-            help="guide from this fraction of the denoising steps on (earlier steps: the full prediction alone)",
-        )
-        parser.add_argument(
-            "--guidance-stop",
-            type=float,
-            default=d.stop,
-            help="guide up to this fraction of the denoising steps (later steps: the full prediction alone)",
-        )
+        for flag, default, text in (  # the image-quality options (issue 27), one float each
+            ("rescale", d.rescale, "phi of guidance rescale (Lin et al. 2024, diffusers' guidance_rescale): 0 off"),
+            ("start", d.start, "guide from this fraction of the steps on (earlier: the full prediction alone)"),
+            ("stop", d.stop, "guide up to this fraction of the steps (later: the full prediction alone)"),
+        ):
+            parser.add_argument(f"--guidance-{flag}", type=float, default=default, help=text)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace | Any) -> Guidance:
