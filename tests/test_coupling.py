@@ -275,3 +275,72 @@ def test_region_bias_is_checked():
     for bad in (-1.0, math.nan):
         with pytest.raises(ValueError, match="region bias must be >= 0"):
             Coupling(region_bias=bad)
+
+
+def test_label_bias_and_pooled_labels_by_hand():
+    """Issue 33, training's region bias: -gamma where a query and a reference key carry different subjects; tokens
+    without a subject (-1) and target keys are free. Labels pool to coarser grids by majority (ties: smaller)."""
+    from jointdiff.jedi.attention import label_bias, pool_labels
+
+    queries = torch.tensor([[0, 1, -1]])  # (S=1, Q=3)
+    keys = torch.tensor([[0, 1, -1, 1]])  # (S=1, K=4)
+    on_refs = torch.tensor([True, True, True, False])  # the last key is a target's
+    got = label_bias(queries, keys, on_refs, 2.0)[0]
+    assert got.tolist() == [[0, -2, 0, 0], [-2, 0, 0, 0], [0, 0, 0, 0]]
+    assert label_bias(queries, keys, on_refs, math.inf)[0, 0, 1] == -math.inf
+    maps = torch.tensor([[[0, 0, 1, 1], [0, 1, 1, 1], [-1, -1, 1, -1], [-1, 0, -1, -1]]])  # (1, 4, 4)
+    assert pool_labels(maps, 4).tolist() == [[0, 1, -1, -1]]  # 2x2 pixels a token: 3 of 4, 3 of 4, 2:1:1, 3 of 4
+    assert torch.equal(pool_labels(maps, 16), maps.flatten(1))
+    assert pool_labels(torch.tensor([[[0, 1], [1, 0]]]), 1).tolist() == [[0]]  # a tie: the smaller label
+    with pytest.raises(ValueError, match="do not pool to 9 tokens"):
+        pool_labels(maps, 9)
+    with pytest.raises(ValueError, match=r"subjects \(>= 0\) or -1"):
+        pool_labels(maps - 1, 4)
+
+
+@pytest.mark.parametrize("gamma", [1.5, math.inf])
+def test_region_labels_of_the_column_rule_give_the_column_rule(attn, gamma):
+    """Labels that say what the column rule says (reference i: label i; a target's column j of n: label j), given at
+    twice the token resolution, reproduce the processor's column-rule output exactly; labels all -1 change
+    nothing."""
+    length, side = 9, 3
+    x = randn(6, length, C, seed=3)
+    refs = torch.tensor([True, True, False, True, True, False])
+    proc = CoupledAttnProcessor(block="down.0")
+    columns = proc(attn, x, set_size=3, coupling=Coupling(region_bias=gamma), reference_slots=refs)
+    owner = (torch.arange(side) * 2 // side).repeat(side, 1)  # (3, 3): column x -> reference x * 2 // 3
+    fine = owner.repeat_interleave(2, 0).repeat_interleave(2, 1)  # (6, 6): the same at twice the resolution
+    per_image = [torch.full((6, 6), 0), torch.full((6, 6), 1), fine]  # reference A, reference B, the target
+    regions = torch.stack(per_image * 2)  # (B*N = 6, 6, 6)
+    labelled = proc(attn, x, set_size=3, coupling=Coupling(region_bias=gamma), reference_slots=refs, regions=regions)
+    assert torch.allclose(labelled, columns, atol=1e-6)
+    free = proc(
+        attn,
+        x,
+        set_size=3,
+        coupling=Coupling(region_bias=gamma),
+        reference_slots=refs,
+        regions=torch.full_like(regions, -1),
+    )
+    assert torch.allclose(free, proc(attn, x, set_size=3), atol=1e-6)
+    with pytest.raises(ValueError, match="one per image"):
+        proc(attn, x, set_size=3, coupling=Coupling(region_bias=gamma), reference_slots=refs, regions=regions[:3])
+
+
+def test_region_labels_bind_a_target_region_to_its_own_subject(attn):
+    """One reference (subject 0) and a target whose right column is subject 1: with gamma = inf those tokens see no
+    reference token, so changing the reference leaves them as they were and moves the others (the column rule
+    would change nothing with one reference)."""
+    length = 9
+    x = randn(2, length, C, seed=5)
+    refs = torch.tensor([True, False])
+    target = torch.tensor([[0, 0, 1]] * 3)  # (3, 3): the right column is subject 1
+    regions = torch.stack([torch.zeros(3, 3, dtype=torch.long), target])
+    kw = {"set_size": 2, "coupling": Coupling(region_bias=math.inf), "reference_slots": refs, "regions": regions}
+    out = CoupledAttnProcessor(block="down.0")(attn, x, **kw)
+    x2 = x.clone()
+    x2[0] = randn(length, C, seed=9)
+    changed = CoupledAttnProcessor(block="down.0")(attn, x2, **kw)
+    right = target.flatten() == 1
+    assert torch.allclose(changed[1, right], out[1, right], atol=1e-6)
+    assert not torch.allclose(changed[1, ~right], out[1, ~right], atol=1e-4)

@@ -111,6 +111,10 @@ def test_two_subject_sets_stream_views_of_a_of_b_and_of_both(base):
         both = g.captions[2]
         assert all(a in c and b in c for c in both)  # the full and the short caption of a view of both
         assert g.foreground.shape[0] == 4 and (g.foreground.flatten(1).sum(1) > 0).all()
+        assert torch.equal(g.regions, e.regions) and g.regions.shape == (4, *g.latents.shape[2:])
+        assert (g.regions[0] == 0).all() and (g.regions[1] == 1).all()  # views of A alone, of B alone
+        both = g.regions[2].long()
+        assert set(both.unique().tolist()) == {0, 1}  # a view of both: each subject's pixels (and half)
     with pytest.raises(ValueError, match="at least 2 views"):
         ToyWorldSource("train:0", views=1, two_subjects=True)
     with pytest.raises(ValueError, match="only for format toyworld"):
@@ -176,3 +180,11 @@ def test_training_on_two_subject_sets(base, tmp_path):
     rest = train(load_config(None, _overrides(root, tmp_path / "b", **extra)))
     assert full.finished and not part.finished and rest.finished
     assert np.isfinite(full.losses).all() and list(part.losses) + list(rest.losses) == list(full.losses)
+    # the region bias trained in (labels from the pair sets): the same draws, other losses where pair sets carry
+    # references; it resumes exactly as well
+    bias = {**extra, "objective.region_bias": "8"}
+    biased = train(load_config(None, _overrides(root, tmp_path / "c", **bias)))
+    part = train(load_config(None, _overrides(root, tmp_path / "d", **bias, **{"train.stop_after": "1"})))
+    rest = train(load_config(None, _overrides(root, tmp_path / "d", **bias)))
+    assert list(part.losses) + list(rest.losses) == list(biased.losses)
+    assert list(biased.losses) != list(full.losses)

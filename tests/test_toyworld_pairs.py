@@ -18,6 +18,7 @@ from jointdiff.data.toyworld.pairs import (
     sample_pair_poses,
     split_phrase,
     view_plan,
+    view_regions,
 )
 from jointdiff.data.toyworld.render import draw_subject, sample_light
 from jointdiff.data.toyworld.subjects import SEED_RANGES, make_subject, subject_seed
@@ -65,6 +66,23 @@ def test_pair_views_hold_both_subjects_apart_with_exact_masks():
         cols = [np.nonzero(m)[1].mean() for m in view.masks]
         assert (cols[0] < 24) != (cols[1] < 24)  # one left of the centre, the other right
     assert apart >= 18
+
+
+def test_view_regions_label_each_subject_and_split_the_background_by_halves():
+    """Training's region labels (issue 33): a one-subject view is that subject's everywhere; a view of both keeps
+    each exact mask and gives the background of each half to the subject on that side."""
+    s = make_pair_set(3, "train", 32, set_size=4)
+    regions = s.regions()
+    assert regions.shape == (4, 32, 32) and regions.dtype == np.int8 and s.shows == ["a", "b", "ab", "ab"]
+    assert (regions[0] == 0).all() and (regions[1] == 1).all()
+    for view, labels in zip(s.views[2:], regions[2:], strict=True):
+        assert (labels[view.masks[0]] == 0).all() and (labels[view.masks[1]] == 1).all()
+        left = int(np.nonzero(view.masks[1])[1].mean() < np.nonzero(view.masks[0])[1].mean())  # subject on the left
+        background = ~view.mask
+        assert (labels[:, :16][background[:, :16]] == left).all()
+        assert (labels[:, 16:][background[:, 16:]] == 1 - left).all()
+    with pytest.raises(ValueError, match="shows 'a', 'b' or 'ab'"):
+        view_regions(s.views[0], "ab")
 
 
 def test_pair_captions_name_both_subjects_and_parse():

@@ -122,6 +122,29 @@ def test_real_joint_unet_gets_gradients(joint_unet):
     assert torch.isfinite(out.loss) and float(extra.abs().sum()) > 0
 
 
+def test_region_bias_in_training_acts_only_through_the_labels(joint_unet):
+    """Issue 33: with region_bias > 0 and the data's subject labels the loss changes (generated tokens of one subject
+    stop seeing the other subject's references); labels all -1, or gamma 0, give exactly the plain loss."""
+    model = JointUNet.with_joint_attention(joint_unet).eval()
+    sched = DDPMScheduler(num_train_timesteps=1000)
+    x0 = torch.randn(2, 3, 4, 8, 8, generator=g(0))
+    text = torch.randn(2, 3, 5, 16, generator=g(1))
+    left = torch.arange(8).expand(8, 8) < 4  # (8, 8): the left half
+    both = torch.where(left, 0, 1)  # a view of both: subject 0 left, subject 1 right
+    regions = torch.stack([torch.zeros(8, 8), torch.ones(8, 8), both]).long().expand(2, 3, 8, 8)  # A, B, both
+    objective = JediObjective(reference_probability=0.9, region_bias=8.0)
+
+    def loss(obj, labels):
+        with torch.no_grad():
+            return obj(model, sched, x0, text, torch.zeros(5, 16), generator=g(2), regions=labels)
+
+    plain, labelled = loss(JediObjective(reference_probability=0.9), None), loss(objective, regions)
+    assert bool((labelled.known[:, :2]).any()) and not bool(labelled.known.all())  # references of both kinds drawn
+    assert not torch.allclose(labelled.loss, plain.loss)
+    assert torch.equal(loss(objective, torch.full_like(regions, -1)).loss, plain.loss)
+    assert torch.equal(loss(JediObjective(reference_probability=0.9), regions).loss, plain.loss)
+
+
 def test_invalid_rates():
     with pytest.raises(ValueError, match="reference_probability"):
         JediObjective(reference_probability=1.0)

@@ -47,6 +47,7 @@ class LatentSet:
     captions: list[list[str]]  # per image: caption variants, [0] the full caption
     key: str = ""
     foreground: torch.Tensor | None = None  # (N, h, w) float in [0, 1], None when unknown
+    regions: torch.Tensor | None = None  # (N, h, w) int8: each pixel's subject (two-subject sets; not in shards)
 
     def __post_init__(self) -> None:
         where = f"latent set '{self.key}'" if self.key else "latent set"
@@ -56,6 +57,8 @@ class LatentSet:
             raise BadSetError(f"{where}: {len(self.latents)} images need one non-empty caption list each")
         if self.foreground is not None and self.foreground.shape != (len(self.latents), *self.latents.shape[2:]):
             raise BadSetError(f"{where}: foreground {tuple(self.foreground.shape)} does not match the latents")
+        if self.regions is not None and self.regions.shape != (len(self.latents), *self.latents.shape[2:]):
+            raise BadSetError(f"{where}: regions {tuple(self.regions.shape)} do not match the latents")
 
     def __len__(self) -> int:
         return len(self.latents)

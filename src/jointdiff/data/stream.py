@@ -160,7 +160,8 @@ class SetSampler:
         """Batch ``number`` (default: this part's count so far), padded to its largest set: ``slot_mask`` (B, N),
         ``captions`` B lists of N, ``keys``, ``seeds`` (B,) int64 (each set's own), and ``pixel_values``
         (B, N, 3, R, R) in [-1, 1] for image sources, or ``latents`` (B, N, C, h, w) and ``foreground``
-        (B, N, h, w) in [0, 1] for cached-latent sources (all sources of a run alike)."""
+        (B, N, h, w) in [0, 1] for cached-latent sources (all sources of a run alike), with ``regions`` (B, N, h, w)
+        long, each pixel's subject (-1: none), where a set of the batch has subject labels (two-subject sets)."""
         b, r = self.spec.batch_size, self.spec.resolution
         number = self.batches if number is None else number
         members: list[tuple[int, ImageSet | LatentSet, int, list[int], list[str]]] = []
@@ -191,6 +192,12 @@ class SetSampler:
                 lat[row, : len(idx)] = s.latents[idx]
                 fg[row, : len(idx)] = s.foreground[idx] if s.foreground is not None else 1.0
             batch.update(latents=lat, foreground=fg)
+            if any(s.regions is not None for _, s, _, _, _ in members):  # type: ignore[union-attr]
+                reg = torch.full((b, n_max, *first.shape[2:]), -1, dtype=torch.long)
+                for row, (_, s, _, idx, _) in enumerate(members):
+                    if s.regions is not None:  # type: ignore[union-attr]
+                        reg[row, : len(idx)] = s.regions[idx].long()  # type: ignore[union-attr]
+                batch["regions"] = reg
         else:
             pixels = torch.zeros(b, n_max, 3, r, r)
             for row, (_, s, _, idx, _) in enumerate(members):

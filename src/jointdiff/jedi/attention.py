@@ -9,7 +9,9 @@ set arguments and runs its inner processor unchanged, so each image keeps its ow
 The set size and an optional slot mask travel with each forward call through the U-Net's
 ``cross_attention_kwargs`` (``{"set_size": N, "slot_mask": mask}``), never through global state; so do
 the training-free options (``coupling``, :class:`jointdiff.jedi.coupling.Coupling`: a bias on the
-reference keys, the coupled blocks) with the reference flag of every image (``reference_slots``).
+reference keys, the coupled blocks) with the reference flag of every image (``reference_slots``) and, for the
+region bias with known layouts (training on two-subject sets, issue 33), each image's subject labels
+(``regions``, :func:`label_bias`).
 ``set_size`` may also give the size of every set of the batch (a tuple): sets of different sizes
 then share one U-Net call (convolutions batched over all images; attention per run of equal sizes).
 
@@ -31,7 +33,7 @@ from diffusers.models.attention_processor import Attention, AttnProcessor2_0
 
 from jointdiff.jedi.coupling import PARTS, Coupling, block_id
 
-SET_KWARGS = ("set_size", "slot_mask", "shared_references", "coupling", "reference_slots")
+SET_KWARGS = ("set_size", "slot_mask", "shared_references", "coupling", "reference_slots", "regions")
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,10 @@ class CoupledAttnProcessor:
 
     The training-free options (``coupling``): where ``coupling.couples(block)`` is false every image
     attends per image; a ``coupling.reference_bias`` beta != 0 adds beta to the target queries' logits
-    on the keys of the images flagged in ``reference_slots`` (bool, ``(B*N,)``).
+    on the keys of the images flagged in ``reference_slots`` (bool, ``(B*N,)``). A ``coupling.region_bias``
+    gamma applies by :func:`region_bias` (reference i owns the i-th column of every target) or, with
+    ``regions`` (long, ``(B*N, H, W)`` at latent resolution, a subject label per pixel, -1 none), by
+    :func:`label_bias` on those labels.
     """
 
     def __init__(self, inner: Any | None = None, block: str | None = None) -> None:
@@ -128,6 +133,7 @@ class CoupledAttnProcessor:
         shared_references: SharedReferences | None = None,
         coupling: Coupling | None = None,
         reference_slots: torch.Tensor | None = None,
+        regions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if encoder_hidden_states is not None:
             raise ValueError("CoupledAttnProcessor is for self-attention (attn1) only")
@@ -141,9 +147,15 @@ class CoupledAttnProcessor:
         if not self._couples(coupling):  # a block left uncoupled: every image on its own
             return self.inner(attn, hidden_states, attention_mask=attention_mask, temb=temb)
         flags = reference_slots if coupling is not None and coupling.biases_references else None
+        if regions is not None and (coupling is None or coupling.region_bias == 0):
+            regions = None  # labels matter only to the region bias
+        if regions is not None and regions.shape[0] != bn:
+            raise ValueError(f"regions must give {bn} label maps (one per image), got {tuple(regions.shape)}")
         if shared_references is not None:
             if attention_mask is not None or slot_mask is not None:
                 raise ValueError("shared references take no attention_mask or slot_mask")
+            if regions is not None:
+                raise ValueError("region labels need joint reference attention, not isolated references")
             return self._with_shared_references(attn, hidden_states, temb, set_size, shared_references, coupling, flags)
         if isinstance(set_size, tuple):  # sets of several sizes: each run of equal sizes on its own
             _check_set_sizes(bn, set_size, slot_mask)
@@ -152,11 +164,13 @@ class CoupledAttnProcessor:
                 if attention_mask is not None:
                     raise ValueError("a token attention_mask is not supported with per-set sizes")
                 lengths = [size * count for size, count in runs]
-                parts = zip(hidden_states.split(lengths), _split(flags, lengths), runs, strict=True)
+                parts = zip(
+                    hidden_states.split(lengths), _split(flags, lengths), _split(regions, lengths), runs, strict=True
+                )
                 return torch.cat(
                     [
-                        self(attn, x, temb=temb, set_size=s, coupling=coupling, reference_slots=f)
-                        for x, f, (s, _) in parts
+                        self(attn, x, temb=temb, set_size=s, coupling=coupling, reference_slots=f, regions=r)
+                        for x, f, r, (s, _) in parts
                     ]
                 )
             set_size = runs[0][0]
@@ -169,8 +183,11 @@ class CoupledAttnProcessor:
         b = bn // n
         joint = hidden_states.reshape(b, n * length, channels)  # (B*N, L, C) -> (B, N*L, C)
         refs = flags.reshape(b, n) if flags is not None else None  # (B*N,) -> (B, N)
+        labels = None  # (B*N, H, W) -> (B*N, L) -> (B, N, L): each token's subject
+        if regions is not None:
+            labels = pool_labels(regions.to(hidden_states.device), length).reshape(b, n, length)
         if slot_mask is None or bool(slot_mask.all()):
-            out = self._attend(attn, joint, None, refs, coupling, temb)
+            out = self._attend(attn, joint, None, refs, coupling, temb, labels)
             return out.reshape(bn, length, channels)  # (B, N*L, C) -> (B*N, L, C)
 
         # Included slots attend to included slots only: an additive key mask over N*L tokens.
@@ -179,7 +196,7 @@ class CoupledAttnProcessor:
         bias = torch.zeros(b, n, dtype=hidden_states.dtype, device=hidden_states.device)
         bias = bias.masked_fill(~keys.to(bias.device), torch.finfo(hidden_states.dtype).min)
         bias = bias.repeat_interleave(length, dim=1).unsqueeze(1)  # (B, N) -> (B, 1, N*L)
-        out = self._attend(attn, joint, bias, refs, coupling, temb)
+        out = self._attend(attn, joint, bias, refs, coupling, temb, labels)
         out = out.reshape(bn, length, channels)  # (B, N*L, C) -> (B*N, L, C)
 
         # Excluded slots: ordinary per-image self-attention.
@@ -195,11 +212,13 @@ class CoupledAttnProcessor:
         refs: torch.Tensor | None,
         coupling: Coupling | None,
         temb: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Attention over the tokens of each set, ``joint`` ``(B, N*L, C)``, with an additive key bias shared
         by every query (``(B, 1, N*L)``, the slot mask) and, with ``refs`` (``(B, N)`` bool), the reference
-        bias beta on the target queries' logits of reference keys. Sets are queried in groups of equal
-        reference slots: reference queries plainly, target queries with beta, over the same keys."""
+        bias beta on the target queries' logits of reference keys and the region bias gamma (by the set's
+        token ``labels`` ``(B, N, L)`` where given, else by columns). Sets are queried in groups of equal
+        reference slots: reference queries plainly, target queries with the biases, over the same keys."""
         if refs is None or coupling is None:
             return self.inner(attn, joint, attention_mask=key_bias, temb=temb)
         b, nl, _ = joint.shape
@@ -218,7 +237,12 @@ class CoupledAttnProcessor:
                 which = slots.nonzero().squeeze(1)  # (R,)
                 queries = keys.unflatten(1, (n, length))[:, which].flatten(1, 2)  # (S, N, L, C) -> (S, R*L, C)
                 mask = bias.index_select(0, sets) if bias is not None else None  # (S, 1, N*L)
-                if bias is shifted and coupling.region_bias != 0 and int(pattern.sum()) > 1:
+                if bias is shifted and labels is not None and bool(pattern.any()):  # region bias by the sets' labels
+                    lab = labels.index_select(0, sets)  # (S, N, L)
+                    on_refs = pattern.repeat_interleave(length)  # (N*L,) keys of reference slots
+                    region = label_bias(lab[:, which].flatten(1), lab.flatten(1), on_refs, coupling.region_bias)
+                    mask = mask + region.to(mask.dtype)  # (S, 1, N*L) + (S, R*L, N*L)
+                elif bias is shifted and coupling.region_bias != 0 and int(pattern.sum()) > 1:
                     region = region_bias(pattern, length, coupling.region_bias, joint.dtype, joint.device)  # (L, N*L)
                     mask = mask + region.repeat(len(which), 1)  # (S, 1, N*L) + (R*L, N*L) -> (S, R*L, N*L)
                 o = self.inner(attn, queries, encoder_hidden_states=keys, attention_mask=mask, temb=temb)
@@ -292,6 +316,7 @@ class PerImageAttnProcessor:
         shared_references: SharedReferences | None = None,
         coupling: Coupling | None = None,
         reference_slots: torch.Tensor | None = None,
+        regions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         return self.inner(
             attn,
@@ -313,13 +338,42 @@ def region_bias(
     side = math.isqrt(length)
     if side * side != length:
         raise ValueError(f"the region bias needs square token grids (square images), got {length} tokens")
+    references = references.to(device)
     slots = references.nonzero().squeeze(1)  # (n,) the reference slots in order
     rank = torch.full(references.shape, -1, device=device)
     rank[slots] = torch.arange(len(slots), device=device)  # (N,) reference i at its slot, -1 on targets
     owner = torch.arange(length, device=device) % side * len(slots) // side  # (L,) the column's reference
-    other = (rank[None, :] >= 0) & (rank[None, :] != owner[:, None])  # (L, N): keys of the other references
-    penalty = torch.where(other, -gamma, 0.0).to(dtype)  # (L, N)
-    return penalty.repeat_interleave(length, dim=1)  # (L, N) -> (L, N*L)
+    keys = rank.repeat_interleave(length)  # (N*L,) every key's reference (its subject), -1 on targets
+    return label_bias(owner[None], keys[None], references.repeat_interleave(length), gamma)[0].to(dtype)
+
+
+def label_bias(queries: torch.Tensor, keys: torch.Tensor, on_refs: torch.Tensor, gamma: float) -> torch.Tensor:
+    """The region bias by subject labels (issue 33), ``(S, Q, K)`` float32: ``-gamma`` where a query and a key both
+    carry a label (>= 0), the labels differ and the key lies on a reference slot; 0 elsewhere.
+
+    ``queries`` ``(S, Q)`` and ``keys`` ``(S, K)`` are the token labels (long, -1: no subject) of S sets; ``on_refs``
+    (bool, ``(K,)`` or ``(S, K)``) flags the keys of reference slots. A target token of subject A thereby ignores
+    (gamma = inf) or down-weights the reference tokens of any other subject; unlabelled tokens are free."""
+    other = (queries[:, :, None] >= 0) & (keys[:, None, :] >= 0) & (queries[:, :, None] != keys[:, None, :])
+    other = other & on_refs.reshape(-1, 1, keys.shape[1])  # (S, Q, K)
+    return torch.where(other, -gamma, 0.0)
+
+
+def pool_labels(regions: torch.Tensor, length: int) -> torch.Tensor:
+    """Label maps ``(M, H, W)`` (long, -1: none) at the token grid of ``length`` tokens, ``(M, length)``: each token
+    takes the label of most of its pixels (ties: the smaller label)."""
+    m, h, w = regions.shape
+    side = math.isqrt(length)
+    if side * side != length or h != w or h % side:
+        raise ValueError(f"region labels of {h}x{w} pixels do not pool to {length} tokens (square grids)")
+    if regions.numel() and int(regions.min()) < -1:
+        raise ValueError(f"region labels are subjects (>= 0) or -1 (none), got {int(regions.min())}")
+    k = h // side
+    if k == 1:
+        return regions.reshape(m, length).long()
+    votes = torch.nn.functional.one_hot(regions.long() + 1, int(regions.max()) + 2)  # (M, H, W, K+1); -1 -> class 0
+    votes = torch.nn.functional.avg_pool2d(votes.permute(0, 3, 1, 2).float(), k)  # (M, K+1, side, side)
+    return (votes.argmax(1) - 1).reshape(m, length)
 
 
 def _split(flags: torch.Tensor | None, lengths: list[int]) -> list[torch.Tensor | None]:

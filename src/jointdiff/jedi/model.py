@@ -167,6 +167,8 @@ class JointUNet(nn.Module):
         cross_attention_kwargs: dict[str, Any] | None = None,
         empty: torch.Tensor | None = None,
         known_pixels: torch.Tensor | None = None,
+        coupling: Coupling | None = None,
+        regions: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict noise for every image of every set.
 
@@ -185,10 +187,21 @@ class JointUNet(nn.Module):
                 is known: the mask channel is ``1 - known_pixels`` and the masked-image channels blend the
                 reference with the unknown value (zero or ``empty``) by it, as a stock inpainting model is trained
                 (random regions); ``known`` then only flags reference slots for the coupling options.
+            coupling: the coupled attention's options (:class:`jointdiff.jedi.coupling.Coupling`; None: JeDi's).
+            regions: each pixel's subject at latent resolution, ``(B, N, H, W)`` long (-1: none): the region bias of
+                ``coupling`` by these labels (:func:`jointdiff.jedi.attention.label_bias`) instead of by columns;
+                training on two-subject sets (issue 33).
 
         Returns:
             Predicted noise, ``(B, N, C, H, W)``.
         """
+        kwargs = dict(cross_attention_kwargs or {})
+        if regions is not None:
+            if regions.ndim != 4 or tuple(regions.shape) != (*sample.shape[:2], *sample.shape[3:]):
+                raise ValueError(
+                    f"regions must be (B, N, H, W) = {(*sample.shape[:2], *sample.shape[3:])}, got {tuple(regions.shape)}"
+                )
+            kwargs["regions"] = pack_sets(regions)  # (B, N, H, W) -> (B*N, H, W)
         return self.forward_groups(
             [
                 SetBatch(
@@ -203,7 +216,8 @@ class JointUNet(nn.Module):
                     known_pixels=known_pixels,
                 )
             ],
-            cross_attention_kwargs,
+            kwargs,
+            coupling=coupling,
         )[0]
 
     def forward_groups(

@@ -199,6 +199,13 @@ class ObjectiveConfig:
     full_mask_probability: float = field(
         default=0.25, metadata=doc("masks = regions: probability that the whole image is masked (SD inpainting: 0.25)")
     )
+    region_bias: float = field(
+        default=0.0,
+        metadata=doc(
+            "two-subject sets (issue 33): gamma subtracted from a generated token's attention logits on the reference "
+            "tokens of the other subject, by the data's subject labels (sampling's region bias, trained in); 0: off"
+        ),
+    )
 
     def __post_init__(self) -> None:
         if self.masks not in ("images", "regions"):
@@ -210,7 +217,7 @@ class ObjectiveConfig:
         for name in ("text_dropout", "reference_dropout"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}: must be in [0, 1], got {getattr(self, name)}")
-        for name in ("foreground_weight", "snr_gamma"):
+        for name in ("foreground_weight", "snr_gamma", "region_bias"):
             if getattr(self, name) < 0.0:
                 raise ValueError(f"{name}: must be >= 0, got {getattr(self, name)}")
 
@@ -295,10 +302,15 @@ class MonitorConfig:
     subjects: int = field(default=4, metadata=doc("held-out subjects measured (4 prompts each)"))
     steps: int = field(default=20, metadata=doc("denoising steps per image"))
     guidance_scale: float = field(default=5.0, metadata=doc("guidance scale (joint guidance, eq. 3)"))
+    region_bias: float = field(
+        default=0.0, metadata=doc("toyworld_pairs: the region bias of the two-subject probe's sampling (0: off)")
+    )
 
     def __post_init__(self) -> None:
         if self.every < 0:
             raise ValueError("every: must be >= 0")
+        if not self.region_bias >= 0:
+            raise ValueError(f"region_bias: must be >= 0, got {self.region_bias}")
         if self.subjects < 1 or self.steps < 1:
             raise ValueError("subjects and steps must be >= 1")
 

@@ -15,18 +15,25 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from jointdiff.data.latents import LatentSet, shard_name, vae_fingerprint, write_latent_shard, write_manifest
+from jointdiff.jedi.attention import pool_labels
 from jointdiff.jedi.encoding import encode_latents, latent_factors
 
-# One record per set, before encoding: key, uint8 images (N, H, W, 3), foreground coverage (N, H, W)
-# in [0, 1] or None, caption variants per image.
-Record = tuple[str, np.ndarray, np.ndarray | None, list[list[str]]]
+
+class Record(NamedTuple):
+    """One set before encoding."""
+
+    key: str
+    images: np.ndarray  # (N, H, W, 3) uint8
+    masks: np.ndarray | None  # (N, H, W) foreground coverage in [0, 1], or None
+    captions: list[list[str]]  # per image: caption variants
+    regions: np.ndarray | None = None  # (N, H, W) int: each pixel's subject (two-subject sets), or None
 
 
 @dataclass
@@ -69,7 +76,7 @@ def toy_set_records(
         s = make_set(i, split, resolution, set_size=views or None, style_p=style_p, keep_identity=keep_identity)
         short = [caption(v.condition, s.subject.class_word, "", v.style) for v in s.views]
         records.append(
-            (
+            Record(
                 s.key,
                 np.stack([v.image for v in s.views]),
                 np.stack([v.mask for v in s.views]).astype(np.float32),
@@ -82,7 +89,7 @@ def toy_set_records(
 def toy_pair_records(indices: list[int], split: str, resolution: int, views: int) -> list[Record]:
     """Rendered two-subject sets (issue 33; ``views`` images each, 0: 2-4 at random): views of subject A alone, B
     alone and both (:func:`jointdiff.data.toyworld.pairs.make_pair_set`), the masks of both subjects' pixels,
-    per image its full and short (class words) caption."""
+    per image its full and short (class words) caption, and each pixel's subject (``PairSet.regions``)."""
     from jointdiff.data.toyworld.pairs import make_pair_set, short_caption
 
     records = []
@@ -90,7 +97,8 @@ def toy_pair_records(indices: list[int], split: str, resolution: int, views: int
         s = make_pair_set(i, split, resolution, set_size=views or None)
         short = [short_caption(v, s.subjects, shows) for v, shows in zip(s.views, s.shows, strict=True)]
         captions = [[v.caption, sh] if sh != v.caption else [v.caption] for v, sh in zip(s.views, short, strict=True)]
-        records.append((s.key, np.stack([v.image for v in s.views]), s.masks().astype(np.float32), captions))
+        images = np.stack([v.image for v in s.views])
+        records.append(Record(s.key, images, s.masks().astype(np.float32), captions, s.regions()))
     return records
 
 
@@ -141,7 +149,7 @@ def source_records(job: CacheJob, shard: int) -> list[Record]:
     for s in sets:
         pixels = torch.stack([to_tensor(im, job.resolution) for im in s.images])  # (N, 3, R, R) in [-1, 1]
         images = ((pixels.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
-        records.append((s.key, images, None, [[c] for c in s.captions]))
+        records.append(Record(s.key, images, None, [[c] for c in s.captions]))
     return records
 
 
@@ -158,7 +166,8 @@ def load_vae(model: str) -> Any:
 
 @torch.no_grad()
 def encode_records(vae: Any, records: list[Record], batch: int = 256) -> list[LatentSet]:
-    """Scaled latents ``(mode - shift) * scaling`` (float32, CPU) and area-averaged foreground of every set."""
+    """Scaled latents ``(mode - shift) * scaling`` (float32, CPU), area-averaged foreground and, for two-subject sets,
+    the subject labels at latent resolution (each latent pixel: the label of most of its pixels) of every set."""
     if not records:
         return []
     images = torch.from_numpy(np.concatenate([r[1] for r in records])).permute(0, 3, 1, 2).float() / 127.5 - 1
@@ -166,13 +175,16 @@ def encode_records(vae: Any, records: list[Record], batch: int = 256) -> list[La
         [encode_latents(vae, images[i : i + batch].to(vae.device)).float().cpu() for i in range(0, len(images), batch)]
     )  # (M, C, h, w)
     factor = images.shape[-1] // z.shape[-1]
+    h, w = z.shape[2:]
     out, row = [], 0
-    for key, imgs, masks, captions in records:
-        n = len(imgs)
-        fg = None
-        if masks is not None:
-            fg = torch.nn.functional.avg_pool2d(torch.from_numpy(masks)[:, None], factor)[:, 0]  # (N, h, w)
-        out.append(LatentSet(z[row : row + n], captions, key, fg))
+    for r in records:
+        n = len(r.images)
+        fg = regions = None
+        if r.masks is not None:
+            fg = torch.nn.functional.avg_pool2d(torch.from_numpy(r.masks)[:, None], factor)[:, 0]  # (N, h, w)
+        if r.regions is not None:  # (N, H, W) -> (N, h, w)
+            regions = pool_labels(torch.from_numpy(r.regions).long(), h * w).reshape(n, h, w).to(torch.int8)
+        out.append(LatentSet(z[row : row + n], r.captions, r.key, fg, regions))
         row += n
     return out
 

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from jointdiff.jedi.coupling import Coupling
 from jointdiff.jedi.sets import pack_sets, random_known, unpack_sets
 from jointdiff.training.config import ObjectiveConfig
 
@@ -148,6 +149,7 @@ class JediObjective(ObjectiveConfig):
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         foreground: torch.Tensor | None = None,
         empty: torch.Tensor | None = None,
+        regions: torch.Tensor | None = None,
     ) -> ObjectiveOutput:
         """Loss of ``model`` (a :class:`jointdiff.jedi.model.JointUNet`) on clean latents ``(B, N, C, H, W)``.
 
@@ -162,6 +164,9 @@ class JediObjective(ObjectiveConfig):
                 ``foreground_weight`` w, each slot's loss is the mean of the squared error weighted
                 by ``1 + w * foreground`` (normalised by the weights' sum, so w rescales nothing else).
             empty: the latent of a fully masked image ``(C, H, W)``, for a stock inpainting U-Net's unknown pixels.
+            regions: each pixel's subject ``(B, N, H, W)`` long (-1: none) at latent resolution; with ``region_bias``
+                gamma > 0 the coupled attention's region bias by these labels (issue 33): a generated token of one
+                subject gets ``-gamma`` on the reference tokens of the other (:func:`jointdiff.jedi.attention.label_bias`).
 
         With ``masks = "regions"`` (a stock inpainting model's training, issue 32) no slot is a whole reference:
         each image is inpainted within its random region (:func:`draw_regions`; the whole image where the set's
@@ -201,6 +206,8 @@ class JediObjective(ObjectiveConfig):
 
         # 4. eps_theta(x_t, x0 * (1 - M), M) and the MSE averaged over the chosen slots.
         extra = {k: v for k, v in {"empty": empty, "known_pixels": known_pixels}.items() if v is not None}
+        if regions is not None and self.region_bias > 0:
+            extra.update(coupling=Coupling(region_bias=self.region_bias), regions=regions)
         pred = model(
             noisy, t, text, reference=latents, known=known, slot_mask=None if slot_mask is None else real, **extra
         )  # (B, N, C, H, W)

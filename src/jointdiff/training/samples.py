@@ -50,7 +50,7 @@ def _toyworld_pairs_monitor(pipe: Any, config: Config) -> dict[str, float]:
     from jointdiff.evaluation.toy.pairs import pair_probe
 
     m = config.monitor
-    two = pair_probe(pipe, subjects=m.subjects, steps=m.steps, guidance_scale=m.guidance_scale)
+    two = pair_probe(pipe, m.subjects, m.steps, m.guidance_scale, region_bias=m.region_bias)
     return _toyworld_monitor(pipe, config) | two
 
 

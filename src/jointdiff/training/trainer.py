@@ -278,6 +278,7 @@ class JediTask(Task):
             generator=self.generators(seeds, "objective"),
             foreground=batch["foreground"].to(self.device) if "foreground" in batch else None,
             empty=self.empty,
+            regions=batch["regions"].to(self.device) if "regions" in batch else None,
         )
         return res.loss, int(slot_mask.sum())
 

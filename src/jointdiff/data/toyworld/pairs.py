@@ -83,6 +83,35 @@ class PairSet:
         """Per view, the foreground of both subjects, ``(n, H, W)`` bool."""
         return np.stack([v.mask for v in self.views])
 
+    def regions(self) -> np.ndarray:
+        """Per view, each pixel's subject (0: A, 1: B), ``(n, H, W)`` int8 (:func:`view_regions`)."""
+        return np.stack([view_regions(v, shows) for v, shows in zip(self.views, self.shows, strict=True)])
+
+
+def view_regions(view: View | PairView, shows: str) -> np.ndarray:
+    """Which subject each pixel of a view belongs to, ``(H, W)`` int8, 0 for A and 1 for B: a view of one subject is
+    that subject's everywhere; a view of both takes each subject's exact mask, and the background the subject of its
+    half of the image (the left subject's left of the centre), as the region bias of sampling splits a target
+    into columns (:func:`jointdiff.jedi.attention.region_bias`). The labels of training's region bias (issue 33)."""
+    h, w = view.image.shape[:2]
+    if shows in ("a", "b"):
+        return np.full((h, w), 0 if shows == "a" else 1, np.int8)
+    if shows != "ab" or not isinstance(view, PairView):
+        raise ValueError(f"a view shows 'a', 'b' or 'ab' (a PairView), got {shows!r}")
+    cols = np.arange(w)
+    centre = [cols[m.any(0)].mean() if m.any() else None for m in view.masks]  # each subject's mean column
+    a, b = centre
+    if a is not None and b is not None:
+        left = int(b < a)  # the subject on the left
+    elif b is not None:  # A hidden (occluded): B's side decides
+        left = int(b < w / 2)
+    else:
+        left = int(a is not None and a >= w / 2)
+    labels = np.where(cols < w / 2, left, 1 - left).astype(np.int8)[None].repeat(h, 0)  # (H, W) by halves
+    labels[view.masks[0]] = 0
+    labels[view.masks[1]] = 1
+    return labels
+
 
 def pair_phrase(a: str, b: str) -> str:
     """The subject phrase of a two-subject prompt: ``"dog and a teapot"`` (the template supplies the first "a")."""

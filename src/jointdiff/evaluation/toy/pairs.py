@@ -367,12 +367,18 @@ PROBE_SCENES = (0, 2, 6, 16)  # jungle, beach, city, mirror: the two-subject pro
 
 @torch.no_grad()
 def pair_probe(
-    pipe: Any, subjects: int = 4, steps: int = 20, guidance_scale: float = 5.0, seed: int = 0
+    pipe: Any,
+    subjects: int = 4,
+    steps: int = 20,
+    guidance_scale: float = 5.0,
+    seed: int = 0,
+    region_bias: float = 0.0,
 ) -> dict[str, float]:
     """Two subjects in training (the ``toyworld_pairs`` monitor): the first ``subjects`` tuning subjects paired with
     the next (:func:`pair_cases`), :data:`PROBE_SCENES` with both class words, both references with their own
     captions; per-subject normalised PartID against the real two-subject renders and the floor of the same scenes
-    (``pairs_normalised``), the share of subjects found, leakage and the raw identity."""
+    (``pairs_normalised``), the share of subjects found, leakage and the raw identity. ``region_bias``: sampling's
+    region bias with both references (0: off)."""
     from jointdiff.evaluation.toy.benchmark import ToyWorldBenchmark
     from jointdiff.evaluation.toy.evaluators import load_toy_dual, load_toy_parts, load_toy_segmenter
     from jointdiff.evaluation.toy.probe import with_and_without
@@ -385,7 +391,8 @@ def pair_probe(
         prompts = pair_prompts(case, templates)
         captions = [f"a photo of a {case.a.class_word}", f"a photo of a {case.b.class_word}"]
         refs = [case.a.images[0], case.b.images[0]]
-        made, _ = with_and_without(pipe, prompts, refs, captions, steps, guidance_scale, seed)
+        options = {"region_bias": region_bias} if region_bias else None
+        made, _ = with_and_without(pipe, prompts, refs, captions, steps, guidance_scale, seed, options)
         real, floor = render_pairs(case, templates, 64), render_pairs(case, templates, 64, floor=True)
         rows["model"][case.name] = scorer.score_two(case, made, prompts)
         rows["real"][case.name] = scorer.score_two(case, [v.pil() for v in real], prompts, [v.masks for v in real])
