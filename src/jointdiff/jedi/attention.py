@@ -147,10 +147,7 @@ class CoupledAttnProcessor:
         if not self._couples(coupling):  # a block left uncoupled: every image on its own
             return self.inner(attn, hidden_states, attention_mask=attention_mask, temb=temb)
         flags = reference_slots if coupling is not None and coupling.biases_references else None
-        if regions is not None and (coupling is None or coupling.region_bias == 0):
-            regions = None  # labels matter only to the region bias
-        if regions is not None and regions.shape[0] != bn:
-            raise ValueError(f"regions must give {bn} label maps (one per image), got {tuple(regions.shape)}")
+        regions = _used_regions(regions, coupling, bn)
         if shared_references is not None:
             if attention_mask is not None or slot_mask is not None:
                 raise ValueError("shared references take no attention_mask or slot_mask")
@@ -183,9 +180,7 @@ class CoupledAttnProcessor:
         b = bn // n
         joint = hidden_states.reshape(b, n * length, channels)  # (B*N, L, C) -> (B, N*L, C)
         refs = flags.reshape(b, n) if flags is not None else None  # (B*N,) -> (B, N)
-        labels = None  # (B*N, H, W) -> (B*N, L) -> (B, N, L): each token's subject
-        if regions is not None:
-            labels = pool_labels(regions.to(hidden_states.device), length).reshape(b, n, length)
+        labels = None if regions is None else pool_labels(regions.to(joint.device), length).reshape(b, n, length)
         if slot_mask is None or bool(slot_mask.all()):
             out = self._attend(attn, joint, None, refs, coupling, temb, labels)
             return out.reshape(bn, length, channels)  # (B, N*L, C) -> (B*N, L, C)
@@ -374,6 +369,15 @@ def pool_labels(regions: torch.Tensor, length: int) -> torch.Tensor:
     votes = torch.nn.functional.one_hot(regions.long() + 1, int(regions.max()) + 2)  # (M, H, W, K+1); -1 -> class 0
     votes = torch.nn.functional.avg_pool2d(votes.permute(0, 3, 1, 2).float(), k)  # (M, K+1, side, side)
     return (votes.argmax(1) - 1).reshape(m, length)
+
+
+def _used_regions(regions: torch.Tensor | None, coupling: Coupling | None, images: int) -> torch.Tensor | None:
+    """The label maps where the region bias uses them (None otherwise), one per image of the batch (one-line error)."""
+    if regions is None or coupling is None or coupling.region_bias == 0:
+        return None
+    if regions.shape[0] != images:
+        raise ValueError(f"regions must give {images} label maps (one per image), got {tuple(regions.shape)}")
+    return regions
 
 
 def _split(flags: torch.Tensor | None, lengths: list[int]) -> list[torch.Tensor | None]:
