@@ -48,6 +48,8 @@ from pathlib import Path
 STRATEGIES = {"joint": "joint", "text_first": "text first", "image_first": "image first", "text_only": "text only"}
 SWEEP_SCALES = (1.5, 3.0, 5.0, 7.5, 10.0)
 METRICS = ("CLIP-T", "CLIP-I", "MCLIP-I", "DINO", "MDINO", "PartID")
+INTERVAL = (0.2, 0.8)  # issue 27: the guidance interval chosen on tuning subjects (benchmarks/guidance_quality.md)
+FD_GOAL = 14.35  # issue 27: half of version 1's FD on the report subjects
 IDENTITY = "PartID"  # the identity measure the verdicts use (issue 26: the part-aware one); DINO beside it
 
 
@@ -100,6 +102,11 @@ def table_rows(scale: float, second: float) -> list[Row]:
             [*joint, "--reference-attention", "isolated"],
         ),
         Row("JeDi 3 refs, joint guidance", "joint_3ref", [*joint, "--refs", "3"]),
+        Row(
+            f"JeDi 1 ref, joint, guided from {INTERVAL[0]:.0%} to {INTERVAL[1]:.0%} (issue 27)",
+            "joint_interval",
+            [*joint, "--guidance-start", f"{INTERVAL[0]:g}", "--guidance-stop", f"{INTERVAL[1]:g}"],
+        ),
     ]
 
 
@@ -219,8 +226,11 @@ def table(results: dict[str, dict], fd: dict[str, float] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def claims(rows: dict[str, dict], sweep: dict[str, dict], scales: tuple[float, ...]) -> list[str]:
-    """The paper's claims (issue 15's "must show"), each stated as holding or not from the numbers."""
+def claims(
+    rows: dict[str, dict], sweep: dict[str, dict], scales: tuple[float, ...], fd: dict[str, float] | None = None
+) -> list[str]:
+    """The paper's claims (issue 15's "must show"), each stated as holding or not from the numbers; with the FD of
+    the rows (``fd``), issue 27's image-quality goal for the guidance interval as well."""
 
     def o(results: dict[str, dict], name: str, metric: str) -> float:
         return results[name]["overall"][metric]
@@ -273,6 +283,17 @@ def claims(rows: dict[str, dict], sweep: dict[str, dict], scales: tuple[float, .
         out.append(
             f"- Null reference `drop` vs `mask` (joint): normalised {IDENTITY} {ident['joint']:.3f} vs "
             f"{ident['joint_mask']:.3f}, CLIP-T {o(rows, 'joint', 'CLIP-T'):.4f} vs {o(rows, 'joint_mask', 'CLIP-T'):.4f}."
+        )
+    if "joint_interval" in rows:
+        d = (fd or {}).get("joint_interval")
+        out.append(
+            f"- Guidance interval (issue 27) vs joint: normalised {IDENTITY} {ident['joint_interval']:.3f} vs "
+            f"{ident['joint']:.3f}, CLIP-T {o(rows, 'joint_interval', 'CLIP-T'):.4f} vs {o(rows, 'joint', 'CLIP-T'):.4f}"
+            + (
+                "."
+                if d is None
+                else f"; FD {d:.2f}, the goal (at most {FD_GOAL:g}, half of version 1's) {verdict(d <= FD_GOAL)}."
+            )
         )
     if {"joint", "joint_isolated"} <= rows.keys():
         out.append(
@@ -387,7 +408,7 @@ def main(argv: list[str] | None = None) -> int:
     fd = frechet(args.work / "table", list(main_rows))
     if args.table_only:
         print(table(main_rows, fd))
-        print("\n".join(claims(main_rows, {}, SWEEP_SCALES)))
+        print("\n".join(claims(main_rows, {}, SWEEP_SCALES, fd)))
         return 0
     sweep_specs = sweep_rows(SWEEP_SCALES, args.second_scale)
     sweep = {r.name: run_row(r, args, args.sweep_subjects, args.work / "sweep", args.sweep_part) for r in sweep_specs}
@@ -405,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     text = [
-        "# The JeDi paper in the toy world (issues 15 and 26)",
+        "# The JeDi paper in the toy world (issues 15, 26 and 27)",
         "",
         f"Date {datetime.date.today()}; CPU {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}.",
         f"Command: `python {' '.join(sys.argv)}`",
@@ -427,7 +448,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "## The paper's claims",
         "",
-        *claims(main_rows, sweep, SWEEP_SCALES),
+        *claims(main_rows, sweep, SWEEP_SCALES, fd),
         "",
         f"## Guidance scales (Fig. 11): {args.sweep_subjects} subjects of the **{args.sweep_part}** part",
         "",
