@@ -284,7 +284,7 @@ def claims(
             f"- Null reference `drop` vs `mask` (joint): normalised {IDENTITY} {ident['joint']:.3f} vs "
             f"{ident['joint_mask']:.3f}, CLIP-T {o(rows, 'joint', 'CLIP-T'):.4f} vs {o(rows, 'joint_mask', 'CLIP-T'):.4f}."
         )
-    if "joint_interval" in rows:
+    if {"joint", "joint_interval"} <= rows.keys():
         d = (fd or {}).get("joint_interval")
         out.append(
             f"- Guidance interval (issue 27) vs joint: normalised {IDENTITY} {ident['joint_interval']:.3f} vs "
