@@ -40,3 +40,28 @@ def test_a_combination_row_joins_the_settings_options(gq):
     assert row.argv[-4:] == ["--guidance-rescale", "0.7", "--guidance-start", "0.2"]
     assert row.argv[:4] == ["--method", "jedi", "--guidance", "joint"]
     assert row.label == "joint, guidance rescale 0.7, guided from 20% of the steps"
+
+
+def _row(partid: float, clip_t: float) -> dict:
+    return {"overall": {"PartID": partid, "DINO": partid, "CLIP-T": clip_t}}
+
+
+def test_the_toy_table_states_the_fd_goal_of_its_interval_row(gq):
+    tw = gq.tw
+    interval = next(r for r in tw.table_rows(5.0, 1.0) if r.name == "joint_interval")
+    assert interval.argv[-4:] == gq.SETTINGS["interval-0.2-0.8"][1]  # the row runs the setting the rule chose
+    rows = {
+        "real": _row(0.6, 0.73),
+        "floor": _row(0.1, 0.73),
+        "joint": _row(0.5, 0.70),
+        "joint_interval": _row(0.45, 0.71),
+    }
+
+    def line(fd: dict[str, float] | None) -> str:
+        return next(c for c in tw.claims(rows, {}, tw.SWEEP_SCALES, fd) if c.startswith("- Guidance interval"))
+
+    assert "normalised PartID 0.700 vs 0.800" in line(None) and "FD" not in line(None)
+    assert "FD 14.35, the goal (at most 14.35, half of version 1's) **holds**" in line({"joint_interval": 14.35})
+    assert "**does not hold**" in line({"joint_interval": 14.36})
+    without_joint = {k: v for k, v in rows.items() if k != "joint"}  # a --rows joint_interval run: no line, no error
+    assert not any(c.startswith("- Guidance interval") for c in tw.claims(without_joint, {}, tw.SWEEP_SCALES, {}))
