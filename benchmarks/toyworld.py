@@ -425,10 +425,12 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
+    threads = torch.get_num_threads()
     text = [
         "# The JeDi paper in the toy world (issues 15, 26 and 27)",
         "",
-        f"Date {datetime.date.today()}; CPU {platform.machine()}, {torch.get_num_threads()} threads; torch {torch.__version__}.",
+        f"Date {datetime.date.today()}; CPU {platform.machine()}, {threads} thread{'s' * (threads != 1)}; "
+        f"torch {torch.__version__}.",
         f"Command: `python {' '.join(sys.argv)}`",
         f"Model: {model_label(args.model)}; {args.steps} DDIM steps; lambda (eq. 3) = lambda_1 (eq. 4) = {args.scale:g}, "
         f"lambda_2 (eq. 4) = {args.second_scale:g}; one random input choice per subject (seed {args.seed}); "
